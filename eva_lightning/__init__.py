@@ -1,0 +1,1 @@
+"""EVA5 assignments as one Lightning project."""

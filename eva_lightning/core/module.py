@@ -1,0 +1,190 @@
+"""ImageClassifier: the LightningModule every assignment subclasses.
+
+A subclass only builds ``self.net`` (a plain ``nn.Module``); loss, metrics, L1/L2,
+optimiser and LR schedule are wired here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torch.optim import lr_scheduler
+
+from eva_lightning.errors import EvaError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The LR schedule.
+
+    Args:
+        name: ``none`` | ``step`` | ``cosine`` | ``plateau`` | ``onecycle``.
+        step_size: ``step``: epochs between drops.
+        gamma: ``step``: factor per drop.
+        factor: ``plateau``: factor per drop.
+        patience: ``plateau``: flat epochs of ``val/loss`` before a drop.
+        min_lr: ``cosine``/``plateau``: lower bound.
+        peak_epoch: ``onecycle``: the LR reaches the optimiser's LR (the max) at the first step
+            of this epoch (counted from 0).
+        anneal: ``onecycle``: ``linear`` or ``cos`` ramps.
+        div_factor: ``onecycle``: starting LR = max / div_factor.
+        final_div_factor: ``onecycle``: last LR = starting LR / final_div_factor (1: no annihilation).
+    """
+
+    name: Literal["none", "step", "cosine", "plateau", "onecycle"] = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    factor: float = 0.1
+    patience: int = 3
+    min_lr: float = 0.0
+    peak_epoch: float = 5
+    anneal: Literal["linear", "cos"] = "linear"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+
+class ImageClassifier(L.LightningModule):
+    """Base module: cross-entropy, micro accuracy, optional L1, scheduler by config.
+
+    Args:
+        num_classes: output classes (linked from ``data.num_classes``).
+        in_channels: input channels (linked from ``data.in_channels``).
+        optimizer: the optimiser class and its arguments (L2 is its ``weight_decay``).
+        lr: if set, replaces the optimiser's LR; ``eva lr_find`` / the LR-finder callback write it.
+        schedule: the LR schedule.
+        l1: λ of the L1 penalty λ·Σ|w| over conv and linear weights (not biases or norm layers).
+        label_smoothing: cross-entropy label smoothing.
+        channels_last: NHWC memory layout (faster convs on GPUs with tensor cores).
+        compile: run the network through ``torch.compile``.
+    """
+
+    #: module path of the layer GradCAM looks at; each assignment names its own.
+    gradcam_layer: str | None = None
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        optimizer: OptimizerCallable = torch.optim.SGD,
+        lr: float | None = None,
+        schedule: Schedule = Schedule(),
+        l1: float = 0.0,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.optimizer_factory = optimizer
+        self.lr = lr
+        self.schedule = schedule
+        self.l1 = l1
+        self.label_smoothing = label_smoothing
+        self.channels_last = channels_last
+        self.compile = compile
+        metric = lambda: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="micro")  # noqa: E731
+        self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
+        self.net: nn.Module  # set by the subclass
+
+    # ------------------------------------------------------------------ forward
+    def configure_model(self) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile and "_compiled" not in self.__dict__:
+            # kept out of the module tree so checkpoints hold the plain network's keys
+            self.__dict__["_compiled"] = torch.compile(self.net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.__dict__.get("_compiled", self.net)(x)
+
+    def l1_penalty(self) -> torch.Tensor:
+        """λ·Σ|w| over the weights of conv and linear layers."""
+        weights = [m.weight for m in self.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        return self.l1 * sum(w.abs().sum() for w in weights)
+
+    def _step(self, batch, stage: str, metric: torchmetrics.Metric) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        metric(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train", self.train_acc)
+        if self.l1 > 0:
+            penalty = self.l1_penalty()
+            self.log("train/l1", penalty, on_step=True, on_epoch=True)
+            loss = loss + penalty
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(dim=1)
+
+    # ------------------------------------------------------------------ optimiser and schedule
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.parameters())
+        if self.lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = self.lr
+        s = self.schedule
+        interval = "epoch"
+        if s.name == "none":
+            # a constant schedule, so the LR monitor logs it under the same name `lr` as the others
+            sched = lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+        elif s.name == "step":
+            sched = lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+        elif s.name == "cosine":
+            sched = lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.estimated_stepping_batches, eta_min=s.min_lr)
+            interval = "step"
+        elif s.name == "plateau":
+            sched = lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience, min_lr=s.min_lr)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "name": "lr"}}
+        else:
+            sched, interval = self._one_cycle(opt), "step"
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "name": "lr"}}
+
+    def _one_cycle(self, opt: torch.optim.Optimizer) -> lr_scheduler.LRScheduler:
+        """One-cycle stepped every batch, peaking exactly at the first step of ``peak_epoch``."""
+        s = self.schedule
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        peak_step = round(s.peak_epoch * total / epochs)
+        if self.trainer.fast_dev_run or total < 3:  # too few steps for a cycle: hold the LR
+            return lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+        if not 0 < peak_step < total - 1:
+            raise EvaError(
+                f"schedule.peak_epoch={s.peak_epoch} is outside the run ({epochs} epochs, {total} steps): "
+                "choose a peak epoch between 0 and trainer.max_epochs"
+            )
+        # OneCycleLR's warm-up ends at step pct_start*total - 1, so +1 puts the max on peak_step
+        return lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=[g["lr"] for g in opt.param_groups],
+            total_steps=total,
+            pct_start=(peak_step + 1) / total,
+            anneal_strategy=s.anneal,
+            div_factor=s.div_factor,
+            final_div_factor=s.final_div_factor,
+            cycle_momentum=False,
+        )

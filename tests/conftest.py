@@ -1,0 +1,126 @@
+"""Tiny synthetic data sets written in the real on-disk formats (never ../shared)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def _pattern_images(n: int, size: int, channels: int, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Class-dependent images a tiny net can learn: a bright square whose place encodes the label."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 60, size=(n, size, size, channels), dtype=np.uint8)
+    cells = 4
+    step = size // cells
+    for i, y in enumerate(labels):
+        r, c = divmod(int(y) % (cells * cells), cells)
+        x[i, r * step : (r + 1) * step, c * step : (c + 1) * step, :] = 230
+    return x
+
+
+def write_mnist(root: Path, n_train: int = 256, n_test: int = 128, seed: int = 0) -> Path:
+    """MNIST in torchvision's raw IDX layout: <root>/MNIST/raw/*-ubyte."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = _pattern_images(n, 28, 1, labels, seed + n)[..., 0]
+        with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    return root
+
+
+def write_folder(root: Path, classes=("cat", "dog", "frog"), per_class=(12, 6), size=32, channels=3, seed=0) -> Path:
+    """An ImageFolder tree <root>/{train,test}/<class>/NNNN.png."""
+    for split, n in zip(("train", "test"), per_class):
+        for idx, cls in enumerate(classes):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            labels = np.full(n, idx)
+            imgs = _pattern_images(n, size, channels, labels, seed + idx + (100 if split == "test" else 0))
+            for j, img in enumerate(imgs):
+                Image.fromarray(img[..., 0] if channels == 1 else img).save(d / f"{j:04d}.png")
+    return root
+
+
+def write_cifar_jpeg(root: Path, per_class=(8, 4)) -> Path:
+    """A CIFAR-10-like JPEG export: <root>/cifar10-jpeg/{train,test}/<10 classes>/*.jpg."""
+    from eva_lightning.data.sources import CIFAR10_CLASSES
+
+    tree = root / "cifar10-jpeg"
+    for split, n in zip(("train", "test"), per_class):
+        for idx, cls in enumerate(CIFAR10_CLASSES):
+            d = tree / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for j, img in enumerate(_pattern_images(n, 32, 3, np.full(n, idx), idx + 7 * j)):
+                Image.fromarray(img).save(d / f"{j:04d}.jpg", quality=90)
+    return root
+
+
+def tar_tree(tree: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree, arcname=tree.name)
+    return archive
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    return write_mnist(tmp_path / "data")
+
+
+@pytest.fixture
+def folder_dir(tmp_path: Path) -> Path:
+    return write_folder(tmp_path / "folder")
+
+
+def run_eva(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m eva_lightning ARGS`` in a subprocess, the tests folder importable (tiny nets)."""
+    full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **(env or {})}
+    full_env.pop("EVA_DATA_DIR", None) if env is None or "EVA_DATA_DIR" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "eva_lightning", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+TINY_CONFIG = """\
+seed_everything: 1
+trainer:
+  max_epochs: 1
+  accelerator: cpu
+  devices: 1
+  log_every_n_steps: 1
+  enable_progress_bar: false
+model:
+  class_path: tiny.TinyNet
+  init_args:
+    optimizer:
+      class_path: torch.optim.SGD
+      init_args: {{lr: 0.05, momentum: 0.9}}
+data:
+  dataset: mnist
+  data_dir: {data_dir}
+  download: false
+  batch_size: 32
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, mnist_dir: Path) -> Path:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG.format(data_dir=mnist_dir))
+    return cfg
