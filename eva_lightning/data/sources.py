@@ -1,0 +1,200 @@
+"""Reading MNIST, CIFAR-10 and ImageFolder trees into in-memory uint8 arrays.
+
+Every source ends as ``(images, labels, classes)``: images ``uint8`` of shape (N, H, W, C),
+labels ``int64`` of shape (N,). The arrays are small (CIFAR-10 is 180 MB), so holding them in
+memory beats decoding files every epoch; folder trees are decoded once and cached as ``.npz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from eva_lightning.errors import EvaError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+
+
+@dataclass
+class Split:
+    """One split held in memory."""
+
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray  # int64 (N,)
+    classes: tuple[str, ...]
+
+
+def data_missing(data_dir: Path, looked_for: list[str], download: bool) -> EvaError:
+    """The offline error: where we looked, what for, and the two ways out."""
+    tried = "\n".join(f"  - {p}" for p in looked_for)
+    why = "download is disabled (data.download: false)" if not download else "the download failed (no internet?)"
+    return EvaError(
+        f"no data found in data_dir={data_dir} and {why}.\nLooked for:\n{tried}\n"
+        "Fix it by either:\n"
+        "  1. pointing at a folder that has the data: --data.data_dir /path/to/data "
+        "(or export EVA_DATA_DIR=/path/to/data), or\n"
+        "  2. allowing the download on a machine with internet: --data.download true"
+    )
+
+
+# --------------------------------------------------------------------------- torchvision files
+
+
+def mnist_present(root: Path) -> bool:
+    raw = root / "MNIST" / "raw"
+    return all((raw / f).exists() for f in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
+
+
+def cifar10_present(root: Path) -> bool:
+    return (root / "cifar-10-batches-py" / "data_batch_1").exists()
+
+
+def load_torchvision(name: str, root: Path, train: bool, download: bool = False) -> Split:
+    """Read (and, only when asked, download) a torchvision data set into arrays."""
+    from torchvision import datasets
+
+    if name == "mnist":
+        ds = datasets.MNIST(str(root), train=train, download=download)
+        images = ds.data.numpy()[..., None]
+        labels = ds.targets.numpy().astype(np.int64)
+        return Split(images, labels, MNIST_CLASSES)
+    ds = datasets.CIFAR10(str(root), train=train, download=download)
+    return Split(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def decode_image(data: bytes | Path, name: str, channels: int, size: int | None) -> np.ndarray | None:
+    """Decode one image to (H, W, C) uint8, or None (with a warning) if it is not an image."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        log.warning("skipping %s: not a readable image (%s)", name, exc)
+        return None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _stack(images: list[np.ndarray], labels: list[int], classes: tuple[str, ...], where: str) -> Split:
+    if not images:
+        raise EvaError(f"no readable images in {where}")
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise EvaError(
+            f"images in {where} have different sizes {sorted(shapes)[:3]}...; "
+            "set data.image_size to resize them to one square size"
+        )
+    return Split(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
+
+
+def read_folder(split_dir: Path, channels: int, size: int | None) -> Split:
+    """Decode an ImageFolder split (``<split_dir>/<class>/<image>``); unreadable files are skipped."""
+    classes = tuple(sorted(d.name for d in split_dir.iterdir() if d.is_dir()))
+    if not classes:
+        raise EvaError(f"{split_dir} has no class folders (expected {split_dir}/<class>/<image files>)")
+    images, labels = [], []
+    for idx, cls in enumerate(classes):
+        files = sorted(p for p in (split_dir / cls).rglob("*") if p.is_file())
+        if not files:
+            raise EvaError(f"class folder {split_dir / cls} is empty: add images or remove the folder")
+        for path in files:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                log.warning("skipping %s: not an image file (suffix %r)", path, path.suffix)
+                continue
+            arr = decode_image(path, str(path), channels, size)
+            if arr is not None:
+                images.append(arr)
+                labels.append(idx)
+    return _stack(images, labels, classes, str(split_dir))
+
+
+def read_folder_archive(archive: Path, split: str, channels: int, size: int | None) -> Split:
+    """Decode one split straight out of a ``.tar.gz`` ImageFolder export, without unpacking it."""
+    per_class: dict[str, list[tuple[str, bytes]]] = {}
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            # <top>/<split>/<class>/<file> (a top folder such as cifar10-jpeg/ is optional)
+            if split not in parts[:-2]:
+                continue
+            cls = parts[parts.index(split) + 1]
+            per_class.setdefault(cls, [])
+            if member.isfile():
+                per_class[cls].append((member.name, tar.extractfile(member).read()))
+    if not per_class:
+        raise EvaError(f"{archive} has no {split}/<class>/ folders")
+    classes = tuple(sorted(per_class))
+    images, labels = [], []
+    for idx, cls in enumerate(classes):
+        if not per_class[cls]:
+            raise EvaError(f"class folder {split}/{cls} in {archive} is empty")
+        for name, data in sorted(per_class[cls]):
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                log.warning("skipping %s in %s: not an image file", name, archive)
+                continue
+            arr = decode_image(data, f"{archive}:{name}", channels, size)
+            if arr is not None:
+                images.append(arr)
+                labels.append(idx)
+    return _stack(images, labels, classes, f"{archive}:{split}")
+
+
+def _cache_path(source: Path, split: str, channels: int, size: int | None) -> Path:
+    """Cache beside the data when that folder is writable, else in the user's cache directory."""
+    stat = source.stat()
+    key = hashlib.sha1(f"{source.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{split}|{channels}|{size}".encode())
+    name = f".{source.name}.{split}.{key.hexdigest()[:12]}.eva-cache.npz"
+    if os.access(source.parent, os.W_OK):
+        return source.parent / name
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eva_lightning"
+    return cache_home / name
+
+
+def load_folder_cached(source: Path, split: str, channels: int, size: int | None) -> Split:
+    """Decode a folder tree or archive once; later calls read the ``.npz`` cache.
+
+    ``source`` is either the tree root (holding ``train/`` and ``test/``) or a ``.tar.gz`` of it.
+    """
+    cache = _cache_path(source, split, channels, size)
+    if cache.exists():
+        with np.load(cache) as z:
+            return Split(z["images"], z["labels"], tuple(str(c) for c in z["classes"]))
+    if source.is_dir():
+        out = read_folder(source / split, channels, size)
+    else:
+        out = read_folder_archive(source, split, channels, size)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, images=out.images, labels=out.labels, classes=np.asarray(out.classes))
+    os.replace(tmp, cache)  # a half-written cache never takes the real name
+    log.info("decoded %d images from %s:%s, cached at %s", len(out.labels), source, split, cache)
+    return out
+
+
+def find_folder_source(root: Path, names: tuple[str, ...]) -> Path | None:
+    """The first ImageFolder tree (``<name>/train``) or archive (``<name>.tar.gz``) under root."""
+    for name in names:
+        tree = root / name
+        if (tree / "train").is_dir():
+            return tree
+        for suffix in (".tar.gz", ".tgz", ".tar"):
+            archive = root / f"{name}{suffix}"
+            if archive.is_file():
+                return archive
+    return None

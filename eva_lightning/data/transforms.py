@@ -1,0 +1,73 @@
+"""albumentations pipelines written in YAML as ``[{name: HorizontalFlip, p: 0.5}, ...]``.
+
+albumentations 2.x only *warns* about an unknown argument and drops it, so a typo such as
+``{name: CoarseDropout, hole_heigth_range: ...}`` would silently train without the intended
+augmentation. Every argument is therefore checked against the transform's signature first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Sequence
+
+import albumentations as A
+from albumentations.pytorch import ToTensorV2
+
+from eva_lightning.errors import EvaError
+
+TransformSpec = dict[str, Any]
+
+
+def _transform_class(name: str) -> type:
+    cls = getattr(A, name, None) or (ToTensorV2 if name == "ToTensorV2" else None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
+        close = difflib.get_close_matches(name, choices + ["ToTensorV2"], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise EvaError(f"unknown albumentations transform '{name}'.{hint}")
+    return cls
+
+
+def build_transform(spec: TransformSpec) -> A.BasicTransform:
+    """One transform from ``{name: ..., <arguments>}``; unknown arguments are an error."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise EvaError(f"a transform must be written as {{name: <Transform>, <argument>: <value>}}, got {spec!r}")
+    args = {k: v for k, v in spec.items() if k != "name"}
+    cls = _transform_class(spec["name"])
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+    for key in args:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise EvaError(
+                f"{spec['name']} has no argument '{key}'.{hint} Valid arguments: {', '.join(sorted(allowed))}"
+            )
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise EvaError(f"bad arguments for {spec['name']}: {exc}") from None
+
+
+def build_pipeline(
+    specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float]
+) -> A.Compose:
+    """A Compose ending in a CHW float tensor.
+
+    ``None`` gives the default Normalize(data set mean/std) + ToTensorV2. A Normalize written
+    without ``mean``/``std`` gets the data set's own, and ToTensorV2 is appended if missing.
+    """
+    specs = list(specs) if specs is not None else [{"name": "Normalize"}]
+    transforms = []
+    for spec in specs:
+        if isinstance(spec, dict) and spec.get("name") == "Normalize":
+            spec = {"mean": list(mean), "std": list(std), "max_pixel_value": 255.0, **spec}
+        transforms.append(build_transform(spec))
+    if not isinstance(transforms[-1] if transforms else None, ToTensorV2):
+        transforms.append(ToTensorV2())
+    return A.Compose(transforms)
+
+
+def is_plain(specs: Sequence[TransformSpec] | None) -> bool:
+    """True when a pipeline only normalises with the data set's statistics (done once as a tensor op)."""
+    return specs is None or all(s == {"name": "Normalize"} or s == {"name": "ToTensorV2"} for s in specs)
