@@ -118,16 +118,19 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         metric(logits, y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        # epoch means under the plain names (train/loss, val/acc ...) for curves and comparisons;
+        # the per-step training loss goes to its own tag rather than Lightning's _step/_epoch suffixes
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "train":
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train", self.train_acc)
         if self.l1 > 0:
             penalty = self.l1_penalty()
-            self.log("train/l1", penalty, on_step=True, on_epoch=True)
+            self.log("train/l1", penalty, on_step=False, on_epoch=True)
             loss = loss + penalty
         return loss
 
