@@ -66,7 +66,7 @@ def write_cifar_jpeg(root: Path, per_class=(8, 4)) -> Path:
         for idx, cls in enumerate(CIFAR10_CLASSES):
             d = tree / split / cls
             d.mkdir(parents=True, exist_ok=True)
-            for j, img in enumerate(_pattern_images(n, 32, 3, np.full(n, idx), idx + 7 * j)):
+            for j, img in enumerate(_pattern_images(n, 32, 3, np.full(n, idx), idx + (50 if split == "test" else 0))):
                 Image.fromarray(img).save(d / f"{j:04d}.jpg", quality=90)
     return root
 

@@ -23,7 +23,7 @@ KNOWN = {
     "mnist": (1, (0.1307,), (0.3081,)),
     "cifar10": (3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
-FOLDER_NAMES = {"cifar10": ("cifar10-jpeg", "cifar10"), "folder": ()}
+FOLDER_NAMES = {"mnist": (), "cifar10": ("cifar10-jpeg", "cifar10"), "folder": ()}
 
 
 class ArrayDataset(Dataset):
@@ -220,7 +220,7 @@ class VisionDataModule(L.LightningDataModule):
             if kind == "torchvision":
                 out = sources.load_torchvision(self.dataset, self.data_dir, split == "train")
             elif kind == "folder":
-                size = self.image_size if self.dataset == "folder" else None
+                size = self.hparams.image_size if self.dataset == "folder" else None
                 out = sources.load_folder_cached(self._folder_source(), split, self._channels, size)
             else:
                 raise sources.data_missing(self.data_dir, self._looked_for(), self.download)

@@ -1,0 +1,142 @@
+"""VisionDataModule on tiny synthetic data in the real on-disk formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tar_tree, write_cifar_jpeg, write_folder
+from eva_lightning.data import VisionDataModule, sources
+from eva_lightning.errors import EvaError
+
+
+def _raw_mnist(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    raw = root / "MNIST" / "raw"
+    x = np.frombuffer((raw / f"{prefix}-images-idx3-ubyte").read_bytes()[16:], np.uint8).reshape(-1, 28, 28)
+    y = np.frombuffer((raw / f"{prefix}-labels-idx1-ubyte").read_bytes()[8:], np.uint8)
+    return x, y
+
+
+def test_mnist_idx_shapes_labels_and_normalisation(mnist_dir):
+    dm = VisionDataModule("mnist", data_dir=str(mnist_dir), download=False, batch_size=16)
+    assert (dm.num_classes, dm.in_channels, dm.image_size) == (10, 1, 28)
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = next(iter(dm.val_dataloader()))  # val = test split, in order
+    assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    raw_x, raw_y = _raw_mnist(mnist_dir, "t10k")
+    expected = (raw_x[:16, None].astype(np.float32) / 255.0 - 0.1307) / 0.3081
+    np.testing.assert_allclose(x.numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(y.numpy(), raw_y[:16])
+    assert len(dm.train_set) == 256 and len(dm.val_set) == 128
+
+
+def test_augmented_pipeline_matches_default_normalisation_when_identity(mnist_dir):
+    """The albumentations path and the pre-normalised fast path give the same tensors."""
+    fast = VisionDataModule("mnist", data_dir=str(mnist_dir), download=False)
+    slow = VisionDataModule(
+        "mnist", data_dir=str(mnist_dir), download=False,
+        test_transforms=[{"name": "Rotate", "limit": 0, "p": 1.0}, {"name": "Normalize"}],
+    )
+    for dm in (fast, slow):
+        dm.setup("test")
+    np.testing.assert_allclose(fast.test_set[3][0].numpy(), slow.test_set[3][0].numpy(), atol=1e-5)
+
+
+def test_folder_labels_follow_sorted_class_names(folder_dir):
+    dm = VisionDataModule("folder", data_dir=str(folder_dir), download=False, batch_size=8)
+    assert dm.classes == ("cat", "dog", "frog") and dm.num_classes == 3
+    dm.setup("fit")
+    labels = dm.train_set.labels.numpy() if hasattr(dm.train_set, "labels") else None
+    np.testing.assert_array_equal(np.bincount(labels), [12, 12, 12])
+    assert labels[0] == 0 and labels[-1] == 2
+    x, _ = dm.train_set[0]
+    assert x.shape == (3, 32, 32)
+
+
+def test_folder_is_decoded_once_and_cached(folder_dir, monkeypatch):
+    VisionDataModule("folder", data_dir=str(folder_dir)).setup("fit")
+    assert list(folder_dir.parent.glob("*.eva-cache.npz")), "no cache written beside the data"
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again although a cache exists")
+
+    monkeypatch.setattr(sources, "decode_image", no_decoding)
+    dm = VisionDataModule("folder", data_dir=str(folder_dir))
+    dm.setup("fit")
+    assert len(dm.train_set) == 36
+
+
+def test_folder_archive_reads_like_the_tree(tmp_path):
+    tree = write_folder(tmp_path / "shapes")
+    archive = tar_tree(tree, tmp_path / "shapes.tar.gz")
+    a = VisionDataModule("folder", data_dir=str(tree))
+    b = VisionDataModule("folder", data_dir=str(archive))
+    a.setup("fit"), b.setup("fit")
+    assert a.classes == b.classes
+    np.testing.assert_array_equal(a._load("train").images, b._load("train").images)
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_cifar10_from_jpeg_export(tmp_path, archived):
+    root = write_cifar_jpeg(tmp_path / "data")
+    if archived:
+        tar_tree(root / "cifar10-jpeg", root / "cifar10-jpeg.tar.gz")
+        import shutil
+
+        shutil.rmtree(root / "cifar10-jpeg")
+    dm = VisionDataModule("cifar10", data_dir=str(root), download=False, batch_size=10)
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (10, 3, 32, 32) and dm.classes[0] == "airplane" and len(dm.train_set) == 80
+
+
+def test_validation_split_is_seeded_and_never_augmented(mnist_dir):
+    flip = [{"name": "HorizontalFlip", "p": 1.0}, {"name": "Normalize"}]
+    dm = VisionDataModule("mnist", data_dir=str(mnist_dir), val_split=0.25, seed=3, train_transforms=flip)
+    dm.setup("fit")
+    assert len(dm.val_set) == 64 and len(dm.train_set) == 192
+    again = VisionDataModule("mnist", data_dir=str(mnist_dir), val_split=0.25, seed=3, train_transforms=flip)
+    again.setup("fit")
+    np.testing.assert_array_equal(dm.val_set.labels.numpy(), again.val_set.labels.numpy())
+    # validation: the un-augmented, normalised image of a train sample
+    raw_x, _ = _raw_mnist(mnist_dir, "train")
+    perm = np.random.default_rng(3).permutation(256)
+    first_val = np.sort(perm[:64])[0]
+    expected = (raw_x[first_val].astype(np.float32) / 255.0 - 0.1307) / 0.3081
+    np.testing.assert_allclose(dm.val_set[0][0][0].numpy(), expected, atol=1e-5)
+    # training samples really are flipped
+    first_train = np.sort(perm[64:])[0]
+    flipped = (raw_x[first_train, :, ::-1].astype(np.float32) / 255.0 - 0.1307) / 0.3081
+    np.testing.assert_allclose(dm.train_set[0][0][0].numpy(), flipped, atol=1e-5)
+
+
+def test_offline_without_data_names_data_dir_and_fixes(tmp_path):
+    dm = VisionDataModule("mnist", data_dir=str(tmp_path / "empty"), download=False)
+    with pytest.raises(EvaError) as err:
+        dm.prepare_data()
+    msg = str(err.value)
+    assert str(tmp_path / "empty") in msg and "--data.data_dir" in msg and "EVA_DATA_DIR" in msg
+    assert "--data.download true" in msg and "MNIST/raw" in msg
+
+
+def test_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
+    def offline(*a, **k):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(sources, "load_torchvision", offline)
+    dm = VisionDataModule("cifar10", data_dir=str(tmp_path), download=True)
+    with pytest.raises(EvaError, match="download failed") as err:
+        dm.prepare_data()
+    assert "cifar10-jpeg" in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_data_dir_defaults_to_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("EVA_DATA_DIR", str(tmp_path))
+    assert VisionDataModule().data_dir == tmp_path
+    monkeypatch.delenv("EVA_DATA_DIR")
+    assert VisionDataModule().data_dir == Path("data")
