@@ -1,0 +1,67 @@
+"""LR schedules: one-cycle stepped per batch, reduce-on-plateau."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from eva_lightning.core import Schedule
+from eva_lightning.data import VisionDataModule
+from tiny import TinyNet
+
+
+class RecordLR(Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def _fit(mnist_dir, schedule: Schedule, epochs: int, lr: float = 0.1) -> list[float]:
+    rec = RecordLR()
+    model = TinyNet(in_channels=1, lr=lr, schedule=schedule, optimizer=lambda p: torch.optim.SGD(p, lr=0.01))
+    dm = VisionDataModule("mnist", data_dir=str(mnist_dir), batch_size=32)  # 256 / 32 = 8 steps an epoch
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[rec], limit_val_batches=1,
+    )
+    trainer.fit(model, dm)
+    return rec.lrs
+
+
+def test_one_cycle_peaks_at_first_step_of_peak_epoch_and_ends_at_start(mnist_dir):
+    lrs = _fit(mnist_dir, Schedule(name="onecycle", peak_epoch=2, final_div_factor=1.0, div_factor=10), epochs=5)
+    assert len(lrs) == 40
+    peak = max(range(len(lrs)), key=lrs.__getitem__)
+    assert peak == 2 * 8, f"peak at step {peak}, expected the first step of epoch 2 (step 16)"
+    assert lrs[peak] == pytest.approx(0.1, rel=1e-9)
+    assert lrs[0] == pytest.approx(0.01, rel=1e-9)
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1 : peak + 1])), "LR must rise every step up to the peak"
+    # one-cycle stepped per batch: the LR changes inside an epoch, not only between epochs
+    assert len(set(lrs[17:24])) == 7
+    # no annihilation: the LR of the last step equals the first
+    assert lrs[-1] == pytest.approx(lrs[0], rel=1e-9)
+
+
+def test_one_cycle_rejects_a_peak_outside_the_run(mnist_dir):
+    from eva_lightning.errors import EvaError
+
+    with pytest.raises(EvaError, match="peak_epoch"):
+        _fit(mnist_dir, Schedule(name="onecycle", peak_epoch=7), epochs=3)
+
+
+def test_reduce_on_plateau_lowers_lr_after_patience_flat_epochs():
+    model = TinyNet(in_channels=1, schedule=Schedule(name="plateau", patience=2, factor=0.5),
+                    optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
+    cfg = model.configure_optimizers()
+    assert cfg["lr_scheduler"]["monitor"] == "val/loss"
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    seen = []
+    for _ in range(5):
+        sched.step(1.0)  # a flat val/loss
+        seen.append(opt.param_groups[0]["lr"])
+    # epoch 1 sets the best; 2 and 3 are flat epochs within patience; the 4th flat epoch drops it
+    assert seen == [0.4, 0.4, 0.4, 0.2, 0.2]
