@@ -20,6 +20,8 @@ from jsonargparse import lazy_instance
 from eva_lightning.core import ImageClassifier
 from eva_lightning.data import VisionDataModule
 from eva_lightning.errors import EvaError
+from eva_lightning.predict import PredictionWriter
+from eva_lightning.report import RunReport
 
 #: ``eva <tool>`` subcommands that are not Trainer methods: module with a ``main(argv)``.
 TOOLS = {
@@ -53,6 +55,7 @@ def default_callbacks() -> list:
             auto_insert_metric_name=False,
         ),
         LearningRateMonitor(logging_interval="step"),
+        RunReport(),  # last: writes report.md after the other callbacks' end-of-fit figures
     ]
 
 
@@ -77,9 +80,23 @@ class EvaCLI(LightningCLI):
             **kwargs,
         )
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        # add_arguments_to_parser is called once per subcommand parser without its name; keep it
+        # so options that only make sense for one subcommand (--predict.gradcam) go only there
+        self._building_subcommand = subcommand
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+        if getattr(self, "_building_subcommand", None) == "predict":
+            # a plain option: Trainer.predict's own arguments already hold the "predict" group name
+            parser.add_argument("--predict.gradcam", type=bool, default=False, help="Also write a GradCAM overlay per image.")
+
+    def before_predict(self) -> None:
+        """``predictions.csv`` (+ GradCAM overlays) in the run directory."""
+        gradcam = bool(self.config.predict.get("predict.gradcam", False))
+        self.trainer.callbacks.append(PredictionWriter(gradcam=gradcam))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,156 @@
+"""``eva predict``: a trained model on your own images → ``predictions.csv`` (+ GradCAM overlays).
+
+    eva predict --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt \\
+        --data.predict_dir my_images/ [--predict.gradcam true]
+
+``VisionDataModule`` reads every file under ``data.predict_dir`` (any size, grey or colour),
+converts it to the model's input with the test pipeline and remembers which files it could not
+read; :class:`PredictionWriter` turns the softmax outputs of ``predict_step`` into the CSV in the
+run directory (``lightning_logs/<config>/version_N``) and logs a short summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+log = logging.getLogger(__name__)
+
+CSV_NAME = "predictions.csv"
+GRADCAM_DIR = "gradcam"
+TOP_K = 3
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    try:
+        return path.relative_to(root).as_posix() if root is not None else path.as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def format_topk(probs: torch.Tensor, classes: Sequence[str], k: int = TOP_K) -> str:
+    """``"7 (0.912); 1 (0.051); 9 (0.012)"`` for one probability vector."""
+    values, idx = probs.topk(min(k, probs.numel()))
+    return "; ".join(f"{classes[int(i)]} ({float(v):.3f})" for v, i in zip(values, idx))
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` (file, prediction, probability, top3) in the run directory.
+
+    Args:
+        gradcam: also write a GradCAM overlay PNG per image (``gradcam/<file>.png``), for the
+            predicted class at the model's ``gradcam_layer``.
+        output_dir: where to write; default the run directory (``trainer.log_dir``).
+    """
+
+    def __init__(self, gradcam: bool = False, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.gradcam = gradcam
+        self.output_dir = output_dir
+        self._probs: list[torch.Tensor] = []
+        self._indices: list[int] = []
+        self.csv_path: Path | None = None
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._probs, self._indices = [], []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        probs = prediction.detach().float().cpu()
+        self._probs.append(probs)
+        start = len(self._indices)
+        self._indices.extend(batch_indices if batch_indices is not None else range(start, start + len(probs)))
+
+    def _out_dir(self, trainer: L.Trainer) -> Path:
+        out = Path(self.output_dir or trainer.log_dir or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        files: list[Path] = list(getattr(dm, "predict_files", []) or [])
+        skipped: list[Path] = list(getattr(dm, "predict_skipped", []) or [])
+        root: Path | None = getattr(dm, "predict_dir", None)
+        if not self._probs:
+            return
+        probs = torch.cat(self._probs)
+        order = np.argsort(np.asarray(self._indices), kind="stable")
+        probs = probs[torch.from_numpy(order)]
+        indices = [self._indices[i] for i in order]
+        classes = list(getattr(dm, "classes", None) or [str(i) for i in range(probs.shape[1])])
+        names = [_relative(files[i], root) if i < len(files) else f"#{i}" for i in indices]
+
+        out = self._out_dir(trainer)
+        self.csv_path = out / CSV_NAME
+        conf, pred = probs.max(dim=1)
+        with open(self.csv_path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "prediction", "probability", "top3"])
+            for name, p, c, row in zip(names, pred.tolist(), conf.tolist(), probs):
+                writer.writerow([name, classes[p], f"{c:.4f}", format_topk(row, classes)])
+
+        if self.gradcam:
+            self._write_gradcam(trainer, pl_module, out, indices, names, pred)
+        self._summary(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
+
+    def _summary(
+        self, names: list[str], labels: list[str], conf: list[float], skipped: list[Path], root: Path | None
+    ) -> None:
+        counts = ", ".join(f"{c}: {n}" for c, n in sorted(Counter(labels).items(), key=lambda kv: (-kv[1], kv[0])))
+        lines = [f"predicted {len(names)} image(s) → {self.csv_path}", f"  classes: {counts}"]
+        for name, label, c in list(zip(names, labels, conf))[:10]:
+            lines.append(f"  {name}: {label} ({c:.3f})")
+        if len(names) > 10:
+            lines.append(f"  ... {len(names) - 10} more in {CSV_NAME}")
+        if skipped:
+            lines.append(f"skipped {len(skipped)} unreadable file(s):")
+            lines.extend(f"  {_relative(p, root)}" for p in skipped)
+        log.info("\n".join(lines))
+
+    def _write_gradcam(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        out: Path,
+        indices: list[int],
+        names: list[str],
+        pred: torch.Tensor,
+    ) -> None:
+        from eva_lightning.analysis import gradcam as gc
+
+        layer = getattr(pl_module, "gradcam_layer", None)
+        if layer is None:
+            log.warning("no GradCAM overlays: %s names no gradcam_layer", type(pl_module).__name__)
+            return
+        dm = trainer.datamodule
+        dataset = dm.predict_set
+        target = out / GRADCAM_DIR
+        target.mkdir(exist_ok=True)
+        batch = max(1, int(getattr(dm, "batch_size", 32)))
+        # predict runs under inference mode; GradCAM needs the gradients of the target layer
+        with torch.inference_mode(False), torch.enable_grad():
+            for start in range(0, len(indices), batch):
+                chunk = indices[start : start + batch]
+                x = torch.stack([dataset[i][0] for i in chunk]).clone().to(pl_module.device)
+                cams = gc.gradcam(pl_module, x, layer, class_idx=pred[start : start + batch].to(pl_module.device))
+                for j, i in enumerate(chunk):
+                    raw = dataset.images[i]  # the uint8 model-size image the prediction saw
+                    name = names[start + j].replace("/", "__")
+                    gc.save_overlay(raw, cams[j], target / f"{Path(name).stem}.png")
+        log.info("GradCAM overlays → %s", target)
