@@ -20,13 +20,16 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
 CSV_NAME = "predictions.csv"
 GRADCAM_DIR = "gradcam"
 TOP_K = 3
+OVERLAY_SIDE = 256  # px, longer side of a GradCAM overlay: MNIST-sized inputs are unreadable at 28 px
 
 
 def _relative(path: Path, root: Path | None) -> str:
@@ -132,25 +135,39 @@ class PredictionWriter(BasePredictionWriter):
         names: list[str],
         pred: torch.Tensor,
     ) -> None:
-        from eva_lightning.analysis import gradcam as gc
+        from eva_lightning.analysis.gradcam import gradcam, overlay
 
         layer = getattr(pl_module, "gradcam_layer", None)
         if layer is None:
             log.warning("no GradCAM overlays: %s names no gradcam_layer", type(pl_module).__name__)
             return
         dm = trainer.datamodule
-        dataset = dm.predict_set
         target = out / GRADCAM_DIR
         target.mkdir(exist_ok=True)
         batch = max(1, int(getattr(dm, "batch_size", 32)))
-        # predict runs under inference mode; GradCAM needs the gradients of the target layer
-        with torch.inference_mode(False), torch.enable_grad():
-            for start in range(0, len(indices), batch):
-                chunk = indices[start : start + batch]
-                x = torch.stack([dataset[i][0] for i in chunk]).clone().to(pl_module.device)
-                cams = gc.gradcam(pl_module, x, layer, class_idx=pred[start : start + batch].to(pl_module.device))
-                for j, i in enumerate(chunk):
-                    raw = dataset.images[i]  # the uint8 model-size image the prediction saw
-                    name = names[start + j].replace("/", "__")
-                    gc.save_overlay(raw, cams[j], target / f"{Path(name).stem}.png")
+        used: set[str] = set()
+        for start in range(0, len(indices), batch):
+            chunk = indices[start : start + batch]
+            x = torch.stack([dm.predict_set[i][0] for i in chunk]).to(pl_module.device)
+            cams = gradcam(pl_module, x, layer, class_idx=pred[start : start + batch])
+            for j, i in enumerate(chunk):
+                picture = _display_image(dm.predict_files[i])
+                cam = F.interpolate(cams[j][None, None].float().cpu(), size=picture.shape[:2], mode="bilinear")[0, 0]
+                flat = Path(names[start + j].replace("/", "__"))
+                name = flat.stem if flat.stem not in used else f"{flat.stem}_{flat.suffix.lstrip('.')}"
+                used.add(name)
+                Image.fromarray(overlay(picture, cam.clamp(0, 1))).save(target / f"{name}.png")
         log.info("GradCAM overlays → %s", target)
+
+
+def _display_image(path: Path, side: int = OVERLAY_SIDE) -> np.ndarray:
+    """The user's image as RGB uint8 with its longer side ``side`` px.
+
+    The model saw the whole image resized to a square, so the square heat map stretched back to
+    the original aspect ratio covers the same content.
+    """
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        scale = side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        return np.asarray(img.resize(size, Image.BILINEAR), dtype=np.uint8)

@@ -1,0 +1,93 @@
+"""`eva predict` on a folder of the user's own images: predictions.csv, skipped files, GradCAM."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_CONFIG, run_eva, write_mnist
+from eva_lightning.cli import EvaCLI
+
+HAS_GRADCAM = importlib.util.find_spec("eva_lightning.analysis.gradcam") is not None
+
+
+def write_own_images(root: Path) -> tuple[list[str], str]:
+    """Images of mixed sizes and modes (RGB, grey, RGBA, palette, in a sub-folder) and one corrupt file."""
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(root / "photo.png")
+    Image.fromarray(rng.integers(0, 255, (100, 80), dtype=np.uint8)).save(root / "grey.jpg")
+    Image.fromarray(rng.integers(0, 255, (28, 28, 4), dtype=np.uint8), "RGBA").save(root / "sub" / "alpha.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).convert("P").save(root / "palette.gif")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image after all")
+    return ["grey.jpg", "palette.gif", "photo.png", "sub/alpha.png"], "broken.png"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A TinyNet trained for one epoch on synthetic MNIST, shared by this module's tests: (config, checkpoint)."""
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "tiny.yaml"
+    config.write_text(TINY_CONFIG.format(data_dir=write_mnist(root / "data")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        EvaCLI(args=["fit", "--config", str(config)])
+    ckpt = root / "lightning_logs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    return config, ckpt
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_writes_one_row_per_readable_image_and_names_the_skipped(tmp_path, trained):
+    tiny_config, trained = trained
+    readable, corrupt = write_own_images(tmp_path / "mine")
+    args = ["predict", "--config", str(tiny_config), "--ckpt_path", str(trained), "--data.predict_dir", "mine"]
+    if HAS_GRADCAM:
+        args += ["--predict.gradcam", "true"]
+    res = run_eva(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    run = tmp_path / "lightning_logs" / "tiny" / "version_0"  # predict's own run directory
+    rows = read_csv(run / "predictions.csv")
+    assert [r["file"] for r in rows] == readable
+    for row in rows:
+        assert row["prediction"] in [str(i) for i in range(10)]
+        assert 0.0 < float(row["probability"]) <= 1.0
+        top3 = row["top3"].split("; ")
+        assert len(top3) == 3 and top3[0] == f"{row['prediction']} ({float(row['probability']):.3f})"
+    out = res.stdout + res.stderr
+    assert "skipped 1 unreadable file(s)" in out and corrupt in out
+    assert f"predicted {len(readable)} image(s)" in out
+    if HAS_GRADCAM:
+        overlays = sorted(p.name for p in (run / "gradcam").glob("*.png"))
+        assert overlays == sorted(f"{Path(n.replace('/', '__')).stem}.png" for n in readable)
+        with Image.open(run / "gradcam" / overlays[0]) as img:
+            assert max(img.size) == 256  # OVERLAY_SIDE: readable even for 28 px inputs
+
+
+def test_predict_without_gradcam_writes_no_overlays(tmp_path, trained, monkeypatch):
+    tiny_config, trained = trained
+    readable, _ = write_own_images(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    EvaCLI(args=["predict", "--config", str(tiny_config), "--ckpt_path", str(trained), "--data.predict_dir", "mine"])
+    run = tmp_path / "lightning_logs" / "tiny" / "version_0"
+    assert len(read_csv(run / "predictions.csv")) == len(readable)
+    assert not (run / "gradcam").exists()
+
+
+def test_gradcam_option_is_only_on_predict(capsys):
+    helps = {}
+    for sub in ("predict", "fit"):
+        with pytest.raises(SystemExit):
+            EvaCLI(args=[sub, "--help"])
+        helps[sub] = capsys.readouterr().out
+    assert "--predict.gradcam" in helps["predict"] and "--predict.gradcam" not in helps["fit"]
