@@ -238,7 +238,7 @@ def write_report(run_dir: str | Path) -> Path:
     table = metric_table(scalars)
     if table:
         lines += ["| metric | final | best |", "|---|---|---|"]
-        lines += [f"| `{tag}` | {final:.4g} | {best} |" for tag, final, best in table]
+        lines += [f"| `{tag}` | {final:.4f} | {best} |" for tag, final, best in table]
     else:
         lines.append("No scalars logged.")
     lines.append("")
