@@ -139,7 +139,7 @@ def metric_table(scalars: dict[str, list[tuple[int, float, float]]]) -> list[tup
             pick = max if kind == "acc" else min
             step, value, _ = pick(points, key=lambda p: p[1])
             where = f"epoch {epoch_at[step]}" if step in epoch_at else f"step {step}"
-            best = f"{value:.4f} ({where})"
+            best = f"{_fmt_value(value)} ({where})"
         rows.append((tag, final, best))
     return rows
 
@@ -166,6 +166,11 @@ def _natural_key(path: Path) -> list:
 
 
 # --------------------------------------------------------------------------- writing the page
+def _fmt_value(value: float) -> str:
+    """Four decimals for accuracies and losses; significant digits for small values such as LRs."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"
+
+
 def _fmt_seconds(seconds: float) -> str:
     seconds = float(seconds)
     if seconds < 120:
@@ -196,8 +201,13 @@ def _config_summary(config: str) -> dict[str, str]:
     return out
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``report.md`` in ``run_dir`` from what the run left there; returns its path."""
+def write_report(run_dir: str | Path, title: str | None = None) -> Path:
+    """Write ``report.md`` in ``run_dir`` from what the run left there; returns its path.
+
+    Args:
+        run_dir: the run directory, or its run-name folder (the newest version is taken).
+        title: page heading; default ``<run name>/version_N``.
+    """
     run = resolve_run_dir(run_dir)
     info: dict[str, Any] = {}
     if (run / INFO_NAME).exists():
@@ -217,7 +227,7 @@ def write_report(run_dir: str | Path) -> Path:
         if all_points else None
     )
 
-    lines = [f"# Run report: {run.parent.name}/{run.name}", ""]
+    lines = [f"# Run report: {title or f'{run.parent.name}/{run.name}'}", ""]
     head = _config_summary(config)
     rows = [
         ("model", head.get("model")),
@@ -238,7 +248,7 @@ def write_report(run_dir: str | Path) -> Path:
     table = metric_table(scalars)
     if table:
         lines += ["| metric | final | best |", "|---|---|---|"]
-        lines += [f"| `{tag}` | {final:.4f} | {best} |" for tag, final, best in table]
+        lines += [f"| `{tag}` | {_fmt_value(final)} | {best} |" for tag, final, best in table]
     else:
         lines.append("No scalars logged.")
     lines.append("")

@@ -66,3 +66,40 @@ def test_report_of_a_missing_run_is_a_plain_error(tmp_path):
         report_main([str(tmp_path / "nope")])
     with pytest.raises(EvaError, match="holds no run"):
         report_main([str(tmp_path)])
+
+
+def test_make_reference_keeps_scalars_final_images_and_newest_figures(tmp_path):
+    import importlib.util
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    spec = importlib.util.spec_from_file_location("make_reference", Path(__file__).parents[1] / "scripts" / "make_reference.py")
+    make_reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_reference)
+
+    run = tmp_path / "lightning_logs" / "s4" / "version_3"
+    writer = SummaryWriter(str(run))
+    for step in range(5):
+        writer.add_scalar("val/acc", 0.5 + step / 10, step)
+        writer.add_scalar("epoch", step, step)
+    for step, shade in ((0, 0), (4, 255)):
+        writer.add_image("misclassified", np.full((3, 4, 4), shade, dtype=np.uint8), step)
+    writer.close()
+    (run / "config.yaml").write_text("model:\n  class_path: tiny.TinyNet\n")
+    for epoch in (1, 2, 10):
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(run / f"misclassified_epoch{epoch}.png")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"0" * 1000)
+
+    out = tmp_path / "reference"
+    make_reference.main([str(run.parent), "--out", str(out)])
+    ref = out / "s4"
+    assert sorted(p.name for p in ref.glob("*.png")) == ["misclassified_epoch10.png"]
+    assert not (ref / "checkpoints").exists()
+    events = EventAccumulator(str(ref), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert [e.step for e in events.Images("misclassified")] == [4]  # the final image only
+    links = image_links(ref / "report.md")
+    assert links == ["misclassified_epoch10.png"] and "`val/acc` | 0.9000 | 0.9000 (epoch 4)" in (ref / "report.md").read_text()
