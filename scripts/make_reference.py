@@ -38,6 +38,7 @@ from eva_lightning.report import INFO_NAME, resolve_run_dir, write_report  # noq
 log = logging.getLogger("make_reference")
 
 KEEP_FILES = ("config.yaml", "hparams.yaml", INFO_NAME)
+SKIP_SCALARS = ("hp_metric",)  # TensorBoardLogger's placeholder (-1) for the HParams tab
 
 
 def copy_events(run: Path, out: Path) -> tuple[int, int]:
@@ -48,6 +49,8 @@ def copy_events(run: Path, out: Path) -> tuple[int, int]:
     tags = acc.Tags()
     events: list[event_pb2.Event] = []
     for tag in tags["scalars"]:
+        if tag in SKIP_SCALARS:
+            continue
         for e in acc.Scalars(tag):
             value = summary_pb2.Summary.Value(tag=tag, simple_value=e.value)
             events.append(event_pb2.Event(wall_time=e.wall_time, step=e.step, summary=summary_pb2.Summary(value=[value])))
@@ -63,7 +66,7 @@ def copy_events(run: Path, out: Path) -> tuple[int, int]:
     for ev in events:
         writer.add_event(ev)
     writer.close()
-    return len(tags["scalars"]), len(tags["images"])
+    return len(set(tags["scalars"]) - set(SKIP_SCALARS)), len(tags["images"])
 
 
 def newest_figures(run: Path) -> list[Path]:
