@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from eva_lightning.data import sources
+from eva_lightning.data import gpu_loader, sources
 from eva_lightning.data.transforms import TransformSpec, build_pipeline, is_plain
 from eva_lightning.errors import EvaError
 
@@ -91,6 +91,9 @@ class VisionDataModule(L.LightningDataModule):
         std: per-channel std; default the data set's own.
         predict_dir: folder of your own images for ``eva predict`` (any size, grey or colour;
             converted to the model's input with the test pipeline).
+        loader: ``torch`` (DataLoader + albumentations per sample) or ``gpu``: the split as uint8
+            on the training device, augmented per batch there (``eva_lightning.data.gpu_loader``);
+            a pipeline it cannot reproduce falls back to ``torch`` with a logged reason.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class VisionDataModule(L.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         predict_dir: str | None = None,
+        loader: Literal["torch", "gpu"] = "torch",
     ) -> None:
         super().__init__()
         if not 0.0 <= val_split < 1.0:
@@ -132,6 +136,7 @@ class VisionDataModule(L.LightningDataModule):
             sources.CIFAR10_CLASSES if dataset == "cifar10" else None
         )
         self.predict_dir = Path(predict_dir).expanduser() if predict_dir else None
+        self.loader = loader
         self.predict_files: list[Path] = []  # the readable images, in prediction order
         self.predict_skipped: list[Path] = []  # files that could not be read as images
         self.train_set = self.val_set = self.test_set = self.predict_set = None
@@ -241,6 +246,12 @@ class VisionDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ splits and loaders
     def _dataset(self, split: sources.Split, specs, idx: np.ndarray | None = None) -> Dataset:
         images, labels = (split.images, split.labels) if idx is None else (split.images[idx], split.labels[idx])
+        if self.loader == "gpu":
+            try:
+                augment = gpu_loader.BatchAugment(build_pipeline(specs, self.mean, self.std))
+                return gpu_loader.DeviceDataset(images, labels, augment)
+            except gpu_loader.Unsupported as exc:
+                log.warning("data.loader=gpu cannot do %s on the device: using the DataLoader path for this split", exc)
         if is_plain(specs):
             return NormalizedDataset(images, labels, self.mean, self.std)
         return ArrayDataset(images, labels, build_pipeline(specs, self.mean, self.std))
@@ -290,6 +301,8 @@ class VisionDataModule(L.LightningDataModule):
                 self.val_set = self.test_set
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        if isinstance(ds, gpu_loader.DeviceDataset):
+            return self._device_loader(ds, shuffle)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -298,6 +311,21 @@ class VisionDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=_already_batched if isinstance(ds, NormalizedDataset) else None,
+        )
+
+    def _device_loader(self, ds: gpu_loader.DeviceDataset, shuffle: bool) -> gpu_loader.DeviceLoader:
+        """Batches made on the trainer's device (the model is there before loaders are requested)."""
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
+        return gpu_loader.DeviceLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            device=trainer.strategy.root_device if trainer is not None else "cpu",
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            channels_last=bool(getattr(module, "channels_last", False)),
         )
 
     def train_dataloader(self) -> DataLoader:

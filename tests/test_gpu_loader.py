@@ -1,0 +1,190 @@
+"""data.loader: gpu — batched augmentation semantics against albumentations, loader mechanics, training."""
+
+from __future__ import annotations
+
+import logging
+
+import albumentations as A
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import run_eva, write_mnist
+from tiny import TinyNet
+
+from eva_lightning.data import VisionDataModule
+from eva_lightning.data.gpu_loader import BatchAugment, DeviceDataset, DeviceLoader, Rotate
+from eva_lightning.data.transforms import build_pipeline
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _augment(specs, mean=MEAN, std=STD) -> BatchAugment:
+    return BatchAugment(build_pipeline(specs, mean, std))
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def test_pad_and_crop_offsets_within_pad_and_uniform():
+    # every pixel holds its own index, so where pixel (16, 16) lands gives the crop offset
+    n, pad = 3000, 4
+    x = (torch.arange(32 * 32, dtype=torch.float32) + 1).view(1, 1, 32, 32).expand(n, 1, 32, 32)
+    aug = _augment([{"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "fill": 0},
+                    {"name": "RandomCrop", "height": 32, "width": 32}], mean=(0,), std=(1,))
+    out = aug.op.ops[1](aug.op.ops[0](x, _gen()), _gen())
+    assert out.shape == (n, 1, 32, 32)
+    hit = (out[:, 0] == 16 * 32 + 16 + 1).nonzero()
+    assert len(hit) == n  # the centre pixel survives any offset within ±4
+    dy, dx = hit[:, 1] - 16, hit[:, 2] - 16
+    assert dy.abs().max() <= pad and dx.abs().max() <= pad
+    counts = torch.bincount(((dy + pad) * 9 + dx + pad), minlength=81)
+    assert counts.min() > 0.5 * n / 81  # all 81 offsets, roughly uniform (albumentations' rule)
+    # geometry: each crop is the padded image shifted, zeros (the fill) where it left the image
+    b = 0
+    shifted = torch.zeros(40, 40)
+    shifted[4:36, 4:36] = x[0, 0]
+    oy, ox = int(4 - dy[b]), int(4 - dx[b])
+    assert torch.equal(out[hit[b, 0], 0], shifted[oy : oy + 32, ox : ox + 32])
+
+
+def test_random_crop_pad_if_needed_with_channel_fill():
+    aug = _augment([{"name": "RandomCrop", "height": 36, "width": 36, "pad_if_needed": True, "fill": [10, 20, 30]}],
+                   mean=(0, 0, 0), std=(1 / 255, 1 / 255, 1 / 255))  # Normalize appended? no: not in specs
+    x = torch.full((64, 32, 32, 3), 200, dtype=torch.uint8)
+    out = aug(x, _gen())
+    assert out.shape == (64, 3, 36, 36)
+    # padding of 2 on each side: a crop of size 36 from 36 keeps every border pixel = fill
+    assert torch.equal(out[:, :, 0, 0], torch.tensor([10.0, 20.0, 30.0]).expand(64, 3))
+
+
+def test_flip_rate_is_p():
+    x = torch.zeros(4000, 8, 8, 1, dtype=torch.uint8)
+    x[:, :, 0] = 255  # left column bright
+    for p in (0.5, 0.2):
+        out = _augment([{"name": "HorizontalFlip", "p": p}], mean=(0,), std=(1,))(x, _gen())
+        flipped = (out[:, 0, :, -1] == 255).all(1).float().mean().item()
+        assert abs(flipped - p) < 0.03
+        assert ((out[:, 0, :, 0] == 255).all(1) ^ (out[:, 0, :, -1] == 255).all(1)).all()
+
+
+def test_cutout_hole_area_fill_and_probability():
+    x = torch.full((2000, 32, 32, 3), 255, dtype=torch.uint8)
+    spec = {"name": "CoarseDropout", "num_holes_range": [1, 1], "hole_height_range": [8, 8],
+            "hole_width_range": [8, 8], "fill": [1, 2, 3], "p": 0.5}
+    out = _augment([spec], mean=(0, 0, 0), std=(1, 1, 1))(x, _gen())
+    holed = out[:, 0] != 255
+    area = holed.flatten(1).sum(1)
+    assert set(area.unique().tolist()) == {0, 64}  # one whole 8x8 hole inside the image, or none
+    assert abs((area > 0).float().mean().item() - 0.5) < 0.04
+    rows, cols = holed.any(2), holed.any(1)
+    assert ((rows.sum(1) == 8) | (area == 0)).all() and ((cols.sum(1) == 8) | (area == 0)).all()
+    i = int(area.argmax())
+    assert torch.equal(out[i][:, holed[i]].T.unique(dim=0), torch.tensor([[1.0, 2.0, 3.0]]))
+    # every position where a hole fits is used (albumentations: corner uniform in [0, 32 - 8])
+    tops = rows.float().argmax(1)[area > 0]
+    assert tops.min() == 0 and tops.max() == 24
+
+
+def test_cutout_hole_count_and_size_ranges():
+    x = torch.full((500, 32, 32, 1), 255, dtype=torch.uint8)
+    spec = {"name": "CoarseDropout", "num_holes_range": [2, 3], "hole_height_range": [0.1, 0.2],
+            "hole_width_range": [4, 6], "fill": 0, "p": 1.0}
+    out = _augment([spec], mean=(0,), std=(1,))(x, _gen())
+    area = (out[:, 0] == 0).flatten(1).sum(1)
+    # 2-3 holes of height int(32*U(0.1,0.2)) in 3..6 and width 4..6 (they may overlap)
+    assert area.min() >= 3 * 4 and area.max() <= 3 * 6 * 6
+
+
+def test_normalisation_identical_to_albumentations_path():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(50, 32, 32, 3), dtype=np.uint8)
+    specs = [{"name": "Normalize"}, {"name": "ToTensorV2"}]
+    loader = DeviceLoader(DeviceDataset(images, np.arange(50), _augment(specs)), batch_size=16, shuffle=False)
+    got = torch.cat([x for x, _ in loader])
+    pipeline = build_pipeline(specs, MEAN, STD)
+    want = torch.stack([pipeline(image=im)["image"] for im in images])
+    assert got.shape == want.shape and got.dtype == want.dtype
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (24, 32)])
+@pytest.mark.parametrize("angle", [7.0, -30.0])
+def test_rotation_matches_albumentations(shape, angle):
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = (255 * np.exp(-((yy - h * 0.35) ** 2 / 30 + (xx - w * 0.6) ** 2 / 60))).astype(np.uint8)
+    img[3:6, 2:20] = 200
+    want = A.Rotate(limit=(angle, angle), p=1.0, fill=40)(image=img)["image"].astype(np.float32)
+    got = Rotate((angle, angle), 40, 1.0)(torch.from_numpy(img).float()[None, None], _gen())[0, 0].numpy()
+    # cv2 rounds to uint8; the float result rounds to exactly cv2's pixels
+    assert np.abs(got - want).max() <= 0.5 + 1e-3
+    assert np.abs(np.round(got) - want).mean() < 0.01
+
+
+def test_rotate_probability_and_affine_rotate():
+    x = torch.zeros(1000, 28, 28, 1, dtype=torch.uint8)
+    x[:, 10:18, :] = 255  # a horizontal band: any rotation changes its edge pixels
+    out = _augment([{"name": "Rotate", "limit": 7}], mean=(0,), std=(1,))(x, _gen())  # default p=0.5
+    changed = (out[:, 0] != x[:, :, :, 0].float()).flatten(1).any(1).float().mean().item()
+    assert abs(changed - 0.5) < 0.05
+    aff = _augment([{"name": "Affine", "rotate": [-7, 7], "p": 1.0}], mean=(0,), std=(1,))(x, _gen())
+    assert (aff[:, 0] != x[:, :, :, 0].float()).flatten(1).any(1).all()
+
+
+def test_loader_reproducible_sharded_and_reshuffled():
+    images = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4, 1)
+    ds = DeviceDataset(images, np.arange(10), _augment([{"name": "HorizontalFlip"}], mean=(0,), std=(1,)))
+    a = [(x.clone(), y.clone()) for x, y in DeviceLoader(ds, 4, True, seed=3)]
+    b = [(x.clone(), y.clone()) for x, y in DeviceLoader(ds, 4, True, seed=3)]
+    assert len(a) == 3 and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    loader = DeviceLoader(ds, 4, True, seed=3)
+    first, second = [torch.cat([y for _, y in loader]) for _ in range(2)]
+    assert sorted(first.tolist()) == list(range(10)) and not torch.equal(first, second)
+    loader.sampler.set_epoch(0)  # Lightning's hook: epoch 0 again gives the same order
+    assert torch.equal(torch.cat([y for _, y in loader]), first)
+    shards = [torch.cat([y for _, y in DeviceLoader(ds, 2, True, seed=3, rank=r, world_size=3)]) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)  # ceil(10/3), padded by wrap-around like DistributedSampler
+    assert set(torch.cat(shards).tolist()) == set(range(10))
+
+
+def test_unsupported_transform_falls_back_with_message(mnist_dir, caplog):
+    dm = VisionDataModule(dataset="mnist", data_dir=str(mnist_dir), download=False, loader="gpu",
+                          train_transforms=[{"name": "GaussNoise"}, {"name": "Normalize"}])
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert "GaussNoise" in caplog.text and "DataLoader path" in caplog.text
+    assert not isinstance(dm.train_set, DeviceDataset) and isinstance(dm.val_set, DeviceDataset)
+
+
+def test_gpu_loader_trains_in_trainer(tmp_path):
+    data = write_mnist(tmp_path / "data", n_train=512)
+    L.seed_everything(1)
+    dm = VisionDataModule(dataset="mnist", data_dir=str(data), download=False, loader="gpu", batch_size=32,
+                          train_transforms=[{"name": "Rotate", "limit": 7}, {"name": "Normalize"}])
+    model = TinyNet(num_classes=10, in_channels=1, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, dm)
+    assert isinstance(trainer.train_dataloader, DeviceLoader)
+    assert trainer.num_training_batches == 16 and trainer.global_step == 48  # 512 / 32 per epoch
+    assert trainer.callback_metrics["val/loss"] < 2.1  # it learns (chance: ln 10 = 2.30)
+
+
+def test_config_with_gpu_loader_runs_fast_dev_run(tiny_config, tmp_path):
+    cfg = tiny_config.read_text() + (
+        "  loader: gpu\n"
+        "  train_transforms:\n"
+        "  - {name: PadIfNeeded, min_height: 32, min_width: 32}\n"
+        "  - {name: RandomCrop, height: 28, width: 28}\n"
+        "  - {name: CoarseDropout, num_holes_range: [1, 1], hole_height_range: [8, 8], hole_width_range: [8, 8]}\n"
+        "  - {name: Normalize}\n"
+    )
+    tiny_config.write_text(cfg)
+    res = run_eva("fit", "--config", str(tiny_config), "--trainer.fast_dev_run=2", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "DataLoader path" not in res.stderr
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in res.stderr + res.stdout
