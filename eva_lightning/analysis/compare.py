@@ -1,0 +1,140 @@
+"""``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure.
+
+Reads the TensorBoard event files with tensorboard's ``EventAccumulator`` and prints a table of
+each run's best and final value per metric (best = lowest for a loss, highest otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from eva_lightning.errors import EvaError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("val/loss", "val/acc")
+
+
+@dataclass
+class Run:
+    """One run's scalars: ``{tag: [(epoch or step, value), ...]}``."""
+
+    name: str
+    path: Path
+    scalars: dict[str, list[tuple[float, float]]]
+
+
+@dataclass
+class Result:
+    """Best and final value of one metric in one run."""
+
+    run: str
+    metric: str
+    best: float
+    best_epoch: float
+    final: float
+    final_epoch: float
+
+
+def _version(p: Path) -> int:
+    m = re.fullmatch(r"version_(\d+)", p.name)
+    return int(m.group(1)) if m else -1
+
+
+def event_dir(run_dir: Path) -> Path:
+    """The folder holding the run's event files: ``run_dir`` itself, else its newest ``version_N``."""
+    if not run_dir.is_dir():
+        raise EvaError(f"run dir {run_dir} does not exist")
+    if any(run_dir.glob("events.out.tfevents.*")):
+        return run_dir
+    versions = sorted((d for d in run_dir.iterdir() if d.is_dir() and any(d.glob("events.out.tfevents.*"))), key=_version)
+    if not versions:
+        raise EvaError(f"no TensorBoard event files in {run_dir} or its version_N folders")
+    if len(versions) > 1:
+        log.info("%s has %d versions; using the newest, %s", run_dir, len(versions), versions[-1].name)
+    return versions[-1]
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """All scalars of a run, x = epoch where Lightning logged one (its ``epoch`` scalar), else the step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = event_dir(Path(run_dir))
+    raw: dict[str, dict[int, float]] = {}
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})  # 0: keep every point
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            raw.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
+    epoch_at = raw.get("epoch", {})
+    scalars = {
+        tag: [(epoch_at.get(step, step), value) for step, value in sorted(points.items())]
+        for tag, points in raw.items()
+    }
+    name = f"{folder.parent.name}/{folder.name}" if _version(folder) >= 0 else folder.name
+    return Run(name=name, path=folder, scalars=scalars)
+
+
+def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
+    results = []
+    for run in runs:
+        for metric in metrics:
+            points = run.scalars.get(metric)
+            if not points:
+                continue
+            pick = min if "loss" in metric else max
+            best_x, best = pick(points, key=lambda p: p[1])
+            results.append(Result(run.name, metric, best, best_x, points[-1][1], points[-1][0]))
+    return results
+
+
+def compare(run_dirs: list[str | Path], metrics: list[str], out: str | Path) -> list[Result]:
+    """Overlay ``metrics`` of ``run_dirs`` (one panel per metric) into ``out``; return best/final values."""
+    from eva_lightning.analysis.figures import plt
+
+    runs = [read_run(d) for d in run_dirs]
+    missing = [m for m in metrics if not any(m in r.scalars for r in runs)]
+    if missing:
+        tags = sorted({t for r in runs for t in r.scalars})
+        raise EvaError(f"no run logged {missing}; logged tags: {tags}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for run in runs:
+            points = run.scalars.get(metric)
+            if points:
+                ax.plot(*zip(*points), marker="o" if len(points) < 40 else None, markersize=3, label=run.name)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch" if all("epoch" in r.scalars for r in runs) else "step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return summarize_runs(runs, metrics)
+
+
+def table(results: list[Result]) -> str:
+    """Markdown table of best and final values."""
+    lines = ["| run | metric | best | at epoch | final | at epoch |", "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r.run} | {r.metric} | {r.best:.4f} | {r.best_epoch:g} | {r.final:.4f} | {r.final_epoch:g} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``eva compare`` arguments, draw the figure, print the table."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog="eva compare", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="run dirs (lightning_logs/<name> or .../version_N)")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="scalar tags to plot")
+    parser.add_argument("--out", default="compare.png", help="figure file")
+    args = parser.parse_args(argv)
+    results = compare(args.runs, list(args.metrics), args.out)
+    print(table(results))
+    print(f"figure: {args.out}")

@@ -1,0 +1,88 @@
+"""Figure plumbing shared by the callbacks and tools: run dir, PNG + TensorBoard image, de-normalising."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display: the same on a headless GPU box and in tests
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(trainer) -> Path:
+    """The run's log dir (``trainer.log_dir``'s rule, without its collective broadcast: rank 0 calls this alone)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    path = None
+    if trainer.loggers:
+        first = trainer.loggers[0]
+        path = first.log_dir if isinstance(first, (TensorBoardLogger, CSVLogger)) else first.save_dir
+    return Path(path or trainer.default_root_dir)
+
+
+def figure_to_rgb(fig: Figure) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of a drawn figure."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def publish(fig: Figure, trainer, tag: str, filename: str) -> Path:
+    """Save ``fig`` as ``<run dir>/<filename>`` and log it as TensorBoard image ``tag``; closes the figure."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    path = run_dir(trainer) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=fig.dpi)
+    rgb = figure_to_rgb(fig)
+    plt.close(fig)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, rgb, global_step=trainer.global_step, dataformats="HWC")
+            logger.experiment.flush()
+    log.info("%s: wrote %s", tag, path)
+    return path
+
+
+def data_stats(trainer) -> tuple[Sequence[float] | None, Sequence[float] | None, Sequence[str] | None]:
+    """(mean, std, class names) of the trainer's data module, or None where it has none."""
+    dm = getattr(trainer, "datamodule", None)
+    get = lambda name: getattr(dm, name, None) if dm is not None else None  # noqa: E731
+    return get("mean"), get("std"), get("classes")
+
+
+def denormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """(N, C, H, W) normalised → (N, C, H, W) in [0, 1]; without stats, each image is min-max scaled."""
+    x = images.detach().float().cpu()
+    if mean is not None and std is not None:
+        m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x * s + m).clamp(0, 1)
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+
+
+def class_name(classes: Sequence[str] | None, idx: int) -> str:
+    return str(classes[idx]) if classes is not None and 0 <= idx < len(classes) else str(idx)
+
+
+def show(ax, image: torch.Tensor | np.ndarray, title: str | None = None) -> None:
+    """Draw one (C, H, W) [0, 1] tensor or (H, W, 3) array without axes."""
+    if isinstance(image, torch.Tensor):
+        image = image.permute(1, 2, 0).numpy()
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)

@@ -1,0 +1,114 @@
+"""GradCAM as a plain function (Selvaraju et al., 2017), usable outside any callback.
+
+pytorch-grad-cam is not a dependency of this project and its API wants a model/target-layer
+object per call; the algorithm itself is a few lines, written here so that the contract the
+callbacks and ``eva predict`` rely on (model left exactly as found) is explicit and tested.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eva_lightning.errors import EvaError
+
+
+def gradcam(
+    model: nn.Module,
+    images: torch.Tensor,
+    target_layer: str,
+    class_idx: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """GradCAM heat maps for a batch.
+
+    Gradients of the class score (the logit) w.r.t. the target layer's activations; channel
+    weights are the spatial mean of those gradients; the map is the ReLU of the weighted channel
+    sum, upsampled bilinearly to the input size and min-max normalised to [0, 1] per image (a flat
+    map is all zeros). Computed in eval mode, one image's map does not depend on the rest of the
+    batch. The model is left exactly as found: each module's train/eval mode, weights, buffers and
+    ``.grad`` (gradients are taken with ``torch.autograd.grad``, which does not accumulate).
+
+    Args:
+        model: a module that maps ``images`` to logits (N, classes).
+        images: input batch (N, C, H, W), already normalised as the model expects.
+        target_layer: module path of the layer to look at, e.g. ``net.layer3``.
+        class_idx: (N,) class per image; default the predicted class.
+
+    Returns:
+        (N, H, W) float tensor in [0, 1] on the images' device.
+    """
+    try:
+        layer = model.get_submodule(target_layer)
+    except AttributeError as exc:
+        names = [n for n, _ in model.named_modules() if n][:20]
+        raise EvaError(f"GradCAM target layer {target_layer!r} not found in the model; some layer names: {names}") from exc
+    modes = {m: m.training for m in model.modules()}
+    store: dict[str, torch.Tensor] = {}
+
+    def keep_activation(_module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise EvaError(f"GradCAM target layer {target_layer!r} must return one tensor, got {type(output).__name__}")
+        if not output.requires_grad:  # frozen weights up to here: make the activation a leaf we can differentiate
+            output = output.detach().requires_grad_(True)
+        store["act"] = output
+        return output
+
+    handle = layer.register_forward_hook(keep_activation)
+    try:
+        model.eval()
+        # callbacks run inside Lightning's inference_mode; autograd needs it switched off
+        with torch.inference_mode(False), torch.enable_grad():
+            x = images.detach().clone()
+            logits = model(x)
+            if class_idx is None:
+                target = logits.argmax(dim=1)
+            else:
+                target = torch.as_tensor(class_idx, device=logits.device).detach().clone().long().reshape(-1)
+            score = logits.gather(1, target[:, None]).sum()  # per-image scores are independent, so the sum's grad is per image
+            act = store["act"]
+            (grad,) = torch.autograd.grad(score, act)
+            weights = grad.mean(dim=(2, 3), keepdim=True)
+            cam = F.relu((weights * act).sum(dim=1, keepdim=True)).detach()
+    finally:
+        handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    lo = cam.amin(dim=(1, 2), keepdim=True)
+    span = cam.amax(dim=(1, 2), keepdim=True) - lo
+    return torch.where(span > 0, (cam - lo) / span.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+
+
+def overlay(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """Blend a heat map over an image.
+
+    Args:
+        image: (H, W, 3) or (H, W) or (C, H, W) image, float in [0, 1] or uint8.
+        cam: (H, W) heat map in [0, 1].
+        alpha: weight of the heat map.
+        colormap: matplotlib colormap name.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    from matplotlib import colormaps
+
+    img = to_hwc_float(image)
+    heat = np.asarray(cam.detach().cpu() if isinstance(cam, torch.Tensor) else cam, dtype=np.float32)
+    rgb = colormaps[colormap](np.clip(heat, 0.0, 1.0))[..., :3]
+    return (np.clip((1 - alpha) * img + alpha * rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def to_hwc_float(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Any single image layout (CHW/HWC/HW, uint8 or float) → (H, W, 3) float32 in [0, 1]."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return np.clip(arr, 0.0, 1.0)

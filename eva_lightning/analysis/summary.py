@@ -1,0 +1,292 @@
+"""``eva summary``: per-layer output shape, parameters, receptive field and jump, plus constraint flags.
+
+Receptive field arithmetic (for each conv/pool, kernel k, stride s, dilation d):
+``rf_out = rf_in + (k - 1) * d * jump_in`` and ``jump_out = jump_in * s``. torchinfo and
+``lightning.pytorch.utilities.model_summary`` give shapes and parameters but no receptive field,
+so it is computed here. It is tracked per *tensor* through every torch function (a
+``TorchFunctionMode``), so functional ops, residual additions (the larger path wins) and
+concatenations are followed as the network really runs. Global pooling marks the tensor as global
+without enlarging the number: the receptive field reported is that of the last spatial layer, the
+course's convention (after global pooling every output sees the whole image anyway).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from eva_lightning.errors import EvaError
+
+
+@dataclass(frozen=True)
+class _RF:
+    rf: int = 1
+    jump: int = 1
+    depthwise: bool = False  # produced by a depthwise conv (possibly through BN/ReLU)
+    is_global: bool = False  # after global pooling
+
+
+@dataclass
+class LayerRow:
+    """One leaf module call."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+    params: int
+    rf: int | None
+    jump: int | None
+    is_global: bool = False
+
+
+@dataclass
+class ModelSummary:
+    """What ``summarize`` found; ``table()`` renders it."""
+
+    rows: list[LayerRow]
+    params: int
+    trainable_params: int
+    receptive_field: int
+    jump: int
+    maxpools: int
+    has_linear: bool
+    has_depthwise_separable: bool
+    has_dilated: bool
+    has_gap: bool
+    input_shape: tuple[int, int, int]
+    output_shape: tuple[int, ...]
+
+    def flags(self) -> str:
+        yes = lambda b: "yes" if b else "no"  # noqa: E731
+        return (
+            f"Linear layer: {yes(self.has_linear)} | max-pools: {self.maxpools} | "
+            f"depthwise-separable: {yes(self.has_depthwise_separable)} | dilated conv: {yes(self.has_dilated)} | "
+            f"global pooling: {yes(self.has_gap)}"
+        )
+
+    def table(self) -> str:
+        header = ("layer", "type", "output shape", "params", "RF", "jump")
+        lines = [header]
+        for r in self.rows:
+            rf = "-" if r.rf is None else (f"{r.rf} (global)" if r.is_global else str(r.rf))
+            lines.append((r.name, r.type, "x".join(map(str, r.output_shape)), f"{r.params:,}", rf, "-" if r.jump is None else str(r.jump)))
+        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+        fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+        out = [fmt(lines[0]), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+        out += [fmt(row) for row in lines[1:]]
+        out += [
+            "-" * (sum(widths) + 2 * (len(widths) - 1)),
+            f"input {'x'.join(map(str, self.input_shape))} -> output {'x'.join(map(str, self.output_shape))}",
+            f"parameters: {self.params:,} ({self.trainable_params:,} trainable)",
+            f"receptive field: {self.receptive_field} (jump {self.jump})",
+            self.flags(),
+        ]
+        return "\n".join(out)
+
+
+def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any) -> Any:
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _first(v: Any) -> int:
+    """Square kernels/strides are the norm here; for a pair take the larger (the conservative RF)."""
+    if isinstance(v, (tuple, list)):
+        return int(max(v)) if v else 1
+    return int(v)
+
+
+def _tensors(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+class _Tracker(TorchFunctionMode):
+    """Annotates every tensor the network makes with the receptive field of its pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info: dict[int, _RF] = {}
+        self.alive: list[torch.Tensor] = []  # keeps ids unique while tracking
+        self.maxpools = 0
+        self.has_linear = self.has_dilated = self.has_depthwise_separable = self.has_gap = False
+
+    def mark(self, t: torch.Tensor, info: _RF) -> None:
+        self.info[id(t)] = info
+        self.alive.append(t)
+
+    def get(self, t: torch.Tensor) -> _RF | None:
+        return self.info.get(id(t))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        ins = [i for i in (self.get(t) for t in _tensors((args, kwargs))) if i is not None]
+        if not ins:
+            return out
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        src = self.get(x) if x is not None and self.get(x) is not None else max(ins, key=lambda i: (i.rf, i.jump))
+        merged = _RF(
+            rf=max(i.rf for i in ins), jump=max(i.jump for i in ins),
+            depthwise=any(i.depthwise for i in ins), is_global=any(i.is_global for i in ins),
+        )
+        name = getattr(func, "__name__", "")
+        new = merged
+        if name == "conv2d":
+            k = _first(args[1].shape[-2:])
+            stride = _first(_arg(args, kwargs, 3, "stride", 1))
+            dilation = _first(_arg(args, kwargs, 5, "dilation", 1))
+            groups = int(_arg(args, kwargs, 6, "groups", 1))
+            self.has_dilated |= dilation > 1 and k > 1
+            depthwise = groups > 1 and groups == x.shape[1]
+            if k == 1 and groups == 1 and src.depthwise:
+                self.has_depthwise_separable = True
+            new = _RF(src.rf + (k - 1) * dilation * src.jump, src.jump * stride, depthwise, src.is_global)
+        elif name in ("max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d"):
+            is_max = "max" in name
+            k = _first(_arg(args, kwargs, 1, "kernel_size", 1))
+            stride = _arg(args, kwargs, 2, "stride", None)
+            stride = k if stride in (None, [], ()) else _first(stride)
+            dilation = _first(_arg(args, kwargs, 4, "dilation", 1)) if is_max else 1
+            self.maxpools += int(is_max)
+            new = _RF(src.rf + (k - 1) * dilation * src.jump, src.jump * stride, src.depthwise, src.is_global)
+        elif name in ("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"):
+            size = _arg(args, kwargs, 1, "output_size", 1)
+            size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+            in_hw = x.shape[-2:]
+            if all(s in (1, None) or s == 1 for s in size):
+                self.has_gap = True
+                new = _RF(src.rf, src.jump, False, True)
+            else:  # adaptive pooling to n > 1: a window of about in/out with stride in//out
+                k = max(-(-int(i) // int(o or i)) for i, o in zip(in_hw, size))
+                s = max(int(i) // int(o or i) for i, o in zip(in_hw, size))
+                new = _RF(src.rf + (k - 1) * src.jump, src.jump * s, src.depthwise, src.is_global)
+        elif name in ("mean", "amax", "sum", "max", "avg_pool", "logsumexp") and x is not None and x.dim() == 4:
+            dims = _arg(args, kwargs, 1, "dim", None)
+            dims = {d % 4 for d in ((dims,) if isinstance(dims, int) else (dims or ()))}
+            if {2, 3} <= dims:
+                self.has_gap = True
+                new = _RF(src.rf, src.jump, False, True)
+        elif name == "linear":
+            self.has_linear = True
+        for t in _tensors(out):
+            if t is not x or name.endswith("_"):  # in-place ops keep the tensor: update it
+                self.mark(t, new)
+        return out
+
+
+def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
+    """Run one zero image through ``net`` and report every leaf module.
+
+    The network's train/eval modes are restored; nothing is learnt (no grad, eval mode, so
+    BatchNorm statistics are untouched).
+
+    Args:
+        net: the network (any ``nn.Module`` taking (N, C, H, W)).
+        input_shape: (C, H, W).
+    """
+    if len(input_shape) != 3:
+        raise EvaError(f"input_shape must be (C, H, W), got {input_shape}")
+    rows: list[LayerRow] = []
+    tracker = _Tracker()
+    handles = []
+    for name, module in net.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+
+        def hook(mod, _inputs, output, name=name):
+            t = next(_tensors(output), None)
+            info = tracker.get(t) if t is not None else None
+            rows.append(LayerRow(
+                name=name or type(mod).__name__,
+                type=type(mod).__name__,
+                output_shape=tuple(t.shape[1:]) if t is not None else (),
+                params=sum(p.numel() for p in mod.parameters(recurse=False)),
+                rf=info.rf if info else None,
+                jump=info.jump if info else None,
+                is_global=bool(info and info.is_global),
+            ))
+
+        handles.append(module.register_forward_hook(hook))
+    modes = {m: m.training for m in net.modules()}
+    param = next(net.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        net.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, *input_shape, device=device, dtype=dtype)
+            with tracker:
+                tracker.mark(x, _RF())
+                out = net(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    out_t = next(_tensors(out), None)
+    final = tracker.get(out_t) if out_t is not None else None
+    spatial = [r.rf for r in rows if r.rf is not None]
+    params = list({id(p): p for p in net.parameters()}.values())
+    return ModelSummary(
+        rows=rows,
+        params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        receptive_field=final.rf if final else (max(spatial) if spatial else 1),
+        jump=final.jump if final else 1,
+        maxpools=tracker.maxpools,
+        has_linear=tracker.has_linear or any(isinstance(m, nn.Linear) for m in net.modules()),
+        has_depthwise_separable=tracker.has_depthwise_separable,
+        has_dilated=tracker.has_dilated,
+        has_gap=tracker.has_gap,
+        input_shape=tuple(input_shape),
+        output_shape=tuple(out_t.shape[1:]) if out_t is not None else (),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``eva summary --config X [--input_shape C H W] [overrides]``: print the table (no data needed)."""
+    from eva_lightning.cli import EvaCLI
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: eva summary --config CONFIG [--input_shape C H W] [--model.init_args.X=...]\n\n"
+            "Per-layer output shape, parameters, receptive field and jump of the configured model,\n"
+            "with totals and constraint flags. Does not read the data set."
+        )
+        return
+    input_shape = None
+    if "--input_shape" in argv:
+        i = argv.index("--input_shape")
+        try:
+            input_shape = tuple(int(v) for v in argv[i + 1 : i + 4])
+        except ValueError:
+            raise EvaError("--input_shape takes three integers: C H W") from None
+        del argv[i : i + 4]
+
+    class SummaryCLI(EvaCLI):
+        def instantiate_trainer(self, **kwargs):  # a summary needs no Trainer (and no GPU)
+            return None
+
+    cli = SummaryCLI(args=argv, run=False)
+    model = cli.model
+    if input_shape is None:
+        dm = cli.datamodule
+        input_shape = (dm.in_channels, dm.image_size, dm.image_size)
+    net = getattr(model, "net", model)
+    summary = summarize(net, input_shape)
+    print(f"{type(model).__name__} (model.net)")
+    print(summary.table())

@@ -1,0 +1,7 @@
+"""Callbacks usable from any config under ``trainer.callbacks`` (images go to TensorBoard and PNG files)."""
+
+from eva_lightning.callbacks.curves import CurvesFigure
+from eva_lightning.callbacks.images import ConfusionMatrixFigure, GradCAMGrid, MisclassifiedGrid
+from eva_lightning.callbacks.lr_range import LRRangeTest
+
+__all__ = ["ConfusionMatrixFigure", "CurvesFigure", "GradCAMGrid", "LRRangeTest", "MisclassifiedGrid"]

@@ -1,0 +1,236 @@
+"""Image callbacks: misclassified grid, GradCAM overlays, confusion matrix.
+
+Each writes a PNG into the run's log dir and the same picture as a TensorBoard image, on rank 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning as L
+import torch
+import torchmetrics
+from matplotlib import pyplot as plt
+
+from eva_lightning.analysis.figures import class_name, data_stats, denormalize, publish, show
+from eva_lightning.analysis.gradcam import gradcam, overlay
+from eva_lightning.errors import EvaError
+
+log = logging.getLogger(__name__)
+
+
+def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
+    """A validation pass this callback draws for: not the sanity check, every n-th epoch (1-based)."""
+    return not trainer.sanity_checking and every_n_epochs > 0 and (trainer.current_epoch + 1) % every_n_epochs == 0
+
+
+class MisclassifiedGrid(L.Callback):
+    """A grid of wrong validation predictions, captioned ``pred / true``.
+
+    Saved as ``misclassified_epoch{N}.png`` (N counted from 0) and TensorBoard image ``misclassified``.
+
+    Args:
+        num_images: how many wrong predictions to show (25 → a 5×5 grid).
+        every_n_epochs: draw after every n-th epoch's validation.
+    """
+
+    def __init__(self, num_images: int = 25, every_n_epochs: int = 1) -> None:
+        if num_images < 1:
+            raise EvaError(f"MisclassifiedGrid.num_images must be at least 1, got {num_images}")
+        self.num_images = num_images
+        self.every_n_epochs = every_n_epochs
+        self._images: list[torch.Tensor] = []
+        self._pred: list[torch.Tensor] = []
+        self._true: list[torch.Tensor] = []
+        self.last_count = 0  # tiles in the last grid drawn (0: none found)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._images, self._pred, self._true = [], [], []
+
+    def _collected(self) -> int:
+        return sum(len(t) for t in self._true)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)) or self._collected() >= self.num_images:
+            return
+        x, y = batch[0], batch[1]
+        # validation_step returns nothing, so predict again; stops once enough are found
+        pred = pl_module(x).argmax(dim=1)
+        wrong = pred != y
+        self._images.append(x[wrong].detach().cpu())
+        self._pred.append(pred[wrong].cpu())
+        self._true.append(y[wrong].cpu())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)):
+            return
+        epoch = trainer.current_epoch
+        if self._collected() == 0:
+            self.last_count = 0
+            log.info("MisclassifiedGrid: no misclassified validation images in epoch %d, nothing written", epoch)
+            return
+        images = torch.cat(self._images)[: self.num_images]
+        pred = torch.cat(self._pred)[: self.num_images]
+        true = torch.cat(self._true)[: self.num_images]
+        mean, std, classes = data_stats(trainer)
+        images = denormalize(images, mean, std)
+        n = len(images)
+        cols = math.ceil(math.sqrt(self.num_images))
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            if i < n:
+                show(ax, images[i], f"{class_name(classes, int(pred[i]))} / {class_name(classes, int(true[i]))}")
+            else:
+                ax.set_axis_off()
+        fig.suptitle(f"Misclassified (pred / true), epoch {epoch}", fontsize=10)
+        fig.tight_layout()
+        publish(fig, trainer, "misclassified", f"misclassified_epoch{epoch}.png")
+        self.last_count = n
+        self._images, self._pred, self._true = [], [], []
+
+
+class GradCAMGrid(L.Callback):
+    """GradCAM for a fixed sample of validation images: image, heat map and overlay per row.
+
+    Saved as ``gradcam_epoch{N}.png`` and TensorBoard image ``gradcam``.
+
+    Args:
+        target_layer: module path of the layer (e.g. ``net.layer3``); None → the module's ``gradcam_layer``.
+        num_images: images in the sample (the first ones of the validation set, the same every epoch).
+        every_n_epochs: draw after every n-th epoch's validation.
+        true_class: also show the map for the true class (a fourth column).
+    """
+
+    def __init__(self, target_layer: str | None = None, num_images: int = 8, every_n_epochs: int = 1, true_class: bool = False) -> None:
+        self.target_layer = target_layer
+        self.num_images = num_images
+        self.every_n_epochs = every_n_epochs
+        self.true_class = true_class
+        self._x: list[torch.Tensor] = []
+        self._y: list[torch.Tensor] = []
+        self.last_maps: torch.Tensor | None = None
+
+    def layer_for(self, pl_module: L.LightningModule) -> str:
+        layer = self.target_layer or getattr(pl_module, "gradcam_layer", None)
+        if not layer:
+            raise EvaError(
+                f"GradCAMGrid needs a target layer: {type(pl_module).__name__} names no gradcam_layer; "
+                "set trainer.callbacks[...].init_args.target_layer (e.g. net.layer3)"
+            )
+        return layer
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        layer = self.layer_for(pl_module)
+        try:  # fail at start, not after the first epoch
+            pl_module.get_submodule(layer)
+        except AttributeError:
+            raise EvaError(f"GradCAMGrid.target_layer {layer!r} is not a module of {type(pl_module).__name__}") from None
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._x, self._y = [], []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)):
+            return
+        if sum(len(t) for t in self._y) < self.num_images:
+            self._x.append(batch[0][: self.num_images].detach().clone())
+            self._y.append(batch[1][: self.num_images].detach().clone())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)) or not self._y:
+            return
+        x = torch.cat(self._x)[: self.num_images]
+        y = torch.cat(self._y)[: self.num_images]
+        self._x, self._y = [], []
+        layer = self.layer_for(pl_module)
+        modes = {m: m.training for m in pl_module.modules()}
+        pl_module.eval()
+        with torch.no_grad():
+            pred = pl_module(x).argmax(dim=1)
+        for module, training in modes.items():
+            module.training = training
+        maps = gradcam(pl_module, x, layer, class_idx=pred)
+        maps_true = gradcam(pl_module, x, layer, class_idx=y) if self.true_class else None
+        self.last_maps = maps.cpu()
+        mean, std, classes = data_stats(trainer)
+        images = denormalize(x, mean, std)
+        cols = 4 if self.true_class else 3
+        fig, axes = plt.subplots(len(x), cols, figsize=(1.9 * cols, 1.9 * len(x)), squeeze=False)
+        for i in range(len(x)):
+            p, t = int(pred[i]), int(y[i])
+            show(axes[i, 0], images[i], f"true: {class_name(classes, t)}")
+            axes[i, 1].imshow(maps[i].cpu().numpy(), cmap="jet", vmin=0, vmax=1)
+            axes[i, 1].set_axis_off()
+            axes[i, 1].set_title("GradCAM", fontsize=8)
+            show(axes[i, 2], overlay(images[i], maps[i]), f"pred: {class_name(classes, p)}")
+            if maps_true is not None:
+                show(axes[i, 3], overlay(images[i], maps_true[i]), f"for true: {class_name(classes, t)}")
+        epoch = trainer.current_epoch
+        fig.suptitle(f"GradCAM at {layer}, epoch {epoch}", fontsize=10)
+        fig.tight_layout()
+        publish(fig, trainer, "gradcam", f"gradcam_epoch{epoch}.png")
+
+
+class ConfusionMatrixFigure(L.Callback):
+    """Confusion matrix (torchmetrics) of the validation and test sets as a figure.
+
+    Saved as ``confusion_{val|test}_epoch{N}.png`` and TensorBoard image ``confusion_matrix/{val|test}``.
+    Every process accumulates its share; the matrix is summed across processes, rank 0 draws it.
+
+    Args:
+        every_n_epochs: draw after every n-th epoch's validation (0: only at test).
+        normalize: ``true`` (rows sum to 1), ``pred``, ``all`` or ``none`` (counts).
+    """
+
+    def __init__(self, every_n_epochs: int = 1, normalize: str = "none") -> None:
+        self.every_n_epochs = every_n_epochs
+        self.normalize = normalize
+        self.matrix: torchmetrics.Metric | None = None
+        self.last: torch.Tensor | None = None
+
+    def _reset(self, pl_module: L.LightningModule) -> None:
+        num_classes = getattr(pl_module, "num_classes", None)
+        if num_classes is None:
+            raise EvaError("ConfusionMatrixFigure needs a module with num_classes")
+        norm = None if self.normalize == "none" else self.normalize
+        self.matrix = torchmetrics.ConfusionMatrix(task="multiclass", num_classes=num_classes, normalize=norm).to(pl_module.device)
+
+    def _update(self, pl_module, batch) -> None:
+        x, y = batch[0], batch[1]
+        self.matrix.update(pl_module(x).argmax(dim=1), y)  # the step returns nothing: predict again
+
+    def _draw(self, trainer, stage: str) -> None:
+        value = self.matrix.compute()  # collective across processes: every rank calls it
+        self.last = value.cpu()
+        if not trainer.is_global_zero:
+            return
+        _, _, classes = data_stats(trainer)
+        n = value.shape[0]
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * n + 2), max(3.5, 0.5 * n + 1.5)))
+        self.matrix.plot(val=value, ax=ax, add_text=n <= 20, labels=list(classes) if classes else None)
+        ax.set_title(f"Confusion matrix ({stage}, epoch {trainer.current_epoch})")
+        fig.tight_layout()
+        publish(fig, trainer, f"confusion_matrix/{stage}", f"confusion_{stage}_epoch{trainer.current_epoch}.png")
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if _due(trainer, self.every_n_epochs):
+            self._reset(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if _due(trainer, self.every_n_epochs):
+            self._update(pl_module, batch)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if _due(trainer, self.every_n_epochs):
+            self._draw(trainer, "val")
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._reset(pl_module)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._update(pl_module, batch)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._draw(trainer, "test")

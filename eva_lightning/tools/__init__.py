@@ -1,0 +1,1 @@
+"""``eva`` subcommands that drive a Trainer (``eva lr_find``)."""

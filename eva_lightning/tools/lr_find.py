@@ -1,0 +1,129 @@
+"""``eva lr_find --config X [--lr_find.min_lr --lr_find.max_lr --lr_find.num_training] [--apply]``.
+
+Lightning's ``Tuner.lr_find`` on the configured model and data: it saves the model and
+optimiser state, runs the range test, and restores them. This tool saves the loss-vs-LR plot with
+the suggestion marked, prints the suggested LR and, with ``--apply``, writes a copy of the config
+with ``model.init_args.lr`` set (``ImageClassifier.lr`` overrides the optimiser's LR and is the
+one-cycle peak).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from eva_lightning.errors import EvaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LRFindOptions:
+    """The range test.
+
+    Args:
+        min_lr: smallest LR tried.
+        max_lr: largest LR tried.
+        num_training: steps (one LR each).
+        mode: ``exponential`` or ``linear`` steps.
+        early_stop_threshold: stop when the loss passes this multiple of the best loss.
+        plot: the figure file; default ``<run dir>/lr_find.png``.
+        apply_to: the config written by ``--apply``; default ``<config stem>_lr.yaml`` beside it.
+    """
+
+    min_lr: float = 1e-5
+    max_lr: float = 1.0
+    num_training: int = 100
+    mode: str = "exponential"
+    early_stop_threshold: float | None = 4.0
+    plot: str | None = None
+    apply_to: str | None = None
+
+
+def apply_lr(config: Path, lr: float, out: Path) -> Path:
+    """Copy ``config`` to ``out`` with ``model.init_args.lr = lr`` (YAML comments are not kept)."""
+    data = yaml.safe_load(config.read_text()) or {}
+    model = data.setdefault("model", {})
+    if not isinstance(model, dict):
+        raise EvaError(f"{config}: model must be a mapping (class_path/init_args) to set its lr")
+    (model.setdefault("init_args", {}) if "class_path" in model else model)["lr"] = float(f"{lr:.4g}")
+    out.write_text(f"# {config.name} with the LR from `eva lr_find` ({lr:.4g})\n" + yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def _config_path(argv: list[str]) -> Path | None:
+    """The last ``--config`` file on the command line (the one whose copy ``--apply`` writes)."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            found = Path(argv[i + 1])
+        elif arg.startswith("--config="):
+            found = Path(arg.split("=", 1)[1])
+    return found
+
+
+def main(argv: list[str]) -> float:
+    """Run the range test; returns the suggested LR."""
+    from jsonargparse import ActionYesNo
+    from lightning.pytorch.callbacks import LearningRateFinder
+    from lightning.pytorch.tuner import Tuner
+
+    from eva_lightning.analysis.figures import publish
+    from eva_lightning.callbacks.lr_range import lr_plot
+    from eva_lightning.cli import EvaCLI
+
+    class LRFindCLI(EvaCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            super().add_arguments_to_parser(parser)
+            parser.add_dataclass_arguments(LRFindOptions, "lr_find")
+            parser.add_argument("--apply", action=ActionYesNo, default=False, help="write a copy of the config with the LR set")
+
+    cli = LRFindCLI(args=argv, run=False)
+    opts: LRFindOptions = cli.config_init["lr_find"]
+    trainer, model = cli.trainer, cli.model
+    if trainer.fast_dev_run:
+        raise EvaError("eva lr_find does nothing under trainer.fast_dev_run: drop it (--trainer.fast_dev_run=false)")
+    # a range-test callback in the config (LRRangeTest) would run twice: the Tuner refuses it
+    trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateFinder)]
+    # the test stops after num_training steps, but also at max_epochs: let it cross epochs on small data
+    trainer.fit_loop.max_epochs = max(trainer.fit_loop.max_epochs or 1, opts.num_training)
+    finder = Tuner(trainer).lr_find(
+        model,
+        datamodule=cli.datamodule,
+        min_lr=opts.min_lr,
+        max_lr=opts.max_lr,
+        num_training=opts.num_training,
+        mode=opts.mode,
+        early_stop_threshold=opts.early_stop_threshold,
+        update_attr=False,
+    )
+    lr = finder.suggestion() if finder is not None else None
+    if lr is None:
+        raise EvaError(
+            f"the range test gave no suggestion ({len(finder.results['lr']) if finder else 0} points): "
+            "raise --lr_find.num_training or use more training batches"
+        )
+    fig = lr_plot(finder, f"{type(model).__name__}: suggested LR {lr:.3g}")
+    if trainer.is_global_zero:
+        if opts.plot:
+            out = Path(opts.plot)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out)
+            from matplotlib import pyplot as plt
+
+            plt.close(fig)
+        else:
+            out = publish(fig, trainer, "lr_find", "lr_find.png")
+        print(f"suggested LR: {lr:.4g}")
+        print(f"plot: {out}")
+        if cli.config_init.get("apply"):
+            config = _config_path(argv)
+            if config is None:
+                raise EvaError("--apply needs --config FILE to copy")
+            target = Path(opts.apply_to) if opts.apply_to else config.with_name(f"{config.stem}_lr.yaml")
+            apply_lr(config, lr, target)
+            print(f"config with model.init_args.lr={lr:.4g}: {target}")
+    return lr
