@@ -1,0 +1,73 @@
+"""Layers shared by the assignments: Ghost batch norm and the norm-layer factory."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+class GhostBatchNorm(nn.BatchNorm2d):
+    """Batch norm over virtual batches ("ghost" batches) of ``virtual_batch_size`` samples.
+
+    In training the batch is split into ``ceil(N / virtual_batch_size)`` chunks (``torch.chunk``;
+    the last may be smaller), and each chunk is normalised with its own mean and variance. The
+    running statistics are updated once per chunk, so -- as MosaicML composer's ``GhostBatchNorm``
+    does -- the momentum is divided by the number of chunks for that forward pass: after one step
+    the running statistics have moved about as far as plain BN's would. A batch of at most
+    ``virtual_batch_size`` samples is one chunk (plain BN). Evaluation uses the running statistics.
+
+    It *is* an ``nn.BatchNorm2d`` (same parameters, buffers and state-dict keys), so code that
+    treats norm layers specially (no L1, no weight decay) treats it the same way.
+
+    Args:
+        num_features: channels.
+        virtual_batch_size: samples per ghost batch.
+        eps: added to the variance.
+        momentum: running-statistics momentum per *batch* (divided among its chunks).
+        affine: learn a per-channel scale and shift.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        virtual_batch_size: int = 32,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
+        if virtual_batch_size < 1:
+            raise ValueError(f"virtual_batch_size must be >= 1, got {virtual_batch_size}")
+        self.virtual_batch_size = virtual_batch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.shape[0] <= self.virtual_batch_size:
+            return super().forward(x)
+        chunks = x.chunk(math.ceil(x.shape[0] / self.virtual_batch_size))
+        momentum = self.momentum
+        if momentum is not None:
+            # torch.chunk may return fewer chunks than asked (e.g. 10 rows in 4 chunks -> 3+3+3+1 is
+            # 4, but 6 rows in 4 -> 2+2+2 is 3): scale by the chunks actually normalised
+            self.momentum = momentum / len(chunks)
+        try:
+            return torch.cat([super(GhostBatchNorm, self).forward(c) for c in chunks])
+        finally:
+            self.momentum = momentum
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}"
+
+
+NormKind = Literal["bn", "gbn"]
+
+
+def norm2d(kind: NormKind, num_features: int, virtual_batch_size: int = 32) -> nn.BatchNorm2d:
+    """The 2-d norm layer named by ``kind``: ``bn`` (``nn.BatchNorm2d``) or ``gbn`` (:class:`GhostBatchNorm`)."""
+    if kind == "bn":
+        return nn.BatchNorm2d(num_features)
+    if kind == "gbn":
+        return GhostBatchNorm(num_features, virtual_batch_size=virtual_batch_size)
+    raise ValueError(f"unknown norm kind {kind!r}: choose 'bn' or 'gbn'")
