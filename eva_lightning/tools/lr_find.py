@@ -65,11 +65,36 @@ def _config_path(argv: list[str]) -> Path | None:
     return found
 
 
+def range_test(trainer, model, datamodule, opts: LRFindOptions):
+    """``Tuner.lr_find`` with ``opts``; the model and optimiser state are restored by the Tuner.
+
+    Returns:
+        Lightning's ``_LRFinder`` (``results``, ``suggestion()``, ``plot()``), or None.
+    """
+    from lightning.pytorch.callbacks import LearningRateFinder
+    from lightning.pytorch.tuner import Tuner
+
+    if trainer.fast_dev_run:
+        raise EvaError("eva lr_find does nothing under trainer.fast_dev_run: drop it (--trainer.fast_dev_run=false)")
+    # a range-test callback in the config (LRRangeTest) would run twice: the Tuner refuses it
+    trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateFinder)]
+    # the test stops after num_training steps, but also at max_epochs: let it cross epochs on small data
+    trainer.fit_loop.max_epochs = max(trainer.fit_loop.max_epochs or 1, opts.num_training)
+    return Tuner(trainer).lr_find(
+        model,
+        datamodule=datamodule,
+        min_lr=opts.min_lr,
+        max_lr=opts.max_lr,
+        num_training=opts.num_training,
+        mode=opts.mode,
+        early_stop_threshold=opts.early_stop_threshold,
+        update_attr=False,
+    )
+
+
 def main(argv: list[str]) -> float:
     """Run the range test; returns the suggested LR."""
     from jsonargparse import ActionYesNo
-    from lightning.pytorch.callbacks import LearningRateFinder
-    from lightning.pytorch.tuner import Tuner
 
     from eva_lightning.analysis.figures import publish
     from eva_lightning.callbacks.lr_range import lr_plot
@@ -84,30 +109,15 @@ def main(argv: list[str]) -> float:
     cli = LRFindCLI(args=argv, run=False)
     opts: LRFindOptions = cli.config_init["lr_find"]
     trainer, model = cli.trainer, cli.model
-    if trainer.fast_dev_run:
-        raise EvaError("eva lr_find does nothing under trainer.fast_dev_run: drop it (--trainer.fast_dev_run=false)")
-    # a range-test callback in the config (LRRangeTest) would run twice: the Tuner refuses it
-    trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateFinder)]
-    # the test stops after num_training steps, but also at max_epochs: let it cross epochs on small data
-    trainer.fit_loop.max_epochs = max(trainer.fit_loop.max_epochs or 1, opts.num_training)
-    finder = Tuner(trainer).lr_find(
-        model,
-        datamodule=cli.datamodule,
-        min_lr=opts.min_lr,
-        max_lr=opts.max_lr,
-        num_training=opts.num_training,
-        mode=opts.mode,
-        early_stop_threshold=opts.early_stop_threshold,
-        update_attr=False,
-    )
+    finder = range_test(trainer, model, cli.datamodule, opts)
     lr = finder.suggestion() if finder is not None else None
     if lr is None:
         raise EvaError(
             f"the range test gave no suggestion ({len(finder.results['lr']) if finder else 0} points): "
             "raise --lr_find.num_training or use more training batches"
         )
-    fig = lr_plot(finder, f"{type(model).__name__}: suggested LR {lr:.3g}")
     if trainer.is_global_zero:
+        fig = lr_plot(finder, f"{type(model).__name__}: suggested LR {lr:.3g}")
         if opts.plot:
             out = Path(opts.plot)
             out.parent.mkdir(parents=True, exist_ok=True)

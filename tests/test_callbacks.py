@@ -1,0 +1,120 @@
+"""Image callbacks, read back from what they wrote: PNG files and TensorBoard image/scalar summaries."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from eva_lightning.callbacks import ConfusionMatrixFigure, CurvesFigure, GradCAMGrid, MisclassifiedGrid
+from eva_lightning.data import VisionDataModule
+from tiny import TinyNet
+
+NUM_CLASSES = 4
+
+
+class LabelledPixels(L.LightningDataModule):
+    """Validation images whose first pixel holds the label, so an oracle can be exactly right or wrong."""
+
+    mean, std, classes = (0.5,), (0.25,), ("ant", "bee", "cat", "dog")
+
+    def __init__(self, n: int = 40) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.y = torch.arange(n) % NUM_CLASSES
+        self.x = torch.rand(n, 1, 8, 8, generator=g)
+        self.x[:, 0, 0, 0] = self.y.float()
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=16)
+
+
+class Oracle(L.LightningModule):
+    """Predicts (label + shift) % classes: shift 0 is perfect, shift 1 always wrong."""
+
+    def __init__(self, shift: int) -> None:
+        super().__init__()
+        self.shift = shift
+        self.num_classes = NUM_CLASSES
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pred = (x[:, 0, 0, 0].round().long() + self.shift) % NUM_CLASSES
+        return nn.functional.one_hot(pred, NUM_CLASSES).float() * 10
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+def tb_tags(log_dir: Path) -> dict[str, list[str]]:
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return acc.Tags()
+
+
+def validate(tmp_path: Path, shift: int, callbacks: list) -> L.Trainer:
+    trainer = L.Trainer(
+        accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="run"), callbacks=callbacks,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.validate(Oracle(shift), datamodule=LabelledPixels())
+    return trainer
+
+
+def test_grid_and_confusion_with_always_wrong_model(tmp_path):
+    grid, confusion = MisclassifiedGrid(num_images=25), ConfusionMatrixFigure()
+    trainer = validate(tmp_path, shift=1, callbacks=[grid, confusion])
+    log_dir = Path(trainer.log_dir)
+    assert grid.last_count == 25  # 40 wrong predictions, grid capped at num_images
+    with Image.open(log_dir / "misclassified_epoch0.png") as im:
+        w, h = im.size
+        assert w > 500 and h > 500 and im.mode in ("RGB", "RGBA")
+    # every label y was predicted as y + 1: counts only on that off-diagonal
+    expected = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    for y in range(NUM_CLASSES):
+        expected[y, (y + 1) % NUM_CLASSES] = 10
+    torch.testing.assert_close(confusion.last, expected)
+    assert (log_dir / "confusion_val_epoch0.png").stat().st_size > 0
+    images = tb_tags(log_dir)["images"]
+    assert "misclassified" in images and "confusion_matrix/val" in images
+
+
+def test_grid_with_perfect_model_writes_nothing(tmp_path, caplog):
+    grid = MisclassifiedGrid(num_images=25)
+    with caplog.at_level(logging.INFO):
+        trainer = validate(tmp_path, shift=0, callbacks=[grid])
+    assert grid.last_count == 0
+    assert not list(Path(trainer.log_dir).glob("misclassified*.png"))
+    assert "no misclassified validation images" in caplog.text
+
+
+def test_curves_and_gradcam_in_a_fit(tmp_path, mnist_dir):
+    curves, cam = CurvesFigure(), GradCAMGrid(num_images=4, every_n_epochs=2)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=2, limit_train_batches=3, limit_val_batches=2, logger=TensorBoardLogger(tmp_path, name="fit"),
+        callbacks=[curves, cam], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+    dm = VisionDataModule(dataset="mnist", data_dir=str(mnist_dir), download=False, batch_size=16)
+    model = TinyNet(num_classes=10, in_channels=1, optimizer=lambda p: torch.optim.SGD(p, lr=0.05))
+    trainer.fit(model, datamodule=dm)
+    log_dir = Path(trainer.log_dir)
+    # the curves hold what TensorBoard holds, one point per epoch
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    for tag in ("train/loss", "val/loss", "train/acc", "val/acc"):
+        logged = [e.value for e in acc.Scalars(tag)]
+        assert [v for _, v in curves.history[tag]] == pytest.approx(logged), tag
+        assert len(logged) == 2
+    assert len(curves.history["lr"]) == 6 and curves.history["lr"][0][1] == pytest.approx(0.05)
+    assert (log_dir / "curves.png").stat().st_size > 0
+    # GradCAM only on every 2nd epoch: epoch 1
+    assert [p.name for p in log_dir.glob("gradcam*.png")] == ["gradcam_epoch1.png"]
+    assert cam.last_maps.shape == (4, 28, 28)
+    assert {"curves", "gradcam"} <= set(acc.Tags()["images"])
