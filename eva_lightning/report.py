@@ -165,6 +165,14 @@ def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
 
 
+def figure_families(files: list[Path]) -> list[list[Path]]:
+    """PNGs whose names differ only in numbers (``misclassified_epoch{N}``), each family oldest first."""
+    families: dict[str, list[Path]] = {}
+    for png in files:
+        families.setdefault((png.parent / re.sub(r"\d+", "#", png.name)).as_posix(), []).append(png)
+    return [sorted(f, key=_natural_key) for _, f in sorted(families.items())]
+
+
 # --------------------------------------------------------------------------- writing the page
 def _fmt_value(value: float) -> str:
     """Four decimals for accuracies and losses; significant digits for small values such as LRs."""
@@ -258,8 +266,12 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         lines += ["## Figures", ""]
         for title, files in groups:
             lines += [f"### {title}", ""]
-            for png in sorted(files, key=_natural_key):
-                lines += [f"![{png.stem}]({png.as_posix()})", ""]
+            for family in figure_families(files):
+                newest = family[-1]  # the final state is embedded, earlier epochs are linked
+                lines += [f"![{newest.stem}]({newest.as_posix()})", ""]
+                if len(family) > 1:
+                    earlier = ", ".join(f"[{p.stem}]({p.as_posix()})" for p in family[:-1])
+                    lines += [f"Earlier: {earlier}", ""]
 
     if config:
         lines += [

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shutil
 import sys
 import time
@@ -33,7 +32,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
 from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
 from eva_lightning.errors import EvaError  # noqa: E402
-from eva_lightning.report import INFO_NAME, resolve_run_dir, write_report  # noqa: E402
+from eva_lightning.report import INFO_NAME, figure_families, resolve_run_dir, write_report  # noqa: E402
 
 log = logging.getLogger("make_reference")
 
@@ -71,15 +70,7 @@ def copy_events(run: Path, out: Path) -> tuple[int, int]:
 
 def newest_figures(run: Path) -> list[Path]:
     """The newest PNG of each family: names equal once epoch/step numbers are removed."""
-    families: dict[str, tuple[int, Path]] = {}
-    for png in sorted(run.rglob("*.png")):
-        rel = png.relative_to(run)
-        numbers = [int(n) for n in re.findall(r"\d+", rel.name)]
-        family = (rel.parent / re.sub(r"\d+", "#", rel.name)).as_posix()
-        rank = numbers[-1] if numbers else -1
-        if family not in families or rank >= families[family][0]:
-            families[family] = (rank, rel)
-    return sorted(rel for _, rel in families.values())
+    return sorted(family[-1] for family in figure_families([p.relative_to(run) for p in run.rglob("*.png")]))
 
 
 def make_reference(name: str, run_dir: Path, out_root: Path) -> Path:

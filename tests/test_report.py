@@ -22,13 +22,17 @@ class SavesFigures(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run = Path(trainer.log_dir)
         img = np.zeros((8, 8, 3), dtype=np.uint8)
-        for name in ("curves.png", "misclassified_epoch0.png", "figures/confusion_matrix.png"):
+        for name in ("curves.png", "misclassified_epoch0.png", "misclassified_epoch1.png", "figures/confusion_matrix.png"):
             (run / name).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(run / name)
 
 
 def image_links(report: Path) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())
+
+
+def all_links(report: Path) -> list[str]:
+    return re.findall(r"\]\(([^)]+)\)", report.read_text())
 
 
 def test_fit_writes_a_report_whose_links_resolve(tmp_path, tiny_config, monkeypatch):
@@ -42,8 +46,9 @@ def test_fit_writes_a_report_whose_links_resolve(tmp_path, tiny_config, monkeypa
     text = report.read_text()
 
     links = image_links(report)
-    assert sorted(links) == ["curves.png", "figures/confusion_matrix.png", "misclassified_epoch0.png"]
-    assert all((run / link).is_file() for link in links)
+    assert sorted(links) == ["curves.png", "figures/confusion_matrix.png", "misclassified_epoch1.png"]
+    assert "misclassified_epoch0.png" in all_links(report)  # earlier epochs: linked, not embedded
+    assert all((run / link).is_file() for link in all_links(report))
     assert text.index("### Training curves") < text.index("### Misclassified") < text.index("### Confusion")
 
     rows = dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|", text, re.MULTILINE))
