@@ -90,7 +90,7 @@ class PredictionWriter(BasePredictionWriter):
         files: list[Path] = list(getattr(dm, "predict_files", []) or [])
         skipped: list[Path] = list(getattr(dm, "predict_skipped", []) or [])
         root: Path | None = getattr(dm, "predict_dir", None)
-        if not self._probs:
+        if not self._probs or not trainer.is_global_zero:  # one device: files and rows stay in order
             return
         probs = torch.cat(self._probs)
         order = np.argsort(np.asarray(self._indices), kind="stable")
