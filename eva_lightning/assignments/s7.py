@@ -1,0 +1,63 @@
+"""S7: CIFAR-10 with C1-C2-C3-C4 blocks, three max-pool transitions, one depthwise-separable and
+one dilated conv, global average pooling, under 1M parameters, receptive field >= 45.
+
+Shapes as channels x size, receptive field (RF) after each layer:
+
+    C1  3x32 -> conv 32x32 (RF 3) -> conv 64x32 (5)                     -> maxpool 64x16 (6)
+    C2  conv 128x16 (10) -> dilated conv (d=2) 128x16 (18)             -> maxpool 128x8 (20)
+    C3  conv 256x8 (28) -> depthwise-separable 256x8 (36)              -> maxpool 256x4 (40)
+    C4  depthwise-separable 512x4 (56) -> GAP 512x1 -> 1x1 conv 10x1 -> logits
+
+The two expensive places (256 and 512 channels at 8x8 and 4x4) use depthwise-separable convs:
+a plain 3x3 there would cost 590k and 1.2M weights, the separable ones 68k and 133k.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from eva_lightning.core import ImageClassifier
+from eva_lightning.core.blocks import conv_bn_relu, dws_bn_relu
+
+
+class S7Net(nn.Module):
+    """744,490 parameters (3x32x32 input, 10 classes).
+
+    Args:
+        in_channels: input channels.
+        num_classes: outputs.
+        dropout: dropout after every conv block (0: none; the augmentation regularises).
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.c1 = nn.Sequential(conv_bn_relu(in_channels, 32, dropout=dropout), conv_bn_relu(32, 64, dropout=dropout))
+        self.t1 = nn.MaxPool2d(2)
+        # the dilated conv grows the RF by 4 pixels at 16x16 for the price of a 3x3
+        self.c2 = nn.Sequential(conv_bn_relu(64, 128, dropout=dropout), conv_bn_relu(128, 128, dilation=2, dropout=dropout))
+        self.t2 = nn.MaxPool2d(2)
+        self.c3 = nn.Sequential(conv_bn_relu(128, 256, dropout=dropout), dws_bn_relu(256, 256, dropout=dropout))
+        self.t3 = nn.MaxPool2d(2)
+        self.c4 = dws_bn_relu(256, 512)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(512, num_classes, 1), nn.Flatten())
+
+    def forward(self, x):
+        x = self.t1(self.c1(x))
+        x = self.t2(self.c2(x))
+        x = self.t3(self.c3(x))
+        return self.head(self.c4(x))
+
+
+class S7Model(ImageClassifier):
+    """:class:`S7Net` as a LightningModule.
+
+    Args:
+        dropout: dropout after every conv block.
+        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+    """
+
+    gradcam_layer = "net.c3"
+
+    def __init__(self, dropout: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.net = S7Net(self.in_channels, self.num_classes, dropout)

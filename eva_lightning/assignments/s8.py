@@ -1,0 +1,111 @@
+"""S8: ResNet18 for CIFAR-10 (3x3 stem, no stem max-pool), trained with random crop + flip.
+
+The network follows torchvision's ``models/resnet.py`` (``BasicBlock``, ``_make_layer``), with
+the CIFAR stem of He et al. / kuangliu's pytorch-cifar: a 32x32 image keeps its resolution
+until ``layer2``. Shapes: stem 64x32, layer1 64x32, layer2 128x16, layer3 256x8, layer4 512x4,
+GAP 512, FC 10. S9 and S10 train this same network with other data pipelines and schedules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from eva_lightning.core import ImageClassifier
+from eva_lightning.core.blocks import conv1x1, conv3x3
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the (projected) input, then ReLU."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout, stride)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(cout, cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with a CIFAR stem.
+
+    Args:
+        layers: blocks per stage ([2, 2, 2, 2] is ResNet18).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: channels of the stem and ``layer1`` (doubled per stage); 64 is the paper's.
+        zero_init_residual: start each block's last BN at zero, so every residual block begins as
+            the identity (Goyal et al.; torchvision notes +0.2-0.3%).
+    """
+
+    def __init__(
+        self,
+        layers: list[int],
+        in_channels: int = 3,
+        num_classes: int = 10,
+        width: int = 64,
+        zero_init_residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.inplanes = width
+        self.conv1 = conv3x3(in_channels, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width * 8, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18(in_channels: int = 3, num_classes: int = 10, width: int = 64) -> ResNet:
+    """ResNet18 with the CIFAR stem: 11,173,962 parameters at width 64 and 10 classes."""
+    return ResNet([2, 2, 2, 2], in_channels, num_classes, width)
+
+
+class S8Model(ImageClassifier):
+    """ResNet18 (CIFAR stem) as a LightningModule.
+
+    Args:
+        width: stem/``layer1`` channels (64: ResNet18; smaller only for quick tests).
+        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+    """
+
+    # layer3's 8x8 maps localise better than layer4's 4x4 ones
+    gradcam_layer = "net.layer3"
+
+    def __init__(self, width: int = 64, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.net = resnet18(self.in_channels, self.num_classes, width)

@@ -1,0 +1,51 @@
+"""Convolution building blocks shared by the CIFAR-10 assignments (S7-S11)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3x3 conv, 'same' padding for any dilation, no bias (a BN follows and carries the shift)."""
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 conv without bias."""
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+def conv_bn_relu(cin: int, cout: int, dilation: int = 1, dropout: float = 0.0) -> nn.Sequential:
+    """3x3 conv (padded, optionally dilated) - BN - ReLU [- dropout]."""
+    layers: list[nn.Module] = [conv3x3(cin, cout, dilation=dilation), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class DepthwiseSeparableConv2d(nn.Sequential):
+    """A depthwise k x k conv (one filter per input channel) followed by a pointwise 1x1 conv.
+
+    Costs ``cin*k*k + cin*cout`` weights instead of ``cin*cout*k*k`` (about 8x fewer for 3x3 at
+    256 channels) for the same receptive-field growth.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        kernel_size: depthwise kernel.
+        dilation: depthwise dilation ('same' padding either way).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, dilation: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cin, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation, groups=cin, bias=False),
+            conv1x1(cin, cout),
+        )
+
+
+def dws_bn_relu(cin: int, cout: int, dropout: float = 0.0) -> nn.Sequential:
+    """DepthwiseSeparableConv2d - BN - ReLU [- dropout]."""
+    layers: list[nn.Module] = [DepthwiseSeparableConv2d(cin, cout), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
