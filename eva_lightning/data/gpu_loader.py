@@ -48,14 +48,23 @@ class Unsupported(ValueError):
     """A transform (or setting of one) that the GPU loader cannot reproduce."""
 
 
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
 def _fill(value, channels: int, device: torch.device) -> torch.Tensor:
-    """A fill value (number or per-channel tuple) as a (1, C, 1, 1) tensor."""
+    """A fill value (number or per-channel tuple) as a (1, C, 1, 1) float32 tensor on ``device``.
+
+    Cached: building it anew each step would be a host-to-device copy per step.
+    """
     if isinstance(value, str):
         raise Unsupported(f"fill={value!r}")
-    v = torch.as_tensor(value, dtype=torch.float32, device=device).flatten()
-    if v.numel() not in (1, channels):
-        raise Unsupported(f"fill={value!r} for {channels} channels")
-    return v.expand(channels).reshape(1, channels, 1, 1)
+    key = (tuple(np.ravel(value).tolist()), channels, str(device))
+    if key not in _CONSTANTS:
+        v = torch.as_tensor(np.ravel(value), dtype=torch.float32).flatten()
+        if v.numel() not in (1, channels):
+            raise Unsupported(f"fill={value!r} for {channels} channels")
+        _CONSTANTS[key] = v.expand(channels).reshape(1, channels, 1, 1).to(device)
+    return _CONSTANTS[key]
 
 
 def _uniform_int(g: torch.Generator, n: int, high: torch.Tensor | int, device) -> torch.Tensor:
@@ -203,9 +212,9 @@ class Normalize(Op):
 
     def __call__(self, x, g):
         c = x.shape[1]
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).expand(c).reshape(1, c, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).expand(c).reshape(1, c, 1, 1)
-        return (x - mean * self.max_pixel) / (std * self.max_pixel)
+        mean = _fill(tuple(m * self.max_pixel for m in self.mean), c, x.device)
+        std = _fill(tuple(v * self.max_pixel for v in self.std), c, x.device)
+        return (x - mean) / std
 
 
 def _default_interp(t) -> str:

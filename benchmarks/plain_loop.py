@@ -1,0 +1,184 @@
+"""The reference for every eva timing: an eva config's network, data, augmentation and schedule in a
+hand-written PyTorch loop (no Lightning).
+
+The network, data module and optimiser come from the config through ``EvaCLI(run=False)``, so
+both sides train the same thing; only the loop differs. Per step it does what the LightningModule
+does (forward, cross-entropy with the configured label smoothing, L1 if set, backward, step,
+scheduler step, running loss/accuracy kept on the device); per epoch it evaluates on the
+validation split. Nothing is read back to the host inside an epoch.
+
+    python benchmarks/plain_loop.py --config configs/s11.yaml [--epochs 2] [-- --data.loader=torch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.optim import lr_scheduler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eva_lightning.cli import EvaCLI  # noqa: E402
+from eva_lightning.data.gpu_loader import DeviceDataset, DeviceLoader  # noqa: E402
+
+
+def build(config: str, overrides: list[str] | tuple[str, ...] = ()) -> EvaCLI:
+    """The configured model, data module and trainer, not run (``seed_everything`` applied)."""
+    return EvaCLI(args=["--config", config, *overrides], run=False)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device: timings must include the queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_scheduler(opt, model, steps_per_epoch: int, epochs: int):
+    """The module's schedule written out by hand; returns (scheduler, interval)."""
+    s = model.schedule
+    total = steps_per_epoch * epochs
+    if s.name == "none":
+        return None, "epoch"
+    if s.name == "step":
+        return lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma), "epoch"
+    if s.name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=s.min_lr), "step"
+    if s.name == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(opt, factor=s.factor, patience=s.patience, min_lr=s.min_lr), "plateau"
+    peak_step = round(s.peak_epoch * total / epochs)
+    sched = lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total, pct_start=(peak_step + 1) / total,
+        anneal_strategy=s.anneal, div_factor=s.div_factor, final_div_factor=s.final_div_factor, cycle_momentum=False,
+    )
+    return sched, "step"
+
+
+def loaders(cli: EvaCLI, device: torch.device, channels_last: bool):
+    """Train and validation batches: the GPU loader on ``device`` where configured, else DataLoaders."""
+    dm = cli.datamodule
+    dm.setup("fit")
+
+    def make(ds, shuffle):
+        if isinstance(ds, DeviceDataset):
+            return DeviceLoader(ds, dm.batch_size, shuffle, device=device, seed=dm.seed, channels_last=channels_last)
+        return dm._loader(ds, shuffle)
+
+    return make(dm.train_set, True), make(dm.val_set, False)
+
+
+def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, log=print) -> dict:
+    """Train ``cli.model.net`` for ``epochs`` (default ``trainer.max_epochs``); per-epoch times and accuracy.
+
+    Args:
+        cli: from :func:`build`.
+        epochs: epochs to run.
+        lr: the optimiser's LR (default ``model.lr``, else the optimiser's own), e.g. the LR that
+            eva's LR range test found, so that both sides train with the same schedule.
+        log: where progress lines go.
+    """
+    model, trainer = cli.model, cli.trainer
+    device = trainer.strategy.root_device
+    epochs = epochs or trainer.max_epochs
+    net = model.net.to(device)
+    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+    net = net.to(memory_format=memory_format)
+    fwd = torch.compile(net) if model.compile else net
+    precision = str(trainer.precision)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+    scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+    train_dl, val_dl = loaders(cli, device, model.channels_last)
+
+    opt = model.optimizer_factory(net.parameters())
+    lr = lr if lr is not None else model.lr
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    sched, interval = make_scheduler(opt, model, len(train_dl), epochs)
+    weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+    result = {"train_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
+    for epoch in range(epochs):
+        net.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        sync(device)
+        t0 = time.perf_counter()
+        for x, y in train_dl:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast():
+                logits = fwd(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=model.label_smoothing)
+            if model.l1 > 0:
+                loss = loss + model.l1 * sum(w.abs().sum() for w in weights)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            if interval == "step":
+                sched.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        sync(device)
+        t1 = time.perf_counter()
+        net.eval()
+        val_correct = torch.zeros((), device=device, dtype=torch.long)
+        val_loss = torch.zeros((), device=device)
+        n_val = 0
+        with torch.no_grad(), autocast():
+            for x, y in val_dl:
+                x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                y = y.to(device, non_blocking=True)
+                logits = fwd(x)
+                val_loss += F.cross_entropy(logits.float(), y, reduction="sum")
+                val_correct += (logits.argmax(1) == y).sum()
+                n_val += len(y)
+        sync(device)
+        t2 = time.perf_counter()
+        if interval == "epoch" and sched is not None:
+            sched.step()
+        elif interval == "plateau":
+            sched.step(float(val_loss) / n_val)
+        acc = float(val_correct) / n_val
+        result["train_s"].append(t1 - t0)
+        result["eval_s"].append(t2 - t1)
+        result["val_acc"].append(acc)
+        result["train_loss"].append(float(loss_sum) / seen)
+        result["images"] += seen
+        log(f"plain epoch {epoch}: train {t1 - t0:.2f}s ({seen / (t1 - t0):.0f} img/s), eval {t2 - t1:.2f}s, "
+            f"train/loss {result['train_loss'][-1]:.4f}, val/acc {acc:.4f}")
+    result["lr"] = lr
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--json", default=None, help="write the result here")
+    parser.add_argument("overrides", nargs="*", help="eva config overrides, after --")
+    args = parser.parse_args(argv)
+    result = plain_fit(build(args.config, args.overrides), args.epochs, args.lr)
+    text = json.dumps(result, indent=1)
+    if args.json:
+        Path(args.json).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
