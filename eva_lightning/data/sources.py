@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import stat as stat_mod
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,8 +161,11 @@ def _cache_path(source: Path, split: str, channels: int, size: int | None) -> Pa
     stat = source.stat()
     key = hashlib.sha1(f"{source.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{split}|{channels}|{size}".encode())
     name = f".{source.name}.{split}.{key.hexdigest()[:12]}.eva-cache.npz"
-    if os.access(source.parent, os.W_OK):
-        return source.parent / name
+    # beside the data only where its folder is meant to be written: root passes os.access on a
+    # read-only shared copy, so the folder's own write bit is checked too
+    parent = source.parent
+    if os.access(parent, os.W_OK) and parent.stat().st_mode & stat_mod.S_IWUSR:
+        return parent / name
     cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eva_lightning"
     return cache_home / name
 

@@ -1,0 +1,51 @@
+#!/bin/bash
+# The whole GPU verification in one call (about 7-8 minutes on one H100):
+#   1. benchmarks/gpu_bench.sh: S11 through `eva fit` (loader gpu, bf16, channels_last, LR range
+#      test -> one-cycle, 24 epochs) vs the plain loop, and the DataLoader path's GPU utilisation;
+#   2. S7, S8, S9, S10 (CIFAR-10 JPEG copy) and the five S6 runs (MNIST) trained to their epochs in
+#      three concurrent streams (the GPU is far from full with one of these small nets; wall times
+#      below are therefore with neighbours, the S11 figures of step 1 are alone on the GPU);
+#   3. one tarball of the logs (TensorBoard events, figures, configs, reports; no checkpoints).
+#
+#   ../shared/device/stage.sh mnist cifar10                                      # here
+#   source .device/prelude.sh && bash benchmarks/gpu_all.sh "$OUT"               # on the GPU machine
+#
+# EXTRA (eva overrides for every training run) and SKIP_BENCH=1 shrink it for a CPU dry run.
+set -uo pipefail
+out=${1:?usage: gpu_all.sh OUT_DIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$root PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+work=${WORK:-/tmp/eva-gpu}
+mkdir -p "$work/logs"
+EXTRA=${EXTRA:-}
+t0=$(date +%s)
+
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  bash benchmarks/gpu_bench.sh "$work/bench"
+fi
+
+fit() {  # fit NAME TIMEOUT [overrides...]: one training run, its wall time and exit code in jobs.txt
+  local name=$1 limit=$2
+  shift 2
+  local s=$(date +%s)
+  (cd "$work" && timeout "$limit" $py -m eva_lightning fit --config "$root/configs/$name.yaml" \
+      --trainer.enable_progress_bar false "$@" $EXTRA > "$work/logs/$name.log" 2>&1)
+  echo "$name rc=$? wall_s=$(( $(date +%s) - s ))" | tee -a "$work/logs/jobs.txt"
+}
+
+echo "== training streams start at +$(( $(date +%s) - t0 )) s"
+( fit s10 330 ) &
+( fit s9 240; fit s7 150 ) &
+( fit s8 200; for r in l1_bn l2_bn l1_l2_bn gbn l1_l2_gbn; do fit "s6_$r" 90 --data.loader gpu; done ) &
+wait
+echo "== all done at +$(( $(date +%s) - t0 )) s"
+
+$py benchmarks/summarize_runs.py "$work/lightning_logs" | tee "$work/logs/runs.md"
+tar -C "$work" --exclude='*.ckpt' -czf "$out/gpu_results.tgz" lightning_logs logs $( [ -d "$work/bench" ] && echo bench )
+cp "$work/logs/runs.md" "$out/" 2>/dev/null
+[ -f "$work/bench/summary.json" ] && cp "$work/bench/summary.json" "$out/bench_summary.json"
+ls -la "$out"
