@@ -79,6 +79,8 @@ if gpu:
         "eva_train_epoch_median_s": round(gpu["eva"]["train_epoch_s_median"], 3),
         "plain_train_epoch_median_s": round(gpu["plain"]["train_epoch_s_median"], 3),
         "eva_images_per_s": round(gpu["eva"]["train_images_per_s"]),
+        "steps_per_epoch": e["steps_per_epoch"],
+        "eva_syncs_epoch_1": e["syncs_epoch_1"],
     }
 if dl:
     e = dl["eva_runs"][0]

@@ -17,6 +17,7 @@ left out of the steady-state figures (warm-up: cuDNN autotuning, allocator, comp
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ import platform
 import statistics
 import sys
 import time
+import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -70,11 +73,55 @@ class EpochTimer(Callback):
         self.train_s.append(epoch if self._train is None else self._train)
 
 
+class SyncCheck(Callback):
+    """CUDA only: where the training batches of one epoch synchronise with the host.
+
+    ``torch.cuda.set_sync_debug_mode("warn")`` makes every synchronising operation (``.item()``,
+    ``nonzero``, a copy to the host ...) warn; each warning is recorded by its nearest frames
+    outside torch. Lightning's logging every ``log_every_n_steps`` shows up here by design.
+    """
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+        self.events: collections.Counter = collections.Counter()
+        self._cm = None
+
+    def _record(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-2] if "/torch/" not in f.filename and "warnings" not in f.filename]
+        where = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames[-3:]))
+        if "_now" not in where:  # the timer's own synchronisation at the epoch edges
+            self.events[where] += 1
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if pl_module.device.type == "cuda" and trainer.current_epoch == self.epoch and self._cm is None:
+            self._cm = warnings.catch_warnings()
+            self._cm.__enter__()
+            warnings.simplefilter("always")
+            warnings.showwarning = self._record
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def _stop(self) -> None:
+        if self._cm is not None:
+            torch.cuda.set_sync_debug_mode(0)
+            self._cm.__exit__(None, None, None)
+            self._cm = None
+            self.epoch = -1
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._stop()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop()
+
+
 def eva_fit(config: str, overrides: list[str]) -> dict:
     """``eva fit --config CONFIG OVERRIDES`` with an :class:`EpochTimer`; times, accuracy, the LR used."""
     cli = build(config, [*overrides, "--trainer.enable_progress_bar=false"])
-    timer = EpochTimer()
-    cli.trainer.callbacks.append(timer)
+    timer, syncs = EpochTimer(), SyncCheck(epoch=1)
+    cli.trainer.callbacks.extend([timer, syncs])
     t0 = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     wall = time.perf_counter() - t0
@@ -92,6 +139,8 @@ def eva_fit(config: str, overrides: list[str]) -> dict:
         "device": str(cli.trainer.strategy.root_device),
         "precision": str(cli.trainer.precision),
         "epochs": len(train_s),
+        "syncs_epoch_1": dict(syncs.events),  # CUDA only: {where: count} in epoch 1's training batches
+        "steps_per_epoch": cli.trainer.num_training_batches,
     }
 
 
