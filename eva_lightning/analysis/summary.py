@@ -13,6 +13,7 @@ course's convention (after global pooling every output sees the whole image anyw
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         def instantiate_trainer(self, **kwargs):  # a summary needs no Trainer (and no GPU)
             return None
 
-    cli = SummaryCLI(args=argv, run=False)
+    with warnings.catch_warnings():  # `eva summary ARGS`: sys.argv differs from ARGS on purpose
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        cli = SummaryCLI(args=argv, run=False)
     model = cli.model
     if input_shape is None:
         dm = cli.datamodule
