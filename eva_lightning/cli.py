@@ -7,21 +7,39 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
+import re
 import sys
 from pathlib import Path
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from jsonargparse import lazy_instance
+from lightning.pytorch.strategies import ParallelStrategy
+from jsonargparse import ArgumentError, lazy_instance
 
 from eva_lightning.core import ImageClassifier
 from eva_lightning.data import VisionDataModule
+from eva_lightning.data.transforms import build_pipeline
 from eva_lightning.errors import EvaError
 from eva_lightning.predict import PredictionWriter
 from eva_lightning.report import RunReport
+from eva_lightning.runinfo import RunInfo
+from eva_lightning.safety import (
+    FiniteLossGuard,
+    RngState,
+    SafeCheckpointIO,
+    check_checkpoint,
+    check_checkpoint_class,
+    resolve_last,
+)
+
+log = logging.getLogger(__name__)
 
 #: ``eva <tool>`` subcommands that are not Trainer methods: module with a ``main(argv)``.
 TOOLS = {
@@ -55,6 +73,9 @@ def default_callbacks() -> list:
             auto_insert_metric_name=False,
         ),
         LearningRateMonitor(logging_interval="step"),
+        RngState(),
+        FiniteLossGuard(),
+        RunInfo(),
         RunReport(),  # last: writes report.md after the other callbacks' end-of-fit figures
     ]
 
@@ -77,8 +98,89 @@ class EvaCLI(LightningCLI):
             },
             args=args,
             run=run,
+            # parse errors come back as exceptions: parse_arguments rewrites them as one short message
+            parser_kwargs=kwargs.pop("parser_kwargs", None) or {
+                "exit_on_error": False, **{sub: {"exit_on_error": False} for sub in self.subcommands()}
+            },
             **kwargs,
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as exc:
+            raise EvaError(explain_parse_error(str(exc), parser, args)) from None
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyper-parameters into the model config here: catch a
+        # corrupt file or a checkpoint of another model class first, as a message
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            model = self.config[sub].get("model")
+            check_checkpoint_class(ckpt_path, getattr(model, "class_path", None))
+        try:
+            super()._parse_ckpt_path()
+        except ArgumentError as exc:
+            raise EvaError(f"the hyper-parameters saved in {ckpt_path} do not fit this model: {exc}") from None
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # checks that fail before the trainer starts, so a bad input leaves no run directory behind
+        self._check_transforms()
+        self._check_sync_batchnorm(subcommand)
+        self._prepare_ckpt_path(subcommand)
+        super()._run_subcommand(subcommand)
+
+    def _check_sync_batchnorm(self, subcommand: str) -> None:
+        """torch's SyncBatchNorm runs only on CUDA; on CPU DDP it fails inside DDP's constructor."""
+        wanted = self.config[subcommand].get("trainer", {}).get("sync_batchnorm")
+        if wanted and isinstance(self.trainer.strategy, ParallelStrategy) and not isinstance(
+            self.trainer.accelerator, CUDAAccelerator
+        ):
+            raise EvaError(
+                "trainer.sync_batchnorm: true needs CUDA GPUs (torch's SyncBatchNorm has no CPU version): "
+                "drop it for CPU runs (each process then keeps its own BatchNorm statistics)"
+            )
+
+    def _check_transforms(self) -> None:
+        """Build the YAML pipelines once with placeholder statistics: unknown names/arguments fail here."""
+        dm = self.datamodule
+        if isinstance(dm, VisionDataModule):
+            stats = (0.5,) * dm.in_channels
+            for specs in (dm.train_specs, dm.test_specs):
+                build_pipeline(specs, stats, stats)
+
+    def _prepare_ckpt_path(self, subcommand: str) -> None:
+        """Resolve ``--ckpt_path last`` to the latest run of this config and check the checkpoint.
+
+        The default logger starts a new ``version_N`` each run, so Lightning's own ``last`` (the
+        checkpoint callback's last file of *this* run) would find nothing after a crash. For
+        ``fit`` the resumed run also logs into the old run's directory, so its curves continue.
+        """
+        cfg, init = self.config[subcommand], self.config_init[subcommand]
+        ckpt_path = init.get("ckpt_path")
+        if ckpt_path is None:
+            return
+        logger = self.trainer.logger
+        if ckpt_path == "last" and isinstance(logger, TensorBoardLogger):
+            found = resolve_last(Path(logger.root_dir))
+            if found is None:
+                log.warning("--ckpt_path last: no %s/version_*/checkpoints/last.ckpt yet, starting a new run", logger.root_dir)
+                init["ckpt_path"] = cfg["ckpt_path"] = None
+                return
+            log.info("--ckpt_path last: resuming from %s", found)
+            init["ckpt_path"] = str(found)
+            if subcommand == "fit" and logger._version is None:  # not chosen by the user: continue the old run's dir
+                logger._version = int(found.parent.parent.name.split("_")[1])
+            ckpt_path = str(found)
+        if ckpt_path not in ("last", "best", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
+            check_checkpoint(ckpt_path, self.model)
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
         # add_arguments_to_parser is called once per subcommand parser without its name; keep it
@@ -97,6 +199,58 @@ class EvaCLI(LightningCLI):
         """``predictions.csv`` (+ GradCAM overlays) in the run directory."""
         gradcam = bool(self.config.predict.get("predict.gradcam", False))
         self.trainer.callbacks.append(PredictionWriter(gradcam=gradcam))
+
+
+def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
+    """jsonargparse's message without the usage screen, plus the closest valid key for an unknown one."""
+    message = message.strip()
+    bad = re.search(r"does not accept option '([^']+)'|Key '([^']+)' is not expected", message)
+    nested = re.search(r"Problem with given class_path '([^']+)':\s*Option '([^']+)' is not accepted", message)
+    hint = ""
+    not_subclass = re.search(r"Import path (\S+) does not correspond to a subclass of (\w+)", message)
+    if message.startswith("Problems parsing config"):
+        configs = [a for i, a in enumerate(args or []) if i and args[i - 1] in ("--config", "-c")]
+        where = f" in {', '.join(configs)}" if configs else ""
+        return f"malformed YAML{where}: {message.split(':', 1)[1].strip()}"
+    if not_subclass:
+        path, base = not_subclass.groups()
+        return (
+            f"model.class_path '{path}' is not a subclass of {base}: use a network from "
+            f"eva_lightning.assignments (e.g. eva_lightning.assignments.s4.S4Model) or your own {base} subclass"
+        )
+    if bad:
+        key = bad.group(1) or bad.group(2)
+        subparser = parser._subcommands_action._name_parser_map.get(sys.argv[1] if args is None else args[0], parser) \
+            if getattr(parser, "_subcommands_action", None) else parser
+        keys = [a.dest for a in subparser._actions if a.dest and not a.dest.startswith("_")]
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        message = f"unknown key '{key}' in the configuration"
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys are listed by: eva {args[0] if args else 'fit'} --help"
+    elif nested:
+        class_path, key = nested.groups()
+        valid = _init_args(class_path)
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        message = f"unknown key '{key}' for {class_path}"
+        hint = f"; did you mean '{close[0]}'?" if close else f"; its arguments are: {', '.join(valid)}"
+    return f"{message}{hint}"
+
+
+def _init_args(class_path: str) -> list[str]:
+    """Names a class accepts, following ``**kwargs`` up the MRO (as jsonargparse does)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(names))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,113 @@
+"""``run_info.yaml`` in each run directory: how a number in the README was made.
+
+LightningCLI already writes the resolved configuration there (``config.yaml``); this adds the
+command line, package versions, the git commit of the code (and whether it had uncommitted
+changes) and the machine. A resumed run appends one more YAML document to the same file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+FILE = "run_info.yaml"
+PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "albumentations", "numpy", "jsonargparse")
+CODE_DIR = Path(__file__).resolve().parent
+
+
+def git_commit(where: Path = CODE_DIR) -> dict[str, Any]:
+    """``{commit, dirty}`` of the checkout holding the code, or ``{commit: None}`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return {"commit": None}
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10
+        )
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux, where ``platform.processor()`` is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine(trainer: L.Trainer | None = None) -> dict[str, Any]:
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "os": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpus,
+        "cuda": torch.version.cuda if gpus else None,
+    }
+    if trainer is not None:
+        info.update(
+            accelerator=type(trainer.accelerator).__name__,
+            strategy=type(trainer.strategy).__name__,
+            world_size=trainer.world_size,
+            precision=str(trainer.precision),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+        )
+    return info
+
+
+def run_info(trainer: L.Trainer | None = None) -> dict[str, Any]:
+    """Everything above as one dict."""
+    return {
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "cwd": os.getcwd(),
+        "seed": os.environ.get("PL_GLOBAL_SEED"),
+        "config": "config.yaml",  # the resolved configuration, written beside this file by LightningCLI
+        "code": git_commit(),
+        "versions": versions(),
+        "machine": machine(trainer),
+    }
+
+
+class RunInfo(Callback):
+    """Write (or, on resume, append to) ``run_info.yaml`` in ``trainer.log_dir`` on rank 0."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        log_dir = trainer.log_dir  # on every rank: in DDP the property is a broadcast
+        if log_dir is None or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        path = Path(log_dir) / FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"stage": str(getattr(stage, "value", stage)), **run_info(trainer)}
+        with open(path, "a") as f:
+            if f.tell():
+                f.write("---\n")
+            yaml.safe_dump(info, f, sort_keys=False)
