@@ -140,3 +140,25 @@ def test_data_dir_defaults_to_env(monkeypatch, tmp_path):
     assert VisionDataModule().data_dir == tmp_path
     monkeypatch.delenv("EVA_DATA_DIR")
     assert VisionDataModule().data_dir == Path("data")
+
+
+def test_augmentations_follow_the_torch_seed_and_differ_per_worker(mnist_dir):
+    flip = [{"name": "Rotate", "limit": 30, "p": 1.0}, {"name": "Normalize"}]
+
+    def first_batch(seed: int, workers: int = 0) -> torch.Tensor:
+        torch.manual_seed(seed)
+        dm = VisionDataModule("mnist", data_dir=str(mnist_dir), batch_size=4, train_transforms=flip, num_workers=workers)
+        dm.setup("fit")
+        torch.manual_seed(seed)
+        return next(iter(dm.train_dataloader()))[0]
+
+    assert torch.equal(first_batch(5), first_batch(5))
+    assert not torch.equal(first_batch(5), first_batch(6))
+    # two workers: each draws its own rotations (not copies of one generator)
+    dm = VisionDataModule("mnist", data_dir=str(mnist_dir), batch_size=1, train_transforms=flip, num_workers=2)
+    dm.setup("fit")
+    dm.train_set.images[:] = dm.train_set.images[0]  # every sample the same image
+    loader = torch.utils.data.DataLoader(dm.train_set, batch_size=1, num_workers=2,
+                                         worker_init_fn=dm.train_dataloader().worker_init_fn)
+    a, b = [x for x, _ in list(loader)[:2]]  # batch 0 from worker 0, batch 1 from worker 1
+    assert not torch.equal(a, b)

@@ -64,6 +64,19 @@ class NormalizedDataset(Dataset):
         return self.images[idx_t], self.labels[idx_t]
 
 
+def _seed_worker_pipeline(worker_id: int) -> None:
+    """Give each DataLoader worker its own albumentations stream.
+
+    albumentations 2.x draws from the Compose's own generator, which every worker would inherit
+    unchanged (the same augmentations in each worker) and which ``seed_everything`` does not
+    reach; the worker's torch seed (the seeded main process's base seed + worker id) is both
+    distinct per worker and reproducible.
+    """
+    info = torch.utils.data.get_worker_info()
+    if isinstance(info.dataset, ArrayDataset):
+        info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
 def _already_batched(batch):
     """collate_fn for NormalizedDataset, whose __getitems__ returns the finished batch."""
     return batch
@@ -254,7 +267,9 @@ class VisionDataModule(L.LightningDataModule):
                 log.warning("data.loader=gpu cannot do %s on the device: using the DataLoader path for this split", exc)
         if is_plain(specs):
             return NormalizedDataset(images, labels, self.mean, self.std)
-        return ArrayDataset(images, labels, build_pipeline(specs, self.mean, self.std))
+        # seeded from torch's seed, so `seed_everything` decides the augmentations too
+        seed = torch.initial_seed() % 2**32
+        return ArrayDataset(images, labels, build_pipeline(specs, self.mean, self.std, seed=seed))
 
     @property
     def image_size(self) -> int:
@@ -311,6 +326,7 @@ class VisionDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=_already_batched if isinstance(ds, NormalizedDataset) else None,
+            worker_init_fn=_seed_worker_pipeline,
         )
 
     def _device_loader(self, ds: gpu_loader.DeviceDataset, shuffle: bool) -> gpu_loader.DeviceLoader:

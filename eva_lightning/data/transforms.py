@@ -50,12 +50,13 @@ def build_transform(spec: TransformSpec) -> A.BasicTransform:
 
 
 def build_pipeline(
-    specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float]
+    specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float], seed: int | None = None
 ) -> A.Compose:
     """A Compose ending in a CHW float tensor.
 
     ``None`` gives the default Normalize(data set mean/std) + ToTensorV2. A Normalize written
     without ``mean``/``std`` gets the data set's own, and ToTensorV2 is appended if missing.
+    ``seed`` seeds the Compose's own generator (albumentations 2.x ignores the global seeds).
     """
     specs = list(specs) if specs is not None else [{"name": "Normalize"}]
     transforms = []
@@ -65,7 +66,7 @@ def build_pipeline(
         transforms.append(build_transform(spec))
     if not isinstance(transforms[-1] if transforms else None, ToTensorV2):
         transforms.append(ToTensorV2())
-    return A.Compose(transforms)
+    return A.Compose(transforms, seed=seed)
 
 
 def is_plain(specs: Sequence[TransformSpec] | None) -> bool:
