@@ -65,6 +65,9 @@ class LRRangeTest(LearningRateFinder):
         if trainer.fast_dev_run:
             log.info("LRRangeTest: skipped under fast_dev_run; training uses lr=%s", pl_module.lr)
             return
+        if trainer.ckpt_path:  # resuming: the checkpoint's optimiser and schedule state carry the LR
+            log.info("LRRangeTest: skipped when resuming from %s; the checkpoint's LR schedule continues", trainer.ckpt_path)
+            return
         before = pl_module.lr
         # the test stops after num_training steps but also at max_epochs: let it cross epochs on small data
         max_epochs = trainer.fit_loop.max_epochs
