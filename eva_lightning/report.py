@@ -3,40 +3,35 @@
     eva report lightning_logs/s5/version_0      # (re)write report.md of a run
     eva report lightning_logs/s5                # the latest version of that run
 
-:class:`RunReport` (a default callback of ``eva fit``) records the machine and package versions
-in ``run_info.json`` when fitting starts and writes ``report.md`` when it ends; everything else
-is read back from the run directory itself (``config.yaml``, the TensorBoard event file, the PNG
-figures other callbacks saved), so ``eva report`` rebuilds the same page from a copied run.
+:class:`RunReport` (a default callback of ``eva fit``) records wall time, epochs and status in
+``fit_result.json`` and writes ``report.md`` when fitting ends; everything else is read back
+from the run directory itself (``config.yaml``, ``run_info.yaml`` with machine and versions, the
+TensorBoard event file, the PNG figures other callbacks saved), so ``eva report`` rebuilds the
+same page from a copied run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import re
-import subprocess
 import time
+from collections import Counter
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 
+from eva_lightning import runinfo
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.md"
-INFO_NAME = "run_info.json"
-PACKAGES = (
-    "torch", "torchvision", "lightning", "torchmetrics", "albumentations", "jsonargparse", "numpy", "tensorboard",
-    "matplotlib",
-)
+RESULT_NAME = "fit_result.json"  # written by RunReport: wall time, epochs, steps, status
 #: metrics shown first, in this order; any other scalar follows alphabetically.
 METRIC_ORDER = ("val/acc", "val/loss", "train/acc", "train/loss", "test/acc", "test/loss", "lr")
 #: figure sections: (title, file-name pattern), first match wins; the rest go under "Other figures".
@@ -47,52 +42,6 @@ FIGURE_GROUPS = (
     ("Confusion matrix", r"confusion"),
     ("GradCAM", r"gradcam"),
 )
-
-
-# --------------------------------------------------------------------------- what the run was run on
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict[str, Any]:
-    """OS, CPU, GPU and accelerator library versions of this machine."""
-    info: dict[str, Any] = {
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": f"{_cpu_name()} ({os.cpu_count()} logical cores)",
-        "gpu": "none",
-    }
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = f"{torch.cuda.device_count()} × {props.name} ({props.total_memory / 2**30:.0f} GiB)"
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a run depends on (and the project's git commit)."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-            timeout=5,
-        )
-        if commit.returncode == 0:
-            versions["eva-lightning (git)"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return versions
 
 
 # --------------------------------------------------------------------------- reading a run back
@@ -107,6 +56,37 @@ def resolve_run_dir(path: str | Path) -> Path:
     if not versions:
         raise EvaError(f"{run} holds no run: expected TensorBoard event files or version_N folders in it")
     return max(versions, key=lambda p: int(p.name.split("_")[-1]))
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """The newest ``fit`` document of ``run_info.yaml`` (a resumed run appends one per start)."""
+    path = run_dir / runinfo.FILE
+    if not path.exists():
+        return {}
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    fits = [d for d in docs if d.get("stage") == "fit"] or docs
+    return {**fits[-1], "started": fits[0].get("started"), "starts": len(fits)} if fits else {}
+
+
+def machine_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Header rows for the machine a run used (the host name is left out of the published page)."""
+    m = info.get("machine") or {}
+    if not m:
+        return [("machine", f"not recorded (no {runinfo.FILE} in the run directory)")]
+    gpus = m.get("gpus") or []
+    gpu = ", ".join(f"{n} × {name}" for name, n in Counter(gpus).items()) if gpus else "none"
+    code = info.get("code") or {}
+    commit = code.get("commit")
+    return [
+        ("os", m.get("os")),
+        ("cpu", f"{m.get('cpu')} ({m.get('cpu_count')} logical cores)"),
+        ("gpu", gpu + (f" (CUDA {m['cuda']})" if m.get("cuda") else "")),
+        ("accelerator", f"{m.get('accelerator')}, {m.get('strategy')}, world size {m.get('world_size')}"
+         if m.get("accelerator") else None),
+        ("precision", m.get("precision")),
+        ("code", f"`{commit[:10]}`" + (" (with uncommitted changes)" if code.get("dirty") else "") if commit else None),
+        ("command", f"`{' '.join(info['command'])}`" if info.get("command") else None),
+    ]
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
@@ -190,8 +170,6 @@ def _fmt_seconds(seconds: float) -> str:
 
 def _config_summary(config: str) -> dict[str, str]:
     """Model class and data set out of the resolved YAML, for the header table."""
-    import yaml
-
     try:
         cfg = yaml.safe_load(config) or {}
     except yaml.YAMLError:
@@ -217,16 +195,15 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         title: page heading; default ``<run name>/version_N``.
     """
     run = resolve_run_dir(run_dir)
-    info: dict[str, Any] = {}
-    if (run / INFO_NAME).exists():
-        info = json.loads((run / INFO_NAME).read_text())
+    result = json.loads((run / RESULT_NAME).read_text()) if (run / RESULT_NAME).exists() else {}
+    info = read_run_info(run)
     config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
     scalars = read_scalars(run)
 
-    epochs = info.get("epochs")
+    epochs = result.get("epochs")
     if epochs is None and scalars.get("epoch"):
         epochs = int(max(v for _, v, _ in scalars["epoch"])) + 1
-    wall = info.get("wall_time_s")
+    wall = result.get("wall_time_s")
     all_points = [p for points in scalars.values() for p in points]
     if wall is None and all_points:
         wall = max(p[2] for p in all_points) - min(p[2] for p in all_points)
@@ -241,15 +218,13 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         ("model", head.get("model")),
         ("data", head.get("data")),
         ("epochs", f"{epochs}" + (f" of {head['max_epochs']}" if "max_epochs" in head else "") if epochs else None),
-        ("steps", info.get("global_step")),
+        ("steps", result.get("global_step")),
         ("wall time", _fmt_seconds(wall) if wall is not None else None),
         ("started (UTC)", started),
-        ("status", info.get("status")),
+        ("status", result.get("status", "running or stopped (no end of fit recorded)")),
+        ("starts", info.get("starts") if info.get("starts", 1) > 1 else None),  # resumed runs
     ]
-    machine = info.get("machine") or {}
-    rows += [(k, v) for k, v in machine.items()]
-    if not machine:
-        rows.append(("machine", "not recorded (the run predates run_info.json)"))
+    rows += machine_rows(info)
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows if v not in (None, "")] + [""]
 
     lines += ["## Metrics", ""]
@@ -278,7 +253,7 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
             "## Configuration", "", "<details><summary>resolved config.yaml</summary>", "", "```yaml",
             config.rstrip(), "```", "", "</details>", "",
         ]
-    versions = info.get("versions") or {}
+    versions = {k: v for k, v in (info.get("versions") or {}).items() if v}
     if versions:
         lines += ["## Package versions", "", "| package | version |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in versions.items()] + [""]
@@ -289,7 +264,9 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
 
 
 class RunReport(Callback):
-    """Records machine and versions when fitting starts and writes ``report.md`` when it ends.
+    """Writes ``fit_result.json`` (wall time, epochs, steps, status) and ``report.md`` when fitting ends.
+
+    Machine, versions and command come from ``run_info.yaml`` (``RunInfo``, another default callback).
 
     The page is written in ``teardown``, after every callback's ``on_fit_end``, so figures other
     callbacks save at the end of training are on it. ``fast_dev_run`` smoke tests get no report.
@@ -306,33 +283,18 @@ class RunReport(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
-        run = self._run_dir(trainer)
-        if run is None or not trainer.is_global_zero:
-            return
-        run.mkdir(parents=True, exist_ok=True)
-        machine = machine_info()
-        machine["accelerator"] = f"{type(trainer.accelerator).__name__} × {trainer.num_devices}"
-        machine["precision"] = str(trainer.precision)
-        info = {
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "status": "running",
-            "machine": machine,
-            "versions": package_versions(),
-        }
-        (run / INFO_NAME).write_text(json.dumps(info, indent=2))
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run = self._run_dir(trainer)
         if stage != "fit" or run is None or self._start is None or not trainer.is_global_zero:
             return
-        info = json.loads((run / INFO_NAME).read_text()) if (run / INFO_NAME).exists() else {}
-        info.update(
+        result = dict(
             wall_time_s=round(time.perf_counter() - self._start, 1),
             epochs=trainer.current_epoch,  # epochs completed (the counter ends one past the last)
             global_step=trainer.global_step,
             status="interrupted" if trainer.interrupted else "finished",
         )
-        (run / INFO_NAME).write_text(json.dumps(info, indent=2))
+        (run / RESULT_NAME).write_text(json.dumps(result, indent=2))
         for logger in trainer.loggers:  # the event file must hold the last epoch before it is read back
             flush = getattr(getattr(logger, "experiment", None), "flush", None)
             if callable(flush):

@@ -8,7 +8,7 @@ stay small (at most ``--max_mb``, 20 MB by default, for the whole reference fold
 
 * every scalar point (one event file, original steps and wall times);
 * the last image of each image tag (the final misclassified grid, GradCAM, ...);
-* ``config.yaml``, ``run_info.json`` and the newest PNG of each figure family
+* ``config.yaml``, ``run_info.yaml``, ``fit_result.json`` and the newest PNG of each figure family
   (``misclassified_epoch19.png`` but not epochs 0-18), with a ``report.md`` rebuilt over them.
 
 Checkpoints and histograms are left out. ``tensorboard --logdir lightning_logs`` then shows the
@@ -32,11 +32,11 @@ from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
 from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
 from eva_lightning.errors import EvaError  # noqa: E402
-from eva_lightning.report import INFO_NAME, figure_families, resolve_run_dir, write_report  # noqa: E402
+from eva_lightning.report import RESULT_NAME, figure_families, resolve_run_dir, write_report  # noqa: E402
 
 log = logging.getLogger("make_reference")
 
-KEEP_FILES = ("config.yaml", "hparams.yaml", INFO_NAME)
+KEEP_FILES = ("config.yaml", "hparams.yaml", "run_info.yaml", RESULT_NAME)
 SKIP_SCALARS = ("hp_metric",)  # TensorBoardLogger's placeholder (-1) for the HParams tab
 
 

@@ -57,8 +57,9 @@ def test_fit_writes_a_report_whose_links_resolve(tmp_path, tiny_config, monkeypa
     assert "| epochs | 2 of 2 |" in text
     assert "class_path: tiny.TinyNet" in text  # the resolved config
     assert re.search(r"\| lightning \| \d+\.\d+", text) and "| cpu |" in text
-    info = json.loads((run / "run_info.json").read_text())
-    assert info["status"] == "finished" and info["epochs"] == 2 and info["wall_time_s"] > 0
+    result = json.loads((run / "fit_result.json").read_text())
+    assert result["status"] == "finished" and result["epochs"] == 2 and result["wall_time_s"] > 0
+    assert "| status | finished |" in text and "| gpu | none |" in text
 
     # `eva report` on the run-name folder rebuilds the page of its newest version from the run's files
     report.unlink()
