@@ -32,7 +32,7 @@ def test_range_test_restores_weights_and_suggests(tiny_config, tmp_path, monkeyp
 
 def test_eva_lr_find_plot_and_apply(tiny_config, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    lr = main(["--config", str(tiny_config), "--lr_find.num_training", "20", "--apply"])
+    lr = main(["--config", str(tiny_config), "--lr_find.num_training", "14", "--apply"])
     out = capsys.readouterr().out
     assert f"suggested LR: {lr:.4g}" in out
     assert (tmp_path / "lightning_logs" / "tiny" / "version_0" / "lr_find.png").stat().st_size > 0
@@ -48,7 +48,7 @@ def test_lr_range_test_callback_feeds_one_cycle(tiny_config, tmp_path, monkeypat
         "--model.init_args.schedule.div_factor=10", "--trainer.max_epochs=2", "--trainer.limit_train_batches=4",
         "--trainer.limit_val_batches=1",
     )
-    finder, curves = LRRangeTest(num_training=16), CurvesFigure()
+    finder, curves = LRRangeTest(num_training=14), CurvesFigure()
     cli.trainer.callbacks[:0] = [finder, curves]
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     lr = finder.suggested_lr

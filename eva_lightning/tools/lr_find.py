@@ -9,7 +9,6 @@ one-cycle peak).
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,6 @@ from pathlib import Path
 import yaml
 
 from eva_lightning.errors import EvaError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
