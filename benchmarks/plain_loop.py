@@ -13,6 +13,7 @@ validation split. Nothing is read back to the host inside an epoch.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from contextlib import nullcontext
@@ -60,6 +61,13 @@ def make_scheduler(opt, model, steps_per_epoch: int, epochs: int):
     return sched, "step"
 
 
+def limit(value: int | float | None, n: int) -> int:
+    """Batches per epoch under the trainer's ``limit_*_batches`` (an int: batches, a float: fraction)."""
+    if value is None:
+        return n
+    return min(n, value) if isinstance(value, int) else int(n * value)
+
+
 def loaders(cli: EvaCLI, device: torch.device, channels_last: bool):
     """Train and validation batches: the GPU loader on ``device`` where configured, else DataLoaders."""
     dm = cli.datamodule
@@ -101,7 +109,8 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
     if lr is not None:
         for group in opt.param_groups:
             group["lr"] = lr
-    sched, interval = make_scheduler(opt, model, len(train_dl), epochs)
+    n_train, n_val = limit(trainer.limit_train_batches, len(train_dl)), limit(trainer.limit_val_batches, len(val_dl))
+    sched, interval = make_scheduler(opt, model, n_train, epochs)
     weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
     result = {"train_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
@@ -112,7 +121,7 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
         seen = 0
         sync(device)
         t0 = time.perf_counter()
-        for x, y in train_dl:
+        for x, y in itertools.islice(train_dl, n_train):
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with autocast():
@@ -138,22 +147,22 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
         net.eval()
         val_correct = torch.zeros((), device=device, dtype=torch.long)
         val_loss = torch.zeros((), device=device)
-        n_val = 0
+        val_seen = 0
         with torch.no_grad(), autocast():
-            for x, y in val_dl:
+            for x, y in itertools.islice(val_dl, n_val):
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
                 logits = fwd(x)
                 val_loss += F.cross_entropy(logits.float(), y, reduction="sum")
                 val_correct += (logits.argmax(1) == y).sum()
-                n_val += len(y)
+                val_seen += len(y)
         sync(device)
         t2 = time.perf_counter()
         if interval == "epoch" and sched is not None:
             sched.step()
         elif interval == "plateau":
-            sched.step(float(val_loss) / n_val)
-        acc = float(val_correct) / n_val
+            sched.step(float(val_loss) / val_seen)
+        acc = float(val_correct) / val_seen
         result["train_s"].append(t1 - t0)
         result["eval_s"].append(t2 - t1)
         result["val_acc"].append(acc)
