@@ -53,7 +53,7 @@ def test_pad_and_crop_offsets_within_pad_and_uniform():
 
 def test_random_crop_pad_if_needed_with_channel_fill():
     aug = _augment([{"name": "RandomCrop", "height": 36, "width": 36, "pad_if_needed": True, "fill": [10, 20, 30]}],
-                   mean=(0, 0, 0), std=(1 / 255, 1 / 255, 1 / 255))  # Normalize appended? no: not in specs
+                   mean=(0, 0, 0), std=(1, 1, 1))  # no Normalize in the specs: pixel values come out
     x = torch.full((64, 32, 32, 3), 200, dtype=torch.uint8)
     out = aug(x, _gen())
     assert out.shape == (64, 3, 36, 36)

@@ -35,9 +35,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from albumentations.pytorch import ToTensorV2
-
 from albumentations.augmentations.geometric import functional as fgeometric
+from albumentations.pytorch import ToTensorV2
 
 #: cv2 border modes for padding -> torch.nn.functional.pad modes (cv2's REFLECT_101 is torch's reflect)
 PAD_MODES = {cv2.BORDER_CONSTANT: "constant", cv2.BORDER_REPLICATE: "replicate",
