@@ -50,6 +50,10 @@ class Schedule:
     final_div_factor: float = 1e4
 
 
+# checkpoints keep the Schedule in their hyper-parameters; torch.load(weights_only=True) must accept it
+torch.serialization.add_safe_globals([Schedule])
+
+
 class ImageClassifier(L.LightningModule):
     """Base module: cross-entropy, micro accuracy, optional L1, scheduler by config.
 
