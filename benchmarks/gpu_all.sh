@@ -3,7 +3,7 @@
 #   1. benchmarks/gpu_bench.sh: S11 through `eva fit` (loader gpu, bf16, channels_last, LR range
 #      test -> one-cycle, 24 epochs) vs the plain loop, and the DataLoader path's GPU utilisation;
 #   2. S7, S8, S9, S10 (CIFAR-10 JPEG copy) and the five S6 runs (MNIST) trained to their epochs in
-#      three concurrent streams (the GPU is far from full with one of these small nets; wall times
+#      four concurrent streams (the GPU is far from full with one of these small nets; wall times
 #      below are therefore with neighbours, the S11 figures of step 1 are alone on the GPU);
 #   3. one tarball of the logs (TensorBoard events, figures, configs, reports; no checkpoints).
 #
@@ -25,7 +25,7 @@ EXTRA=${EXTRA:-}
 t0=$(date +%s)
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  bash benchmarks/gpu_bench.sh "$work/bench"
+  timeout 210 bash benchmarks/gpu_bench.sh "$work/bench"
 fi
 
 fit() {  # fit NAME TIMEOUT [overrides...]: one training run, its wall time and exit code in jobs.txt
@@ -38,9 +38,10 @@ fit() {  # fit NAME TIMEOUT [overrides...]: one training run, its wall time and 
 }
 
 echo "== training streams start at +$(( $(date +%s) - t0 )) s"
-( fit s10 330 ) &
-( fit s9 240; fit s7 150 ) &
-( fit s8 200; for r in l1_bn l2_bn l1_l2_bn gbn l1_l2_gbn; do fit "s6_$r" 90 --data.loader gpu; done ) &
+( fit s10 300 ) &
+( fit s9 200; fit s7 100 ) &
+( fit s8 170 ) &
+( for r in l1_bn l2_bn l1_l2_bn gbn l1_l2_gbn; do fit "s6_$r" 60 --data.loader gpu; done ) &
 wait
 echo "== all done at +$(( $(date +%s) - t0 )) s"
 
