@@ -220,12 +220,13 @@ def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
         )
     if bad:
         key = bad.group(1) or bad.group(2)
-        subparser = parser._subcommands_action._name_parser_map.get(sys.argv[1] if args is None else args[0], parser) \
-            if getattr(parser, "_subcommands_action", None) else parser
+        subcommand = ((sys.argv[1:] if args is None else list(args)) or [""])[0]
+        subparsers = getattr(getattr(parser, "_subcommands_action", None), "_name_parser_map", {})
+        subparser = subparsers.get(subcommand, parser)
         keys = [a.dest for a in subparser._actions if a.dest and not a.dest.startswith("_")]
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         message = f"unknown key '{key}' in the configuration"
-        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys are listed by: eva {args[0] if args else 'fit'} --help"
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys are listed by: eva {subcommand or 'fit'} --help"
     elif nested:
         class_path, key = nested.groups()
         valid = _init_args(class_path)

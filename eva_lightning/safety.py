@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import os
 import pickle
 import re
@@ -191,28 +190,61 @@ class RngState(Callback):
 class FiniteLossGuard(Callback):
     """Stop at the first NaN/inf training loss with where and the likely cause.
 
-    Raising right after the bad step means no checkpoint of the diverged weights is written, so
+    Raising before the next checkpoint means no checkpoint of the diverged weights is written, so
     ``last.ckpt`` stays the last good one. (``EarlyStopping(check_finite=True)`` looks only at an
-    epoch-end metric, after ``ModelCheckpoint`` may already have saved NaN weights.) In DDP the
-    decision is shared by all ranks so none is left waiting in a collective.
+    epoch-end metric, after ``ModelCheckpoint`` may already have saved NaN weights.) On a GPU
+    reading the loss every step would stall the device queue, so the first bad step is recorded
+    on the device and read every ``check_every_n_steps`` and always before validation and at the
+    end of each epoch (before ``ModelCheckpoint`` saves); on a CPU it is read every step. In DDP
+    the decision is shared by all ranks so none is left waiting in a collective.
+
+    Args:
+        check_every_n_steps: on accelerators, steps between reads of the device-side record.
     """
+
+    def __init__(self, check_every_n_steps: int = 50) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self._first: dict[str, torch.Tensor] | None = None  # epoch/step/batch/nan of the first bad loss, -1: none
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
+        loss = loss.detach()
+        if self._first is None or self._first["step"].device != loss.device:
+            self._first = {k: torch.full((), -1, dtype=torch.long, device=loss.device) for k in ("epoch", "step", "batch", "nan")}
+        new = ~torch.isfinite(loss).all() & (self._first["step"] < 0)
+        here = {"epoch": trainer.current_epoch, "step": trainer.global_step, "batch": batch_idx}
+        for key, value in here.items():  # python scalars: no host-to-device copy, no sync
+            self._first[key] = torch.where(new, value, self._first[key])
+        self._first["nan"] = torch.where(new, torch.isnan(loss).any().long(), self._first["nan"])
+        if loss.device.type == "cpu" or (batch_idx + 1) % self.check_every_n_steps == 0:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._first is None:
             return
-        value = loss.detach().float().cpu()
-        what = "NaN" if torch.isnan(value).any() else "inf"
+        first = {k: int(v) for k, v in self._first.items()}  # the one device sync
+        if not trainer.strategy.reduce_boolean_decision(first["step"] >= 0, all=False):
+            return
+        if first["step"] >= 0:
+            what = "NaN" if first["nan"] else "inf"
+            where = f"at epoch {first['epoch']}, step {first['step']} (batch {first['batch']})"
+        else:
+            what, where = "NaN/inf", f"on another process by epoch {trainer.current_epoch}"
         lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]
-        lr = f"{lrs[0]:.3g}" if lrs and not math.isnan(lrs[0]) else "?"
+        lr = f" with lr={lrs[0]:.3g}" if lrs else ""
         kept = [Path(cb.last_model_path) for cb in trainer.checkpoint_callbacks if getattr(cb, "last_model_path", "")]
         kept_msg = f"The last good checkpoint is kept: {kept[0]}." if kept else "No checkpoint was written yet."
         raise EvaError(
-            f"the training loss became {what} at epoch {trainer.current_epoch}, step {trainer.global_step} "
-            f"(batch {batch_idx}) with lr={lr}. The likely cause is a learning rate that is too high: lower "
-            f"model.init_args.lr / the optimiser's lr (eva lr_find suggests one), or the schedule's peak. "
-            f"{kept_msg}"
+            f"the training loss became {what} {where}{lr}. The likely cause is a learning rate that is too "
+            f"high: lower model.init_args.lr / the optimiser's lr (eva lr_find suggests one), or the schedule's "
+            f"peak. {kept_msg}"
         )
