@@ -12,6 +12,7 @@ import yaml
 
 from conftest import TINY_CONFIG
 from eva_lightning.cli import EvaCLI
+from eva_lightning.safety import SafeCheckpointIO
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -36,6 +37,7 @@ def test_same_seed_same_weights_and_run_info(tmp_path, mnist_dir, monkeypatch):
     config.write_text(TINY_CONFIG.format(data_dir=mnist_dir).replace("seed_everything: 1\n", ""))
     first, second = _fit(config), _fit(config)
     assert torch.are_deterministic_algorithms_enabled()
+    assert isinstance(first.trainer.strategy.checkpoint_io, SafeCheckpointIO)  # atomic checkpoint writes
     a, b = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise, shuffling included
 
