@@ -73,7 +73,7 @@ def load_checkpoint_file(path, map_location: Any = "cpu", weights_only: bool | N
     if not path.is_file():
         raise EvaError(f"checkpoint {path} does not exist: check --ckpt_path (or use --ckpt_path last)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=bool(weights_only), mmap=mmap)
+        ckpt = torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise EvaError(
             f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
