@@ -201,7 +201,9 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     scalars = read_scalars(run)
 
     epochs = result.get("epochs")
-    if epochs is None and scalars.get("epoch"):
+    if epochs is None and scalars.get("val/acc"):  # a run still going (or killed): validated epochs
+        epochs = len({step for step, _, _ in scalars["val/acc"]})
+    elif epochs is None and scalars.get("epoch"):
         epochs = int(max(v for _, v, _ in scalars["epoch"])) + 1
     wall = result.get("wall_time_s")
     all_points = [p for points in scalars.values() for p in points]

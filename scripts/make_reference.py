@@ -18,6 +18,7 @@ reference runs next to the user's own.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -83,6 +84,11 @@ def make_reference(name: str, run_dir: Path, out_root: Path) -> Path:
     for fname in KEEP_FILES:
         if (run / fname).exists():
             shutil.copy2(run / fname, out / fname)
+    legacy = run / "run_info.json"  # runs of 27 Nov 2026 before fit_result.json: same keys
+    if not (out / RESULT_NAME).exists() and legacy.exists():
+        old = json.loads(legacy.read_text())
+        keep = {k: old[k] for k in ("wall_time_s", "epochs", "global_step", "status") if k in old}
+        (out / RESULT_NAME).write_text(json.dumps(keep, indent=2))
     pngs = newest_figures(run)
     for rel in pngs:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
