@@ -7,7 +7,7 @@
 # 1. S11 as configured (configs/s11.yaml: loader gpu, bf16-mixed, channels_last, cudnn benchmark,
 #    LR range test -> one-cycle, 24 epochs) through `eva fit`, then the same config in the plain
 #    loop (benchmarks/plain_loop.py) with the LR eva used: train time, accuracy, ratio eva/plain.
-# 2. The DataLoader + albumentations path (data.loader=torch, 15 workers), 3 epochs, eva fit only,
+# 2. The DataLoader + albumentations path (data.loader=torch, 15 workers), 2 epochs, eva fit only,
 #    GPU utilisation sampled by nvidia-smi.
 # 3. Optional (COMPILE=1): step 1's eva fit with model.compile=true, 24 epochs.
 # Writes $OUT/{s11_gpu.json, s11_dataloader.json, gpu_util.txt, bench.log, summary.json};
@@ -25,36 +25,7 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$root PYTHONUNBUFFERED=1
 work=/tmp/eva-bench
 py=${PYTHON:-python3}
 EXTRA=${EXTRA:-}
-{
-  echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
-  $py -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
-
-  t0=$(date +%s)
-  # decode the JPEG copy once (cached as .npz beside it) so that no timed run pays for it
-  $py -c "
-import time; t = time.time()
-from eva_lightning.data import VisionDataModule
-dm = VisionDataModule(dataset='cifar10', download=False); dm.setup('fit')
-print(f'data ready in {time.time() - t:.1f} s: {len(dm.train_set)} train, {len(dm.val_set)} test')"
-
-  echo "== 1. S11, loader gpu, bf16, eva fit vs plain loop"
-  timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_gpu.json" \
-    ${EPOCHS:+--epochs $EPOCHS} -- $EXTRA > /dev/null
-  echo "== 2. S11, DataLoader + albumentations, 15 workers, 3 epochs"
-  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 > "$out/gpu_util.txt" 2>/dev/null &
-  smi=$!
-  timeout 240 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_dataloader.json" \
-    --epochs 3 --skip-plain -- --data.loader=torch --data.num_workers=15 --data.pin_memory=true \
-    --model.init_args.schedule.peak_epoch=1 $EXTRA > /dev/null
-  kill $smi 2>/dev/null
-  if [ "${COMPILE:-0}" = 1 ]; then
-    echo "== 3. S11, loader gpu, bf16, compile"
-    timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_compile.json" \
-      --skip-plain ${EPOCHS:+--epochs $EPOCHS} -- --model.init_args.compile=true $EXTRA > /dev/null
-  fi
-  echo "== done in $(( $(date +%s) - t0 )) s"
-} 2>&1 | tee "$out/bench.log" | grep -E "^(==|eva |plain |data ready|torch )|Error|error"
-
+summarize() {
 $py - "$out" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -98,3 +69,37 @@ if comp:
 (out / "summary.json").write_text(json.dumps(s, indent=1))
 print(json.dumps(s, indent=1))
 EOF
+}
+
+{
+  echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
+  $py -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
+
+  t0=$(date +%s)
+  # decode the JPEG copy once (cached as .npz beside it) so that no timed run pays for it
+  $py -c "
+import time; t = time.time()
+from eva_lightning.data import VisionDataModule
+dm = VisionDataModule(dataset='cifar10', download=False); dm.setup('fit')
+print(f'data ready in {time.time() - t:.1f} s: {len(dm.train_set)} train, {len(dm.val_set)} test')"
+
+  echo "== 1. S11, loader gpu, bf16, eva fit vs plain loop"
+  timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_gpu.json" \
+    ${EPOCHS:+--epochs $EPOCHS} -- $EXTRA > /dev/null
+  summarize > /dev/null
+  echo "== 2. S11, DataLoader + albumentations, 15 workers, 2 epochs"
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 > "$out/gpu_util.txt" 2>/dev/null &
+  smi=$!
+  timeout 100 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_dataloader.json" \
+    --epochs 2 --skip-plain -- --data.loader=torch --data.num_workers=15 --data.pin_memory=true \
+    --model.init_args.schedule.peak_epoch=1 $EXTRA > /dev/null
+  kill $smi 2>/dev/null
+  if [ "${COMPILE:-0}" = 1 ]; then
+    echo "== 3. S11, loader gpu, bf16, compile"
+    timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_compile.json" \
+      --skip-plain ${EPOCHS:+--epochs $EPOCHS} -- --model.init_args.compile=true $EXTRA > /dev/null
+  fi
+  echo "== done in $(( $(date +%s) - t0 )) s"
+} 2>&1 | tee "$out/bench.log" | grep -E "^(==|eva |plain |data ready|torch )|Error|error"
+
+summarize
