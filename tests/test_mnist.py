@@ -92,7 +92,7 @@ def build_net(config: Path) -> nn.Module:
 
 def readme_params() -> dict[str, int]:
     """``{config stem: parameters}`` from the tables of docs/readme/mnist.md."""
-    rows = re.findall(r"^\|\s*`?configs/(\w+)\.yaml`?\s*\|\s*([\d,]+)\s*\|", (ROOT / "docs/readme/mnist.md").read_text(), re.M)
+    rows = re.findall(r"\|\s*`?configs/(\w+)\.yaml`?\s*\|\s*([\d,]+)\s*\|", (ROOT / "docs/readme/mnist.md").read_text())
     return {stem: int(n.replace(",", "")) for stem, n in rows}
 
 
