@@ -162,3 +162,15 @@ def test_augmentations_follow_the_torch_seed_and_differ_per_worker(mnist_dir):
                                          worker_init_fn=dm.train_dataloader().worker_init_fn)
     a, b = [x for x, _ in list(loader)[:2]]  # batch 0 from worker 0, batch 1 from worker 1
     assert not torch.equal(a, b)
+
+
+def test_predicting_known_data_sets_needs_no_training_data(tmp_path):
+    """`eva predict` with a committed checkpoint works on a fresh clone without MNIST downloaded."""
+    from types import SimpleNamespace
+
+    dm = VisionDataModule("mnist", data_dir=str(tmp_path / "none"), download=False)
+    dm.trainer = SimpleNamespace(predicting=True)
+    dm.prepare_data()  # no "no data found" error
+    dm.trainer = SimpleNamespace(predicting=False)
+    with pytest.raises(EvaError, match="no data found"):
+        dm.prepare_data()

@@ -221,6 +221,8 @@ class VisionDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download (rank 0 only) when nothing is found locally and downloads are allowed."""
+        if self.trainer is not None and self.trainer.predicting and self.dataset in KNOWN:
+            return  # predicting own images needs only the known statistics and sizes, no data set
         if self._local_kind() is not None:
             return
         if not self.download or self.dataset == "folder":
