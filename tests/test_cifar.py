@@ -154,13 +154,8 @@ def test_same_seed_same_first_epoch_loss(tiny_cifar, tmp_path, monkeypatch):
     assert first != other
 
 
-@pytest.mark.xfail(
-    reason="albumentations 2.x Compose draws from its own RNG (seed=None: OS entropy), which "
-    "seed_everything does not reach; build_pipeline would need Compose(seed=...) from the run's seed",
-    strict=False,
-)
 def test_same_seed_same_first_epoch_loss_dataloader_path(tiny_cifar, tmp_path, monkeypatch):
-    """The same with ``data.loader: torch`` (albumentations per sample in a DataLoader)."""
+    """The same with ``data.loader: torch``: albumentations' own RNG is seeded from torch's seed."""
     monkeypatch.chdir(tmp_path)
     args = ("--data.loader", "torch")
     assert _first_epoch_loss("s9.yaml", tiny_cifar, tmp_path / "a", *args) == _first_epoch_loss("s9.yaml", tiny_cifar, tmp_path / "b", *args)
