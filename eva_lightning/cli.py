@@ -256,13 +256,15 @@ def _init_args(class_path: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``eva`` and ``python -m eva_lightning``."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if argv and argv[0] in TOOLS:
             importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
         else:
-            EvaCLI(args=argv)
+            # args=None lets LightningCLI read sys.argv itself (passing both makes it warn)
+            EvaCLI(args=None if from_command_line else argv)
     except EvaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
