@@ -8,24 +8,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eva_lightning.report import read_scalars  # noqa: E402  (the project's one event-file reader)
 
 
 def summarize(run: Path) -> dict | None:
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    acc.Reload()
-    if "val/acc" not in acc.Tags()["scalars"]:
+    scalars = read_scalars(run)
+    if "val/acc" not in scalars:
         return None
-    val = acc.Scalars("val/acc")
-    walls = [e.wall_time for e in acc.Scalars("train/loss_step")] if "train/loss_step" in acc.Tags()["scalars"] else []
-    best = max(val, key=lambda e: e.value)
+    val = scalars["val/acc"]  # (step, value, wall_time) per epoch
+    steps = scalars.get("train/loss_step", [])
+    best = max(range(len(val)), key=lambda i: val[i][1])
     return {
         "run": f"{run.parent.name}/{run.name}",
         "epochs": len(val),
-        "best": best.value,
-        "best_epoch": val.index(best),
-        "final": val[-1].value,
-        "train_span_s": (val[-1].wall_time - walls[0]) if walls else float("nan"),
+        "best": val[best][1],
+        "best_epoch": best,
+        "final": val[-1][1],
+        "train_span_s": (val[-1][2] - steps[0][2]) if steps else float("nan"),
     }
 
 
