@@ -118,3 +118,18 @@ def test_curves_and_gradcam_in_a_fit(tmp_path, mnist_dir):
     assert [p.name for p in log_dir.glob("gradcam*.png")] == ["gradcam_epoch1.png"]
     assert cam.last_maps.shape == (4, 28, 28)
     assert {"curves", "gradcam"} <= set(acc.Tags()["images"])
+
+
+def test_gradcam_sample_spans_the_classes_of_a_class_sorted_set():
+    # CIFAR-10's test folder is sorted by class: the first 8 images would all be airplanes
+    cam = GradCAMGrid(num_images=6)
+    trainer = type("T", (), {"is_global_zero": True, "sanity_checking": False, "current_epoch": 0})()
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(10)  # 10 of class 0, then 10 of class 1 ...
+    images = labels.float()[:, None, None, None].expand(-1, 1, 2, 2)
+    cam.on_validation_epoch_start(trainer, None)
+    for start in range(0, len(labels), 16):
+        cam.on_validation_batch_end(trainer, None, None, (images[start : start + 16], labels[start : start + 16]), 0)
+    sample = [label for _, label in (cam._picked + cam._spare)[: cam.num_images]]
+    # every class once, in validation order, then the first remaining images
+    assert sample == [0, 1, 2, 3, 0, 0]
+    assert [float(image.flatten()[0]) for image, _ in cam._picked] == [0.0, 1.0, 2.0, 3.0]

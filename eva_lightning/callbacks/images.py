@@ -98,7 +98,9 @@ class GradCAMGrid(L.Callback):
 
     Args:
         target_layer: module path of the layer (e.g. ``net.layer3``); None → the module's ``gradcam_layer``.
-        num_images: images in the sample (the first ones of the validation set, the same every epoch).
+        num_images: images in the sample, the same every epoch: the first validation image of each
+            class in turn (a class-sorted test set such as CIFAR-10's would otherwise give one class
+            only), then the first remaining images where there are fewer classes than images.
         every_n_epochs: draw after every n-th epoch's validation.
         true_class: also show the map for the true class (a fourth column).
     """
@@ -108,8 +110,8 @@ class GradCAMGrid(L.Callback):
         self.num_images = num_images
         self.every_n_epochs = every_n_epochs
         self.true_class = true_class
-        self._x: list[torch.Tensor] = []
-        self._y: list[torch.Tensor] = []
+        self._picked: list[tuple[torch.Tensor, int]] = []  # (image, label), one per class
+        self._spare: list[tuple[torch.Tensor, int]] = []  # the first others, to fill up
         self.last_maps: torch.Tensor | None = None
 
     def layer_for(self, pl_module: L.LightningModule) -> str:
@@ -129,21 +131,29 @@ class GradCAMGrid(L.Callback):
             raise EvaError(f"GradCAMGrid.target_layer {layer!r} is not a module of {type(pl_module).__name__}") from None
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._x, self._y = [], []
+        self._picked, self._spare = [], []
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)):
+        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)) or len(self._picked) >= self.num_images:
             return
-        if sum(len(t) for t in self._y) < self.num_images:
-            self._x.append(batch[0][: self.num_images].detach().clone())
-            self._y.append(batch[1][: self.num_images].detach().clone())
+        images, labels = batch[0], batch[1]
+        seen = {label for _, label in self._picked}
+        for i, label in enumerate(labels.tolist()):  # one host read per batch, on due epochs only
+            if len(self._picked) >= self.num_images:
+                break
+            if label not in seen:
+                seen.add(label)
+                self._picked.append((images[i].detach().clone(), label))
+            elif len(self._spare) < self.num_images:
+                self._spare.append((images[i].detach().clone(), label))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)) or not self._y:
+        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)) or not self._picked:
             return
-        x = torch.cat(self._x)[: self.num_images]
-        y = torch.cat(self._y)[: self.num_images]
-        self._x, self._y = [], []
+        sample = (self._picked + self._spare)[: self.num_images]
+        self._picked, self._spare = [], []
+        x = torch.stack([image for image, _ in sample])
+        y = torch.tensor([label for _, label in sample], device=x.device)
         layer = self.layer_for(pl_module)
         modes = {m: m.training for m in pl_module.modules()}
         pl_module.eval()
