@@ -18,7 +18,7 @@ from pathlib import Path
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import ParallelStrategy
 from jsonargparse import ArgumentError, lazy_instance
@@ -80,6 +80,18 @@ def default_callbacks() -> list:
     ]
 
 
+class SaveConfig(SaveConfigCallback):
+    """LightningCLI's ``config.yaml``, written only into a logger's run directory.
+
+    With ``--trainer.logger false`` Lightning's log dir falls back to the working directory, which
+    the user never chose as a place for files (``eva test ... --trainer.logger false``).
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.logger is not None:
+            super().setup(trainer, pl_module, stage)
+
+
 class EvaCLI(LightningCLI):
     """LightningCLI with the project's model base, data module, links and defaults."""
 
@@ -92,6 +104,7 @@ class EvaCLI(LightningCLI):
             auto_configure_optimizers=False,  # its optimiser/scheduler path steps per epoch only
             seed_everything_default=1,
             save_config_kwargs={"overwrite": True},
+            save_config_callback=SaveConfig,
             trainer_defaults={
                 "logger": lazy_instance(TensorBoardLogger, save_dir=LOG_ROOT, name=run_name(argv)),
                 "callbacks": default_callbacks(),

@@ -102,7 +102,8 @@ class RunInfo(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir  # on every rank: in DDP the property is a broadcast
-        if log_dir is None or trainer.fast_dev_run or not trainer.is_global_zero:
+        # no logger: the log dir is the working directory, not a run's folder -- write nothing there
+        if log_dir is None or trainer.logger is None or trainer.fast_dev_run or not trainer.is_global_zero:
             return
         path = Path(log_dir) / FILE
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,12 @@ def test_fit_writes_checkpoints_and_tensorboard_scalars(tmp_path, tiny_config):
     assert {"train/loss", "val/acc", "val/loss", "train/acc", "lr"} <= tags, tags
     assert abs(events.Scalars("lr")[0].value - 0.05) < 1e-7  # the optimiser's LR from the config
     assert 0.0 <= events.Scalars("val/acc")[-1].value <= 1.0
+    # testing that checkpoint without a logger leaves nothing in the working directory
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = run_eva("test", "--config", str(tiny_config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                  "--trainer.logger", "false", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_help_and_print_config_round_trip(tmp_path, tiny_config):
