@@ -60,15 +60,11 @@ def event_dir(run_dir: Path) -> Path:
 
 def read_run(run_dir: str | Path) -> Run:
     """All scalars of a run, x = epoch where Lightning logged one (its ``epoch`` scalar), else the step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from eva_lightning.report import read_scalars
 
     folder = event_dir(Path(run_dir))
-    raw: dict[str, dict[int, float]] = {}
-    for f in sorted(folder.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})  # 0: keep every point
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            raw.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
+    # a resumed run repeats steps across event files: the later point wins
+    raw = {tag: {step: value for step, value, _ in points} for tag, points in read_scalars(folder).items()}
     epoch_at = raw.get("epoch", {})
     scalars = {
         tag: [(epoch_at.get(step, step), value) for step, value in sorted(points.items())]
