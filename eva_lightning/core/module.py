@@ -100,6 +100,8 @@ class ImageClassifier(L.LightningModule):
             task="multiclass", num_classes=num_classes, average="micro", validate_args=False
         )
         self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
+        self._sums: dict[str, torch.Tensor] = {}  # stage -> device-side sums of the epoch so far
+        self._seen: dict[str, int] = {}
         self.net: nn.Module  # set by the subclass
 
     # ------------------------------------------------------------------ forward
@@ -120,51 +122,65 @@ class ImageClassifier(L.LightningModule):
         weights = [m.weight for m in self.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         return self.l1 * sum(w.abs().sum() for w in weights)
 
-    def _step(self, batch, stage: str, metric: torchmetrics.Metric) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        metric(logits, y)
-        # epoch means under the plain names (train/loss, val/acc ...) for curves and comparisons
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+    # Per step only device-side sums: each self.log costs about a millisecond of Python in Lightning
+    # (its result collection moves every value to the device), more than a small net's step on a
+    # GPU. Epoch means go out once per epoch under the plain names (train/loss, val/acc ...).
+    def _accumulate(self, stage: str, values: torch.Tensor, n: int) -> None:
+        sums = values.detach() * n
+        self._sums[stage] = sums if stage not in self._sums else self._sums[stage] + sums
+        self._seen[stage] = self._seen.get(stage, 0) + n
 
-    def on_train_epoch_start(self) -> None:
-        self._train_sums, self._train_seen = None, 0
+    def _epoch_means(self, stage: str) -> torch.Tensor | None:
+        sums, seen = self._sums.pop(stage, None), self._seen.pop(stage, 0)
+        return None if sums is None else sums / seen
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        # Per step only device-side sums: each self.log costs about a millisecond of Python in
-        # Lightning, more than a small net's step on a GPU. The epoch means (train/loss, train/acc,
-        # train/l1) are logged with the epoch's last batch, so callbacks see them at epoch end as
-        # before; the per-step loss goes to its own tag only on steps the logger writes.
+        # train/* are logged with the epoch's last batch (not in on_train_epoch_end), so callbacks
+        # see them at epoch end; the per-step loss goes to its own tag on steps the logger writes.
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.train_acc.update(logits.detach(), y)
         penalty = self.l1_penalty() if self.l1 > 0 else torch.zeros((), device=loss.device)
-        sums = torch.stack([loss.detach(), penalty.detach()]) * y.shape[0]
-        if getattr(self, "_train_sums", None) is None:
-            self._train_sums, self._train_seen = torch.zeros_like(sums), 0
-        self._train_sums += sums
-        self._train_seen += y.shape[0]
+        self._accumulate("train", torch.stack([loss, penalty]), y.shape[0])
         if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         if batch_idx + 1 >= self.trainer.num_training_batches:
-            means = self._train_sums / self._train_seen
+            means = self._epoch_means("train")
             self.log("train/loss", means[0], on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
             self.log("train/acc", self.train_acc.compute(), on_step=False, on_epoch=True, prog_bar=True)
             if self.l1 > 0:
                 self.log("train/l1", means[1], on_step=False, on_epoch=True, sync_dist=True)
             self.train_acc.reset()
-            self._train_sums, self._train_seen = None, 0
         return loss + penalty if self.l1 > 0 else loss
 
+    def on_train_epoch_start(self) -> None:
+        self._sums.pop("train", None), self._seen.pop("train", None)  # an interrupted epoch's leftovers
+
+    def _eval_step(self, batch, stage: str, metric: torchmetrics.Metric) -> None:
+        x, y = batch
+        logits = self(x)
+        metric.update(logits, y)
+        self._accumulate(stage, F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)[None], y.shape[0])
+
+    def _eval_epoch_end(self, stage: str, metric: torchmetrics.Metric) -> None:
+        means = self._epoch_means(stage)
+        if means is not None:
+            self.log(f"{stage}/loss", means[0], prog_bar=True, sync_dist=True)
+            self.log(f"{stage}/acc", metric.compute(), prog_bar=True)
+        metric.reset()
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val", self.val_acc)
+        self._eval_step(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val", self.val_acc)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test", self.test_acc)
+        self._eval_step(batch, "test", self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", self.test_acc)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
