@@ -12,6 +12,9 @@
 #
 # EXTRA (eva overrides for every training run) and SKIP_BENCH=1 shrink it for a CPU dry run.
 # STREAMS=cifar_next SKIP_BENCH=1: the follow-up candidates for S8 and S10 instead (see the case below).
+# CPU dry run (OMP_NUM_THREADS=1: four processes on 2 cores with 2 threads each crawl), e.g.
+#   OMP_NUM_THREADS=1 STREAMS=cifar_next SKIP_BENCH=1 EXTRA="--trainer.max_epochs 2 --trainer.limit_train_batches 3
+#   --trainer.limit_val_batches 2 --model.init_args.width 8 --trainer.precision 32 --data.batch_size 16" bash benchmarks/gpu_all.sh OUT
 set -uo pipefail
 out=${1:?usage: gpu_all.sh OUT_DIR}
 mkdir -p "$out"
@@ -30,13 +33,13 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   timeout 210 bash benchmarks/gpu_bench.sh "$work/bench"
 fi
 
-fit() {  # fit NAME TIMEOUT [overrides...]: one training run, its wall time and exit code in jobs.txt
-  local name=$1 limit=$2
+fit() {  # [RUN=label] fit CONFIG TIMEOUT [overrides...]: one run; wall time and exit code in jobs.txt
+  local name=$1 limit=$2 run=${RUN:-$1}
   shift 2
   local s=$(date +%s)
   (cd "$work" && timeout "$limit" $py -m eva_lightning fit --config "$root/configs/$name.yaml" \
-      --trainer.enable_progress_bar false "$@" $EXTRA > "$work/logs/$name.log" 2>&1)
-  echo "$name rc=$? wall_s=$(( $(date +%s) - s ))" | tee -a "$work/logs/jobs.txt"
+      --trainer.enable_progress_bar false --trainer.logger.init_args.name "$run" "$@" $EXTRA > "$work/logs/$run.log" 2>&1)
+  echo "$run rc=$? wall_s=$(( $(date +%s) - s ))" | tee -a "$work/logs/jobs.txt"
 }
 
 echo "== training streams ($STREAMS) start at +$(( $(date +%s) - t0 )) s"
@@ -51,15 +54,12 @@ case "$STREAMS" in
     # issue 5's open targets: S8 (89.33% < 90) and S10 (90.17% < 91), two candidates each, four
     # concurrent streams (SKIP_BENCH=1 leaves the GPU to them; about 6 minutes on one H100).
     # S8: the linear-scaling peak for batch 512 (0.1 x 512/128 = 0.4) instead of 0.2.
-    ( fit s8 330 --model.init_args.optimizer.init_args.lr 0.4 --trainer.logger.init_args.name s8_lr0.4 ) &
-    ( fit s8 330 --model.init_args.optimizer.init_args.lr 0.4 --model.init_args.schedule.anneal cos \
-        --trainer.logger.init_args.name s8_lr0.4_cos ) &
+    ( RUN=s8_lr0.4 fit s8 330 --model.init_args.optimizer.init_args.lr 0.4 ) &
+    ( RUN=s8_lr0.4_cos fit s8 330 --model.init_args.optimizer.init_args.lr 0.4 --model.init_args.schedule.anneal cos ) &
     # S10: the plateau decay came late (15 epochs at the range test's LR) and its last 18 epochs
     # changed nothing: quicker, smaller drops.
-    ( fit s10 330 --model.init_args.schedule.factor 0.2 --model.init_args.schedule.patience 2 \
-        --trainer.logger.init_args.name s10_f0.2_p2 ) &
-    ( fit s10 330 --model.init_args.schedule.factor 0.3 --model.init_args.schedule.patience 1 \
-        --trainer.logger.init_args.name s10_f0.3_p1 ) &
+    ( RUN=s10_f0.2_p2 fit s10 330 --model.init_args.schedule.factor 0.2 --model.init_args.schedule.patience 2 ) &
+    ( RUN=s10_f0.3_p1 fit s10 330 --model.init_args.schedule.factor 0.3 --model.init_args.schedule.patience 1 ) &
     ;;
   *) echo "gpu_all.sh: unknown STREAMS=$STREAMS (all, cifar_next)" >&2; exit 2 ;;
 esac
