@@ -8,7 +8,7 @@ Variants (each a batch of ``data.batch_size`` from the config's training split):
     data/batched          the ``loader: gpu`` path on the CPU: one batched op per transform
     step/eager            forward + backward + optimiser step, NCHW, as configured
     step/channels_last    the same in channels_last layout
-    step/compile          the same through torch.compile (compile time reported separately)
+    step/compile          channels_last through torch.compile (compile time reported separately)
 
     python benchmarks/cpu_step.py --config configs/s5_step4.yaml [--rounds 20] [--threads 2]
 """
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     compile_s = None
     if args.compile:
-        net = copy.deepcopy(model.net)
-        step = stepper(net, torch.contiguous_format, torch.compile(net))
+        net = copy.deepcopy(model.net).to(memory_format=torch.channels_last)
+        step = stepper(net, torch.channels_last, torch.compile(net))
         t = time.perf_counter()
         step(), step()
         compile_s = time.perf_counter() - t
