@@ -49,3 +49,22 @@ def test_module_runs_from_a_plain_checkout_without_install(tmp_path):
     """PYTHONPATH=. python -m eva_lightning works (what the GPU machine does)."""
     res = run_eva("fit", "--help", cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0 and "--data.dataset" in res.stdout
+
+
+def test_progress_bar_redraws_every_few_steps_and_yields_to_the_users_choice(tiny_config, tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+    from eva_lightning.cli import PROGRESS_REFRESH, EvaCLI
+
+    monkeypatch.chdir(tmp_path)
+
+    def bars(*overrides: str) -> list:
+        cli = EvaCLI(args=["--config", str(tiny_config), *overrides], run=False)
+        return [c for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
+
+    (bar,) = bars("--trainer.enable_progress_bar", "true")  # the tiny config turns it off
+    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == PROGRESS_REFRESH > 1
+    assert bars() == []  # no clash with a disabled bar
+    (own,) = bars("--trainer.enable_progress_bar", "true", "--trainer.callbacks+=TQDMProgressBar",
+                  "--trainer.callbacks.refresh_rate=3")
+    assert own.refresh_rate == 3
