@@ -155,7 +155,7 @@ class ImageClassifier(L.LightningModule):
         return loss + penalty if self.l1 > 0 else loss
 
     def on_train_epoch_start(self) -> None:
-        self._sums.pop("train", None), self._seen.pop("train", None)  # an interrupted epoch's leftovers
+        self._epoch_means("train")  # drop an interrupted epoch's leftovers
 
     def _eval_step(self, batch, stage: str, metric: torchmetrics.Metric) -> None:
         x, y = batch
