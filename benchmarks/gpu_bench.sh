@@ -10,7 +10,9 @@
 # 2. The DataLoader + albumentations path (data.loader=torch, 15 workers), 2 epochs, eva fit only,
 #    GPU utilisation sampled by nvidia-smi.
 # 3. Optional (COMPILE=1): step 1's eva fit with model.compile=true, 24 epochs.
-# Writes $OUT/{s11_gpu.json, s11_dataloader.json, gpu_util.txt, bench.log, summary.json};
+# DL_CONFIG=s9 (or s8, s10) runs step 2 on that config instead (issue 6 asks for S8-S10's GPU
+# utilisation on the DataLoader path), DL_WORKERS sets its workers (default 15).
+# Writes $OUT/{s11_gpu.json, dataloader.json, gpu_util.txt, bench.log, summary.json};
 # the summary is printed last. Logs and checkpoints go to /tmp/eva-bench, not $OUT.
 # EPOCHS / EXTRA (eva overrides for every run) shrink it for a dry run on a CPU, e.g.
 #   EPOCHS=2 EXTRA="--model.init_args.width=8 --trainer.precision=32 --model.init_args.schedule.peak_epoch=1"
@@ -33,7 +35,7 @@ out = Path(sys.argv[1])
 def load(name):
     p = out / name
     return json.loads(p.read_text()) if p.exists() else None
-gpu, dl, comp = load("s11_gpu.json"), load("s11_dataloader.json"), load("s11_compile.json")
+gpu, dl, comp = load("s11_gpu.json"), load("dataloader.json"), load("s11_compile.json")
 util = [float(v) for v in (out / "gpu_util.txt").read_text().split() if v.replace(".", "").isdigit()] \
     if (out / "gpu_util.txt").exists() else []
 s = {}
@@ -56,7 +58,7 @@ if gpu:
 if dl:
     e = dl["eva_runs"][0]
     s["dataloader"] = {
-        "epochs": e["epochs"], "train_s": [round(t, 2) for t in e["train_s"]],
+        "config": dl["config"], "overrides": dl["overrides"], "epochs": e["epochs"], "train_s": [round(t, 2) for t in e["train_s"]],
         "train_epoch_median_s": round(dl["eva"]["train_epoch_s_median"], 3),
         "images_per_s": round(dl["eva"]["train_images_per_s"]), "train_loader": e["train_loader"],
         "gpu_util_mean_pct": round(sum(util) / len(util), 1) if util else None,
@@ -87,11 +89,12 @@ print(f'data ready in {time.time() - t:.1f} s: {len(dm.train_set)} train, {len(d
   timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_gpu.json" \
     ${EPOCHS:+--epochs $EPOCHS} -- $EXTRA > /dev/null
   summarize > /dev/null
-  echo "== 2. S11, DataLoader + albumentations, 15 workers, 2 epochs"
+  dl=${DL_CONFIG:-s11} workers=${DL_WORKERS:-15}
+  echo "== 2. $dl, DataLoader + albumentations, $workers workers, 2 epochs"
   nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 > "$out/gpu_util.txt" 2>/dev/null &
   smi=$!
-  timeout 100 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_dataloader.json" \
-    --epochs 2 --skip-plain -- --data.loader=torch --data.num_workers=15 --data.pin_memory=true \
+  timeout 150 $py benchmarks/run.py --config configs/$dl.yaml --workdir $work --out "$out/dataloader.json" \
+    --epochs 2 --skip-plain -- --data.loader=torch --data.num_workers=$workers --data.pin_memory=true \
     --model.init_args.schedule.peak_epoch=1 $EXTRA > /dev/null
   kill $smi 2>/dev/null
   if [ "${COMPILE:-0}" = 1 ]; then
