@@ -13,6 +13,7 @@ import inspect
 import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -36,6 +37,7 @@ from eva_lightning.safety import (
     SafeCheckpointIO,
     check_checkpoint,
     check_checkpoint_class,
+    import_dotted,
     resolve_last,
 )
 
@@ -123,7 +125,11 @@ class EvaCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         try:
-            super().parse_arguments(parser, args)
+            with warnings.catch_warnings():
+                # every EvaCLI(args=...) here (eva <tool>, tests, benchmarks) means those args, not
+                # sys.argv; LightningCLI warns whenever both are non-empty
+                warnings.filterwarnings("ignore", message=".*args parameter is intended")
+                super().parse_arguments(parser, args)
         except ArgumentError as exc:
             raise EvaError(explain_parse_error(str(exc), parser, args)) from None
 
@@ -262,10 +268,8 @@ def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
 
 def _init_args(class_path: str) -> list[str]:
     """Names a class accepts, following ``**kwargs`` up the MRO (as jsonargparse does)."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
+    cls = import_dotted(class_path)
+    if not isinstance(cls, type):
         return []
     names: list[str] = []
     for klass in cls.__mro__:

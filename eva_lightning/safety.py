@@ -92,14 +92,14 @@ def check_checkpoint_class(path, class_path: str | None) -> None:
     """
     ckpt = load_checkpoint_file(path, mmap=True)
     saved = ckpt.get("hyper_parameters", {}).get("_class_path")
-    if saved and class_path and _import(saved) is not _import(class_path):
+    if saved and class_path and import_dotted(saved) is not import_dotted(class_path):
         raise EvaError(
             f"checkpoint {path} was saved from {saved}, which does not match the configured model {class_path}. "
             "Pass the config the checkpoint was trained with (--config), or another checkpoint"
         )
 
 
-def _import(class_path: str) -> Any:
+def import_dotted(class_path: str) -> Any:
     """The class a dotted path names (two spellings of one class compare equal), else the path."""
     module, _, name = class_path.rpartition(".")
     try:

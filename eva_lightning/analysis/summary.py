@@ -13,7 +13,6 @@ course's convention (after global pooling every output sees the whole image anyw
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,9 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         def instantiate_trainer(self, **kwargs):  # a summary needs no Trainer (and no GPU)
             return None
 
-    with warnings.catch_warnings():  # `eva summary ARGS`: sys.argv differs from ARGS on purpose
-        warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        cli = SummaryCLI(args=argv, run=False)
+    cli = SummaryCLI(args=argv, run=False)
     model = cli.model
     if input_shape is None:
         dm = cli.datamodule

@@ -9,7 +9,6 @@ one-cycle peak).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,9 +103,7 @@ def main(argv: list[str]) -> float:
             parser.add_dataclass_arguments(LRFindOptions, "lr_find")
             parser.add_argument("--apply", action=ActionYesNo, default=False, help="write a copy of the config with the LR set")
 
-    with warnings.catch_warnings():  # `eva lr_find ARGS`: sys.argv differs from ARGS on purpose
-        warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        cli = LRFindCLI(args=argv, run=False)
+    cli = LRFindCLI(args=argv, run=False)
     opts: LRFindOptions = cli.config_init["lr_find"]
     trainer, model = cli.trainer, cli.model
     finder = range_test(trainer, model, cli.datamodule, opts)
