@@ -278,16 +278,11 @@ class RunReport(Callback):
         self._start: float | None = None
         self.report_path: Path | None = None
 
-    def _run_dir(self, trainer: L.Trainer) -> Path | None:
-        if trainer.fast_dev_run or not trainer.loggers or trainer.log_dir is None:
-            return None
-        return Path(trainer.log_dir)
-
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        run = self._run_dir(trainer)
+        run = runinfo.run_dir(trainer)
         if stage != "fit" or run is None or self._start is None or not trainer.is_global_zero:
             return
         result = dict(

@@ -97,15 +97,26 @@ def run_info(trainer: L.Trainer | None = None) -> dict[str, Any]:
     }
 
 
+def run_dir(trainer: L.Trainer) -> Path | None:
+    """The run's folder for files beside its logs; None under ``fast_dev_run`` or without a logger.
+
+    Without a logger Lightning's log dir is the working directory, not a run's folder: nothing
+    is written there. Call it on every rank: in DDP ``trainer.log_dir`` is a broadcast.
+    """
+    if trainer.fast_dev_run or trainer.logger is None:
+        return None
+    log_dir = trainer.log_dir
+    return None if log_dir is None else Path(log_dir)
+
+
 class RunInfo(Callback):
-    """Write (or, on resume, append to) ``run_info.yaml`` in ``trainer.log_dir`` on rank 0."""
+    """Write (or, on resume, append to) ``run_info.yaml`` in the run's folder on rank 0."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        log_dir = trainer.log_dir  # on every rank: in DDP the property is a broadcast
-        # no logger: the log dir is the working directory, not a run's folder -- write nothing there
-        if log_dir is None or trainer.logger is None or trainer.fast_dev_run or not trainer.is_global_zero:
+        run = run_dir(trainer)
+        if run is None or not trainer.is_global_zero:
             return
-        path = Path(log_dir) / FILE
+        path = run / FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {"stage": str(getattr(stage, "value", stage)), **run_info(trainer)}
         with open(path, "a") as f:
