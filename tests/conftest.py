@@ -87,13 +87,19 @@ def folder_dir(tmp_path: Path) -> Path:
     return write_folder(tmp_path / "folder")
 
 
+def eva_env(extra: dict | None = None) -> dict:
+    """Environment of a test subprocess: the project and the tests folder importable (tiny nets),
+    no EVA_DATA_DIR from the caller's shell (tests make their own data) unless ``extra`` sets one."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}"}
+    env.pop("EVA_DATA_DIR", None)
+    return {**env, **(extra or {})}
+
+
 def run_eva(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m eva_lightning ARGS`` in a subprocess, the tests folder importable (tiny nets)."""
-    full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **(env or {})}
-    full_env.pop("EVA_DATA_DIR", None) if env is None or "EVA_DATA_DIR" not in env else None
+    """``python -m eva_lightning ARGS`` in a subprocess with :func:`eva_env`."""
     return subprocess.run(
         [sys.executable, "-m", "eva_lightning", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=eva_env(env), capture_output=True, text=True, timeout=timeout,
     )
 
 

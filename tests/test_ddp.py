@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TESTS, TINY_CONFIG
+from conftest import TINY_CONFIG, eva_env
 
 TIMEOUT = 420  # s: a hang in a collective must fail the test, not the suite
 
 
 def _fit(cwd, config, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}"}
-    env.pop("EVA_DATA_DIR", None)
     cwd.mkdir()
     args = [sys.executable, "-m", "eva_lightning", "fit", "--config", str(config), "--trainer.max_epochs", "2",
             "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", *extra]
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, cwd=cwd, env=eva_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_two_processes_match_one_on_the_same_total_batch(tmp_path, mnist_dir):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, TESTS, TINY_CONFIG, write_folder, write_mnist
+from conftest import TINY_CONFIG, eva_env, write_folder, write_mnist
 
 # runs each argv through main() and records (exit code, stderr, traceback?) as JSON
 DRIVER = r"""
@@ -44,16 +43,10 @@ open(sys.argv[2], "w").write(json.dumps(out))
 """
 
 
-def _env() -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}"}
-    env.pop("EVA_DATA_DIR", None)
-    return env
-
-
 def _start_driver(cases: dict[str, list[str]], work: Path, tag: str) -> tuple[subprocess.Popen, Path]:
     (work / f"{tag}.json").write_text(json.dumps(cases))
     out = work / f"{tag}.out.json"
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(work / f"{tag}.json"), str(out)], cwd=work, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(work / f"{tag}.json"), str(out)], cwd=work, env=eva_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return proc, out
 
@@ -65,7 +58,7 @@ def _finish_driver(proc: subprocess.Popen, out: Path) -> dict:
 
 
 def _eva(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "eva_lightning", *args], cwd=cwd, env=_env(),
+    return subprocess.Popen([sys.executable, "-m", "eva_lightning", *args], cwd=cwd, env=eva_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TESTS, run_eva
+from conftest import eva_env, run_eva
 
 PAUSE_ENV = "EVA_TEST_PAUSE_MARKER"
 
@@ -66,12 +66,6 @@ data:
 """
 
 
-def _env(extra: dict | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **(extra or {})}
-    env.pop("EVA_DATA_DIR", None)
-    return env
-
-
 def _scalars(run: Path, tag: str) -> dict[int, float]:
     events = EventAccumulator(str(run))  # purges the killed run's orphaned steps, as TensorBoard does
     events.Reload()
@@ -87,8 +81,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir):
     marker = tmp_path / "paused"
     args = [sys.executable, "-m", "eva_lightning", "fit", "--config", str(config)]
     # the uninterrupted run and the run to be killed, side by side
-    ref = subprocess.Popen(args, cwd=straight, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(args, cwd=killed, env=_env({PAUSE_ENV: str(marker)}), stdout=subprocess.DEVNULL,
+    ref = subprocess.Popen(args, cwd=straight, env=eva_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(args, cwd=killed, env=eva_env({PAUSE_ENV: str(marker)}), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not marker.exists() and victim.poll() is None and time.time() < deadline:
@@ -161,7 +155,7 @@ def test_sigkill_during_checkpoint_write_leaves_a_loadable_last_ckpt(tmp_path):
     target = tmp_path / "last.ckpt"
     tmp = tmp_path / ".last.ckpt.tmp"
     for _attempt in range(3):  # the kill must land while the temporary file is part-written
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILL_WRITER), str(target)], env=_env(),
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILL_WRITER), str(target)], env=eva_env(),
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "first"
         deadline = time.time() + 60
