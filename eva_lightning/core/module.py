@@ -141,8 +141,8 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.train_acc.update(logits.detach(), y)
-        penalty = self.l1_penalty() if self.l1 > 0 else torch.zeros((), device=loss.device)
-        self._accumulate("train", torch.stack([loss, penalty]), y.shape[0])
+        penalty = self.l1_penalty() if self.l1 > 0 else None
+        self._accumulate("train", loss[None] if penalty is None else torch.stack([loss, penalty]), y.shape[0])
         if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         if batch_idx + 1 >= self.trainer.num_training_batches:
@@ -152,7 +152,7 @@ class ImageClassifier(L.LightningModule):
             if self.l1 > 0:
                 self.log("train/l1", means[1], on_step=False, on_epoch=True, sync_dist=True)
             self.train_acc.reset()
-        return loss + penalty if self.l1 > 0 else loss
+        return loss if penalty is None else loss + penalty
 
     def on_train_epoch_start(self) -> None:
         self._epoch_means("train")  # drop an interrupted epoch's leftovers
