@@ -31,24 +31,27 @@ from eva_lightning.errors import EvaError
 from eva_lightning.predict import PredictionWriter
 from eva_lightning.report import RunReport
 from eva_lightning.runinfo import RunInfo
-from eva_lightning.safety import (
-    FiniteLossGuard,
-    RngState,
+from eva_lightning.checkpoints import (
     SafeCheckpointIO,
     check_checkpoint,
     check_checkpoint_class,
+    check_class_paths,
+    class_paths,
     import_dotted,
+    load_checkpoint_file,
     resolve_last,
 )
+from eva_lightning.safety import FiniteLossGuard, RngState
 
 log = logging.getLogger(__name__)
 
-#: ``eva <tool>`` subcommands that are not Trainer methods: module with a ``main(argv)``.
+#: ``eva <tool>`` subcommands that are not Trainer methods: ``name: (module with a main(argv), one line
+#: for eva --help)``
 TOOLS = {
-    "lr_find": "eva_lightning.tools.lr_find",
-    "summary": "eva_lightning.analysis.summary",
-    "compare": "eva_lightning.analysis.compare",
-    "report": "eva_lightning.report",
+    "lr_find": ("eva_lightning.tools.lr_find", "LR range test of a config: loss-vs-LR plot, suggested LR (--apply writes it)"),
+    "summary": ("eva_lightning.analysis.summary", "a config's network: per-layer shapes, parameters, receptive field"),
+    "compare": ("eva_lightning.analysis.compare", "several runs' curves in one figure and a table of final values"),
+    "report": ("eva_lightning.report", "(re)write a run's report.md and print its summary"),
 }
 
 LOG_ROOT = "lightning_logs"
@@ -134,15 +137,29 @@ class EvaCLI(LightningCLI):
             raise EvaError(explain_parse_error(str(exc), parser, args)) from None
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyper-parameters into the model config here: catch a
-        # corrupt file or a checkpoint of another model class first, as a message
+        # LightningCLI reads the checkpoint's hyper-parameters into the model config here, and its
+        # class path is then imported. Lightning 2.6 has no public hook for this step, so it is
+        # done here with the project's loader: the file is read as data (weights_only) unless the
+        # user trusts it, and every class path in it is checked as a string before any import.
         sub = self.config.get("subcommand")
-        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            model = self.config[sub].get("model")
-            check_checkpoint_class(ckpt_path, getattr(model, "class_path", None))
+        cfg = self.config[sub] if sub else {}
+        ckpt_path = cfg.get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        trusted = trusts_checkpoint(cfg)
+        hparams = dict(load_checkpoint_file(ckpt_path, trusted=trusted, mmap=True).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        model = cfg.get("model")
+        configured = getattr(model, "class_path", None)
+        allowed = set(class_paths(model.as_dict())) if model is not None else set()  # what the user's config names
+        check_class_paths(ckpt_path, hparams, allowed, trusted=trusted)
+        check_checkpoint_class(ckpt_path, hparams.get("_class_path"), configured)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:
-            super()._parse_ckpt_path()
+            self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
         except ArgumentError as exc:
             raise EvaError(f"the hyper-parameters saved in {ckpt_path} do not fit this model: {exc}") from None
 
@@ -209,8 +226,10 @@ class EvaCLI(LightningCLI):
             if subcommand == "fit" and logger._version is None:  # not chosen by the user: continue the old run's dir
                 logger._version = int(found.parent.parent.name.split("_")[1])
             ckpt_path = str(found)
+        trusted = trusts_checkpoint(cfg)
+        init["weights_only"] = not trusted  # Lightning's own load: as data unless the user trusts the file
         if ckpt_path not in ("last", "best", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
-            check_checkpoint(ckpt_path, self.model)
+            check_checkpoint(ckpt_path, self.model, trusted=trusted)
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
         # add_arguments_to_parser is called once per subcommand parser without its name; keep it
@@ -219,6 +238,12 @@ class EvaCLI(LightningCLI):
         return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--trust_checkpoint", type=bool, default=False,
+            help="Load a --ckpt_path that needs more than tensors and plain values. A checkpoint is a pickle "
+                 "and such a file can run code: only for files whose author you trust (Lightning's "
+                 "--weights_only false means the same).",
+        )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
         if getattr(self, "_building_subcommand", None) == "predict":
@@ -229,6 +254,11 @@ class EvaCLI(LightningCLI):
         """``predictions.csv`` (+ GradCAM overlays) in the run directory."""
         gradcam = bool(self.config.predict.get("predict.gradcam", False))
         self.trainer.callbacks.append(PredictionWriter(gradcam=gradcam))
+
+
+def trusts_checkpoint(cfg) -> bool:
+    """Whether the user opted in to unpickling a checkpoint in full (``--trust_checkpoint true``)."""
+    return bool(cfg.get("trust_checkpoint")) or cfg.get("weights_only") is False
 
 
 def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
@@ -282,17 +312,96 @@ def _init_args(class_path: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+#: one line per Lightning subcommand in ``eva --help`` (others: the Trainer method's first sentence).
+SUBCOMMAND_HELP = {
+    "fit": "train a config; logs, checkpoints, figures and report.md in lightning_logs/<config>/version_N",
+    "validate": "one evaluation epoch on the validation split (the test split unless data.val_split > 0)",
+    "test": "one evaluation epoch on the test split, e.g. of a checkpoint: --ckpt_path FILE",
+    "predict": "classify your own images: --data.predict_dir DIR (predictions.csv, --predict.gradcam true)",
+}
+
+
+def help_text() -> str:
+    """``eva --help``: every subcommand, LightningCLI's and the tools, one line each."""
+    from lightning import Trainer
+
+    subcommands = {}
+    for name in EvaCLI.subcommands():  # LightningCLI's own list: fit, validate, test, predict
+        doc = (getattr(Trainer, name).__doc__ or "").strip()
+        subcommands[name] = SUBCOMMAND_HELP.get(name) or doc.split(".")[0].replace("\n", " ")
+    width = max(len(n) for n in [*subcommands, *TOOLS])
+    lines = lambda d: [f"  {n:<{width}}  {h}" for n, h in d.items()]  # noqa: E731
+    return "\n".join([
+        "usage: eva SUBCOMMAND [options]      (eva SUBCOMMAND --help lists its options)",
+        "",
+        "The EVA5 assignments (MNIST, CIFAR-10; S4-S11) as one PyTorch Lightning project.",
+        "",
+        "Lightning subcommands (a LightningCLI: --config configs/<name>.yaml, then any --key value):",
+        *lines(subcommands),
+        "",
+        "tools:",
+        *lines({n: h for n, (_, h) in TOOLS.items()}),
+        "",
+        "options:",
+        "  -h, --help  this list",
+        "  --version   versions of eva-lightning, torch and lightning",
+        "",
+        "examples:",
+        "  eva fit --config configs/s5.yaml",
+        "  eva test --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt",
+        "  eva summary --config configs/s7.yaml",
+    ])
+
+
+def version_text() -> str:
+    """``eva --version``."""
+    import lightning
+    import torch
+
+    from eva_lightning import __version__
+
+    return f"eva-lightning {__version__} (torch {torch.__version__}, lightning {lightning.__version__})"
+
+
+def end_of_run_summary(cli: EvaCLI) -> str | None:
+    """The lines ``eva fit`` / ``eva test`` end with (rank 0): final test accuracy, time, where the files are."""
+    from eva_lightning import runinfo
+    from eva_lightning.report import RunSummary
+
+    trainer = cli.trainer
+    if cli.subcommand not in ("fit", "test") or not trainer.is_global_zero or trainer.fast_dev_run:
+        return None
+    run = runinfo.run_dir(trainer)
+    if run is not None and any(run.glob("events.out.tfevents.*")):
+        return RunSummary.from_run_dir(run).text()
+    split = float(getattr(cli.datamodule, "val_split", 0.0) or 0.0)
+    return RunSummary.from_trainer(trainer, cli.subcommand, split).text()  # no logger: nothing written
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``eva`` and ``python -m eva_lightning``."""
+    from eva_lightning.console import quiet_known_notices
+
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_known_notices()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(help_text())
+        return
+    if argv[0] == "--version":
+        print(version_text())
+        return
     try:
-        if argv and argv[0] in TOOLS:
-            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        if argv[0] in TOOLS:
+            importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
         else:
             # args=None lets LightningCLI read sys.argv itself (passing both makes it warn)
-            EvaCLI(args=None if from_command_line else argv)
+            cli = EvaCLI(args=None if from_command_line else argv)
+            summary = end_of_run_summary(cli)
+            if summary:
+                # the result the user ran for, after Lightning's own tables: plain stdout, as those are
+                print(summary)
     except EvaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

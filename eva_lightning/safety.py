@@ -1,172 +1,51 @@
-"""What keeps a run safe when things go wrong: resume, atomic checkpoints, clear errors.
+"""Callbacks that keep a run safe when things go wrong (checkpoint files: :mod:`eva_lightning.checkpoints`).
 
-- :class:`SafeCheckpointIO` writes every checkpoint to a temporary file beside the target, fsyncs
-  it and renames it into place, so a crash during the write never leaves a truncated
-  ``last.ckpt`` where a good one was; a corrupt or missing checkpoint is an :class:`EvaError`.
 - :class:`RngState` puts the global RNG states (torch, numpy, Python, CUDA) into each checkpoint
   and restores them on resume, so a resumed run draws the same shuffles as an uninterrupted one.
 - :class:`FiniteLossGuard` stops training at the first NaN/inf loss, before any checkpoint of the
   diverged weights is written, and says where and why.
-- :func:`resolve_last` and :func:`check_checkpoint` serve ``--ckpt_path last`` and catch a
-  checkpoint of another model before Lightning fails with a ``state_dict`` traceback.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import pickle
-import re
-import zipfile
+import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback
 
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
 
-LAST = "last.ckpt"
-
-
-# --------------------------------------------------------------------------- checkpoint files
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``.<name>.tmp`` beside the target, fsync, then ``os.replace``.
-
-    Lightning's own ``_atomic_save`` goes through an fsspec transaction whose temporary file
-    lives in the system temp directory: when that is another file system (a tmpfs ``/tmp``, a
-    mounted drive), the final move is a copy into the real name, which a crash can truncate, and
-    nothing is fsynced. A rename within one directory is atomic on POSIX and Windows.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} does not take storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor litter
-
-    def load_checkpoint(self, path, map_location: Callable | None = lambda storage, loc: storage, weights_only=None):
-        return load_checkpoint_file(path, map_location=map_location, weights_only=weights_only)
-
-
-def load_checkpoint_file(path, map_location: Any = "cpu", weights_only: bool | None = False, mmap: bool = False) -> dict:
-    """``torch.load`` with a missing, truncated or corrupt file turned into an :class:`EvaError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaError(f"checkpoint {path} does not exist: check --ckpt_path (or use --ckpt_path last)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise EvaError(
-            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
-            f"Use another checkpoint; the run directory also holds best-*.ckpt files"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise EvaError(f"{path} is not a Lightning checkpoint (no state_dict): pass a .ckpt written by eva fit")
-    return ckpt
-
-
-def check_checkpoint_class(path, class_path: str | None) -> None:
-    """Raise an :class:`EvaError` if ``path`` is unreadable or was saved from another model class.
-
-    LightningCLI replaces the configured model by the class saved in the checkpoint; when the
-    config names another class, saying so beats silently evaluating a different model.
-    """
-    ckpt = load_checkpoint_file(path, mmap=True)
-    saved = ckpt.get("hyper_parameters", {}).get("_class_path")
-    if saved and class_path and import_dotted(saved) is not import_dotted(class_path):
-        raise EvaError(
-            f"checkpoint {path} was saved from {saved}, which does not match the configured model {class_path}. "
-            "Pass the config the checkpoint was trained with (--config), or another checkpoint"
-        )
-
-
-def import_dotted(class_path: str) -> Any:
-    """The class a dotted path names (two spellings of one class compare equal), else the path."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return class_path
-
-
-def check_checkpoint(path, model: torch.nn.Module) -> None:
-    """Raise an :class:`EvaError` unless ``path`` is a readable checkpoint of ``model``'s architecture.
-
-    Reads the file memory-mapped (only the header and tensor shapes are touched), so the later
-    full load by Lightning is the only real read.
-    """
-    ckpt = load_checkpoint_file(path, mmap=True)
-    saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
-    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing, unexpected = sorted(wanted.keys() - saved.keys()), sorted(saved.keys() - wanted.keys())
-    reshaped = [f"{k} {saved[k]} vs {wanted[k]}" for k in sorted(wanted.keys() & saved.keys()) if saved[k] != wanted[k]]
-    if not (missing or unexpected or reshaped):
-        return
-    saved_class = ckpt.get("hyper_parameters", {}).get("_class_path", "an unknown model class")
-    ours = f"{type(model).__module__}.{type(model).__qualname__}"
-    details = []
-    if missing:
-        details.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
-    if unexpected:
-        details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if reshaped:
-        details.append(f"{len(reshaped)} of another shape (e.g. {reshaped[0]})")
-    raise EvaError(
-        f"checkpoint {path} was saved from {saved_class}, which does not match the configured model {ours}: "
-        f"{'; '.join(details)}. Pass the config the checkpoint was trained with (--config), or another checkpoint"
-    )
-
-
-def resolve_last(run_root: Path) -> Path | None:
-    """``<run_root>/version_N/checkpoints/last.ckpt`` of the highest N that has one, else None."""
-    found = []
-    for ckpt in Path(run_root).glob(f"version_*/checkpoints/{LAST}"):
-        m = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
-        if m:
-            found.append((int(m.group(1)), ckpt))
-    return max(found)[1] if found else None
-
-
-# --------------------------------------------------------------------------- callbacks
-
 
 def _plain_rng_states() -> dict[str, Any]:
     """The global RNG states as tensors and Python scalars, which ``weights_only`` loading accepts."""
-    states = _collect_rng_states(include_cuda=torch.cuda.is_available())
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
-    version, state, gauss_py = states["python"]
-    states["python"] = (version, list(state), gauss_py)
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_py = random.getstate()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": (version, list(state), gauss_py),
+    }
+    if torch.cuda.is_available():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
 def _restore_rng_states(states: dict[str, Any]) -> None:
-    states = dict(states)
+    torch.set_rng_state(states["torch"])
     kind, keys, pos, has_gauss, gauss = states["numpy"]
-    states["numpy"] = (kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss)
-    cuda = states.pop("torch.cuda", [])
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
+    version, state, gauss_py = states["python"]
+    random.setstate((version, tuple(state), gauss_py))
+    cuda = states.get("torch.cuda", [])
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        states["torch.cuda"] = cuda  # a checkpoint from another machine keeps this machine's CUDA seeds
-    _set_rng_states(states)
+        torch.cuda.set_rng_state_all(cuda)  # a checkpoint from another machine keeps this machine's CUDA seeds
 
 
 class RngState(Callback):

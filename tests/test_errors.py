@@ -200,7 +200,7 @@ def test_nan_loss_stops_with_epoch_step_and_cause_and_keeps_last_good_checkpoint
     assert "the training loss became" in line and "at epoch 1, step" in line, line
     assert "learning rate that is too high" in line and "last good checkpoint is kept" in line, line
     run = res["dir"] / "lightning_logs" / "tiny" / "version_0"
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0  # written before the loss went bad, never replaced by NaN weights
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
 

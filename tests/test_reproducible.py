@@ -12,7 +12,7 @@ import yaml
 
 from conftest import TINY_CONFIG
 from eva_lightning.cli import EvaCLI
-from eva_lightning.safety import SafeCheckpointIO
+from eva_lightning.checkpoints import SafeCheckpointIO
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

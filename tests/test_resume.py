@@ -92,7 +92,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir):
     victim.wait(30)
     assert victim.returncode == -signal.SIGKILL
     run = killed / "lightning_logs" / "resume" / "version_0"
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # end of epoch 2
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # end of epoch 2
 
     _, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err[-3000:]
@@ -102,8 +102,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir):
     assert not (killed / "lightning_logs" / "resume" / "version_1").exists()  # logs continue in the old run
 
     ref_run = straight / "lightning_logs" / "resume" / "version_0"
-    a = torch.load(ref_run / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    a = torch.load(ref_run / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3 and a["global_step"] == b["global_step"] == 32
     for key, value in a["state_dict"].items():  # bitwise on CPU
         assert torch.equal(value, b["state_dict"][key]), key
@@ -120,7 +120,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir):
 
 
 def test_checkpoint_write_failure_keeps_previous_file(tmp_path, monkeypatch):
-    from eva_lightning import safety
+    from eva_lightning import checkpoints as safety
 
     io = safety.SafeCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"
@@ -141,7 +141,7 @@ def test_checkpoint_write_failure_keeps_previous_file(tmp_path, monkeypatch):
 
 KILL_WRITER = """
 import sys, torch
-from eva_lightning.safety import SafeCheckpointIO
+from eva_lightning.checkpoints import SafeCheckpointIO
 io = SafeCheckpointIO()
 big = torch.arange(30_000_000, dtype=torch.float32)  # 120 MB: a write long enough to be caught
 io.save_checkpoint({"state_dict": {"w": big[:10]}, "epoch": 0}, sys.argv[1])

@@ -1,0 +1,190 @@
+"""Checkpoint files: written atomically, read as data, checked before Lightning touches them.
+
+A ``.ckpt`` is a pickle, and unpickling can call any function its author named. Every checkpoint
+the user names is therefore read with ``torch.load(weights_only=True)``: tensors, plain Python
+values and the few project types registered below, nothing else. A file that needs more is
+refused with one line naming the object, unless the user passes ``--trust_checkpoint true`` for a
+file whose author they trust. Class paths stored inside a checkpoint (``hyper_parameters.
+_class_path``, which LightningCLI instantiates) are checked as strings before anything imports
+them: only this project's classes, or the ones the user's own config names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from eva_lightning.errors import EvaError
+
+LAST = "last.ckpt"
+PROJECT = "eva_lightning."
+TRUST_HINT = "if you trust whoever made the file, pass --trust_checkpoint true (it may then run code)"
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.<name>.tmp`` beside the target, fsync, then ``os.replace``; loads as data.
+
+    Lightning's own ``_atomic_save`` goes through an fsspec transaction whose temporary file
+    lives in the system temp directory: when that is another file system (a tmpfs ``/tmp``, a
+    mounted drive), the final move is a copy into the real name, which a crash can truncate, and
+    nothing is fsynced. A rename within one directory is atomic on POSIX and Windows.
+    Loading: Lightning passes ``weights_only=None`` unless told otherwise; here that means ``True``
+    (the CLI passes ``False`` only under ``--trust_checkpoint true``).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor litter
+
+    def load_checkpoint(self, path, map_location: Callable | None = lambda storage, loc: storage, weights_only=None):
+        return load_checkpoint_file(path, map_location=map_location, trusted=weights_only is False)
+
+
+def load_checkpoint_file(path, map_location: Any = "cpu", trusted: bool = False, mmap: bool = False) -> dict:
+    """Read a Lightning checkpoint as data (``weights_only=True``) unless ``trusted``.
+
+    A missing, truncated or corrupt file, or one that needs an object outside torch's allow-list,
+    is an :class:`EvaError` naming the cause.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EvaError(f"checkpoint {path} does not exist: check --ckpt_path (or use --ckpt_path last)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=not trusted, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if not trusted and "weights_only" in str(exc).lower().replace(" ", "_"):
+            raise EvaError(_refusal(path, str(exc))) from None
+        raise EvaError(_corrupt(path, exc)) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise EvaError(_corrupt(path, exc)) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise EvaError(f"{path} is not a Lightning checkpoint (no state_dict): pass a .ckpt written by eva fit")
+    return ckpt
+
+
+def _corrupt(path: Path, exc: BaseException) -> str:
+    return (
+        f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
+        f"Use another checkpoint; the run directory also holds best-*.ckpt files"
+    )
+
+
+def _refusal(path: Path, message: str) -> str:
+    """One line from torch's weights-only error: which object the file wanted, and what to do."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)  # torch: "Unsupported global: GLOBAL x" or "unsupported GLOBAL x"
+    what = f"the object {found.group(1)}" if found else "something other than tensors and plain values"
+    return (
+        f"checkpoint {path} was refused: loading it needs {what}, which is not a tensor, a plain value "
+        f"or an eva_lightning type, and a checkpoint that unpickles objects can run code on this machine; "
+        f"{TRUST_HINT}"
+    )
+
+
+def class_paths(value: Any) -> Iterator[str]:
+    """Every class path a checkpoint's hyper-parameters name (``_class_path`` / ``class_path`` keys)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("_class_path", "class_path") and isinstance(item, str):
+                yield item
+            else:
+                yield from class_paths(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from class_paths(item)
+
+
+def check_class_paths(path, hparams: dict, allowed: set[str], trusted: bool = False) -> None:
+    """Refuse a checkpoint whose hyper-parameters name a class outside this project and ``allowed``.
+
+    Checked as strings, before jsonargparse imports them: importing a module runs its code, so a
+    checkpoint must not choose which module ``eva`` imports.
+    """
+    if trusted:
+        return
+    for name in class_paths(hparams):
+        if not (name.startswith(PROJECT) or name in allowed):
+            raise EvaError(
+                f"checkpoint {path} names the class '{name}', which is neither an eva_lightning class nor one "
+                f"your config names, so eva will not import it; pass the config the checkpoint was trained "
+                f"with (--config), or {TRUST_HINT}"
+            )
+
+
+def import_dotted(class_path: str) -> Any:
+    """The class a dotted path names (two spellings of one class compare equal), else the path."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path
+
+
+def check_checkpoint_class(path, saved: str | None, configured: str | None) -> None:
+    """Raise an :class:`EvaError` if the checkpoint was saved from another model class.
+
+    LightningCLI replaces the configured model by the class saved in the checkpoint; when the
+    config names another class, saying so beats silently evaluating a different model.
+    ``saved`` has passed :func:`check_class_paths`, so importing it is safe.
+    """
+    if saved and configured and import_dotted(saved) is not import_dotted(configured):
+        raise EvaError(
+            f"checkpoint {path} was saved from {saved}, which does not match the configured model {configured}. "
+            "Pass the config the checkpoint was trained with (--config), or another checkpoint"
+        )
+
+
+def check_checkpoint(path, model: torch.nn.Module, trusted: bool = False) -> None:
+    """Raise an :class:`EvaError` unless ``path`` is a readable checkpoint of ``model``'s architecture.
+
+    Reads the file memory-mapped (only the header and tensor shapes are touched), so the later
+    full load by Lightning is the only real read.
+    """
+    ckpt = load_checkpoint_file(path, trusted=trusted, mmap=True)
+    saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, unexpected = sorted(wanted.keys() - saved.keys()), sorted(saved.keys() - wanted.keys())
+    reshaped = [f"{k} {saved[k]} vs {wanted[k]}" for k in sorted(wanted.keys() & saved.keys()) if saved[k] != wanted[k]]
+    if not (missing or unexpected or reshaped):
+        return
+    saved_class = ckpt.get("hyper_parameters", {}).get("_class_path", "an unknown model class")
+    ours = f"{type(model).__module__}.{type(model).__qualname__}"
+    details = []
+    if missing:
+        details.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if reshaped:
+        details.append(f"{len(reshaped)} of another shape (e.g. {reshaped[0]})")
+    raise EvaError(
+        f"checkpoint {path} was saved from {saved_class}, which does not match the configured model {ours}: "
+        f"{'; '.join(details)}. Pass the config the checkpoint was trained with (--config), or another checkpoint"
+    )
+
+
+def resolve_last(run_root: Path) -> Path | None:
+    """``<run_root>/version_N/checkpoints/last.ckpt`` of the highest N that has one, else None."""
+    found = []
+    for ckpt in Path(run_root).glob(f"version_*/checkpoints/{LAST}"):
+        m = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
+        if m:
+            found.append((int(m.group(1)), ckpt))
+    return max(found)[1] if found else None

@@ -1,0 +1,146 @@
+"""A checkpoint is data: a pickle payload or a foreign class path in it never runs on the user's machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_CONFIG, eva_env, run_eva, write_mnist
+
+# one process runs every case through eva_lightning.cli.main (imports cost seconds each on a small CPU)
+DRIVER = r"""
+import contextlib, io, json, sys, traceback
+from eva_lightning.cli import main
+cases, out = json.loads(open(sys.argv[1]).read()), {}
+for name, argv in cases.items():
+    err, code, tb = io.StringIO(), 0, None
+    with contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:
+            code, tb = 1, traceback.format_exc()
+    out[name] = {"code": code, "stderr": err.getvalue(), "traceback": tb}
+open(sys.argv[2], "w").write(json.dumps(out))
+"""
+
+EVIL_MODULE = """\
+from pathlib import Path
+Path({marker!r}).touch()  # importing this module is the attack
+from tiny import TinyNet
+"""
+
+
+class Payload:
+    """Unpickling this runs ``touch marker`` (what a malicious checkpoint would do with worse commands)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _main_cases(cases: dict[str, list[str]], cwd: Path, env: dict) -> dict:
+    import json
+
+    spec, out = cwd / "cases.json", cwd / "out.json"
+    spec.write_text(json.dumps(cases))
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(spec), str(out)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
+    spec.unlink()
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+@pytest.fixture(scope="module")
+def attack(tmp_path_factory):
+    base = tmp_path_factory.mktemp("security")
+    data = write_mnist(base / "data", n_train=96, n_test=32)
+    config = base / "tiny.yaml"
+    config.write_text(TINY_CONFIG.format(data_dir=data))
+    ema = base / "ema.yaml"  # a callback with state of its own in the checkpoint
+    ema.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EMAWeightAveraging\n"
+                   "      init_args: {decay: 0.9}\n")
+    fit = run_eva("fit", "--config", str(config), "--config", str(ema), "--trainer.max_epochs", "2",
+                  "--data.val_split", "0.25", cwd=base)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run = base / "lightning_logs" / "ema" / "version_0"
+    good = run / "checkpoints" / "last.ckpt"
+
+    marker, import_marker = base / "payload_ran", base / "module_imported"
+    evil = torch.load(good, weights_only=True)
+    evil["extra"] = Payload(marker)
+    torch.save(evil, base / "evil.ckpt")
+    foreign = torch.load(good, weights_only=True)
+    foreign["hyper_parameters"]["_class_path"] = "evilmod.TinyNet"
+    torch.save(foreign, base / "foreign_class.ckpt")
+    (base / "mods").mkdir()
+    (base / "mods" / "evilmod.py").write_text(EVIL_MODULE.format(marker=str(import_marker)))
+    env = eva_env({"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}{os.pathsep}{base / 'mods'}"})
+
+    work = base / "work"  # cwd of the refused runs: must stay empty
+    work.mkdir()
+    common = ["--config", str(config), "--data.predict_dir", str(base / "nowhere")]
+    evil_args = ["--ckpt_path", str(base / "evil.ckpt")]
+    refused = _main_cases({
+        "test": ["test", *common[:2], *evil_args],
+        "validate": ["validate", *common[:2], *evil_args],
+        "predict": ["predict", *common, *evil_args],
+        "fit": ["fit", *common[:2], *evil_args],
+        "foreign_class": ["test", *common[:2], "--ckpt_path", str(base / "foreign_class.ckpt")],
+    }, work, env)
+    state = {"refused": refused, "payload_ran": marker.exists(), "module_imported": import_marker.exists(),
+             "work": sorted(p.name for p in work.iterdir())}
+    trusted = _main_cases({"test": ["test", *common[:2], *evil_args, "--trust_checkpoint", "true",
+                                    "--trainer.logger", "false"]}, work, env)
+    state.update(trusted=trusted["test"], payload_ran_trusted=marker.exists(), run=run)
+    return state
+
+
+@pytest.mark.parametrize("case", ["test", "validate", "predict", "fit"])
+def test_pickle_payload_is_refused_with_one_line(attack, case):
+    result = attack["refused"][case]
+    assert result["traceback"] is None, result["traceback"]
+    err = result["stderr"]
+    assert result["code"] == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert "evil.ckpt was refused" in lines[0] and "system" in lines[0] and "--trust_checkpoint true" in lines[0]
+
+
+def test_payload_never_ran_and_nothing_was_written(attack):
+    assert not attack["payload_ran"]
+    assert attack["work"] == []  # no run directory, no config.yaml
+
+
+def test_class_path_in_a_checkpoint_is_not_imported(attack):
+    result = attack["refused"]["foreign_class"]
+    assert result["code"] == 2 and result["traceback"] is None, result
+    assert "'evilmod.TinyNet'" in result["stderr"] and "will not import it" in result["stderr"]
+    assert not attack["module_imported"]
+
+
+def test_trusted_checkpoint_loads_the_old_way(attack):
+    result = attack["trusted"]
+    assert result["code"] == 0 and result["traceback"] is None, result["stderr"][-3000:]
+    assert attack["payload_ran_trusted"]  # the opt-in really unpickles in full
+
+
+def test_every_checkpoint_we_write_or_ship_loads_as_data(attack):
+    written = sorted(attack["run"].glob("checkpoints/*.ckpt"))
+    shipped = sorted((ROOT / "checkpoints").glob("*.ckpt"))
+    assert any(p.name == "last.ckpt" for p in written) and shipped
+    for path in written + shipped:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+        assert ckpt["state_dict"], path
+    last = torch.load(attack["run"] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {"RngState", "EMAWeightAveraging"} <= {key.split("{")[0] for key in last["callbacks"]}
