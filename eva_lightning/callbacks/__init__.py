@@ -1,7 +1,8 @@
 """Callbacks usable from any config under ``trainer.callbacks`` (images go to TensorBoard and PNG files)."""
 
 from eva_lightning.callbacks.curves import CurvesFigure
+from eva_lightning.callbacks.ema import WarmupEMA
 from eva_lightning.callbacks.images import ConfusionMatrixFigure, GradCAMGrid, MisclassifiedGrid
 from eva_lightning.callbacks.lr_range import LRRangeTest
 
-__all__ = ["ConfusionMatrixFigure", "CurvesFigure", "GradCAMGrid", "LRRangeTest", "MisclassifiedGrid"]
+__all__ = ["ConfusionMatrixFigure", "CurvesFigure", "GradCAMGrid", "LRRangeTest", "MisclassifiedGrid", "WarmupEMA"]

@@ -105,7 +105,9 @@ class ImageClassifier(L.LightningModule):
         self.net: nn.Module  # set by the subclass
 
     # ------------------------------------------------------------------ forward
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
+        # here rather than in configure_model: overriding that hook makes Lightning's WeightAveraging
+        # warn about sharding; setup also runs before the optimiser is built, on every entry (idempotent)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile and "_compiled" not in self.__dict__:
