@@ -1,10 +1,16 @@
-"""LRRangeTest: Lightning's LR finder at fit start, feeding ``model.lr`` (the one-cycle peak)."""
+"""LRRangeTest: Lightning's LR finder at fit start, feeding ``model.lr`` (the one-cycle peak).
+
+The sweep is Lightning's (``LearningRateFinder`` / ``Tuner.lr_find``); the suggestion is
+:func:`suggest_lr`, not ``_LRFinder.suggestion()`` (see there why).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import LearningRateFinder
 
 from eva_lightning.analysis.figures import publish
@@ -12,13 +18,60 @@ from eva_lightning.analysis.figures import publish
 log = logging.getLogger(__name__)
 
 
-def lr_plot(finder, title: str):
-    """The finder's loss-vs-LR plot with the suggestion marked and written in the legend."""
-    suggestion = finder.suggestion()
-    fig = finder.plot(suggest=True)
+def suggest_lr(
+    lrs: Sequence[float], losses: Sequence[float], mode: str = "exponential", skip_begin: int = 10, skip_end: int = 1
+) -> int | None:
+    """Index of the suggested LR: the steepest descent of the loss along the sweep's own axis.
+
+    The rule: drop the first ``skip_begin`` and last ``skip_end`` points and any non-finite loss
+    (as Lightning does), then take the most negative slope of the loss (Lightning's recorded,
+    exponentially smoothed loss) against **log LR** in ``exponential`` mode and against **LR** in
+    ``linear`` mode, i.e. the biggest fall per step of the ladder. Lightning 2.6's
+    ``suggestion()`` differentiates against the linear LR in both modes; on an exponential
+    ladder that divides the slope by the LR and drags the answer towards the small LRs where the
+    loss only starts to fall (Lightning-AI/pytorch-lightning#21141). torch-lr-finder, fastai and
+    the course use the log-LR slope.
+
+    Args:
+        lrs: the LRs tried, in order.
+        losses: the (smoothed) loss at each LR.
+        mode: ``exponential`` or ``linear``: how the sweep stepped the LR.
+        skip_begin: points ignored at the start (the smoothed loss is still settling there).
+        skip_end: points ignored at the end (where the loss diverges).
+
+    Returns:
+        An index into ``lrs``, or None when fewer than 2 usable points are left.
+    """
+    if mode not in ("exponential", "linear"):
+        raise ValueError(f"mode must be 'exponential' or 'linear', got {mode!r}")
+    if len(lrs) != len(losses):
+        raise ValueError(f"{len(lrs)} LRs but {len(losses)} losses")
+    idx = np.arange(len(lrs))[skip_begin : len(lrs) - skip_end]
+    lr = np.asarray(lrs, dtype=np.float64)[idx]
+    loss = np.asarray(losses, dtype=np.float64)[idx]
+    keep = np.isfinite(loss) & (lr > 0)
+    idx, lr, loss = idx[keep], lr[keep], loss[keep]
+    if len(idx) < 2:
+        return None
+    x = np.log(lr) if mode == "exponential" else lr
+    return int(idx[np.argmin(np.gradient(loss, x))])
+
+
+def suggestion(finder, mode: str) -> float | None:
+    """The LR :func:`suggest_lr` picks from a Lightning LR finder's ``results``, or None."""
+    i = suggest_lr(finder.results["lr"], finder.results["loss"], mode)
+    return None if i is None else float(finder.results["lr"][i])
+
+
+def lr_plot(finder, title: str, mode: str):
+    """The finder's loss-vs-LR plot with the suggestion (:func:`suggest_lr`) marked and written in the legend."""
+    lrs, losses = finder.results["lr"], finder.results["loss"]
+    i = suggest_lr(lrs, losses, mode)
+    fig = finder.plot(suggest=False)  # Lightning's own marker would show its linear-LR rule
     ax = fig.axes[0]
-    if suggestion is not None:
-        ax.axvline(suggestion, color="red", linestyle="--", linewidth=1, label=f"suggested LR {suggestion:.3g}")
+    if i is not None:
+        ax.plot(lrs[i], losses[i], markersize=10, marker="o", color="red")
+        ax.axvline(lrs[i], color="red", linestyle="--", linewidth=1, label=f"suggested LR {lrs[i]:.3g}")
         ax.legend()
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
@@ -31,13 +84,19 @@ class LRRangeTest(LearningRateFinder):
 
     ``ImageClassifier`` uses ``model.lr`` as the optimiser's LR, which the one-cycle schedule
     takes as its peak (start = peak / div_factor). The optimiser and schedule are built again
-    after the test so both come from the suggestion. The loss-vs-LR plot is saved as
+    after the test so both come from the suggestion (:func:`suggest_lr`: steepest descent against
+    log LR in exponential mode, against LR in linear mode). The loss-vs-LR plot is saved as
     ``lr_find.png`` in the run dir and logged as TensorBoard image ``lr_find``.
+
+    The test is skipped, and the model's LR used as it is, when ``model.lr`` is already set
+    (``model.init_args.lr`` in the config or on the command line, e.g. the copy ``eva lr_find
+    --apply`` writes): an LR given explicitly wins. It is also skipped under ``fast_dev_run`` and
+    when resuming from a checkpoint.
 
     Args:
         min_lr: smallest LR tried.
         max_lr: largest LR tried.
-        num_training: steps of the test (one LR each, exponentially spaced).
+        num_training: steps of the test (one LR each).
         mode: ``exponential`` or ``linear`` LR steps.
         early_stop_threshold: stop when the loss exceeds this multiple of the best loss (None: never).
     """
@@ -50,15 +109,17 @@ class LRRangeTest(LearningRateFinder):
         mode: str = "exponential",
         early_stop_threshold: float | None = 4.0,
     ) -> None:
+        # update_attr=False: Lightning would set model.lr from its own suggestion(); ours is set below
         super().__init__(
             min_lr=min_lr,
             max_lr=max_lr,
             num_training_steps=num_training,
             mode=mode,
             early_stop_threshold=early_stop_threshold,
-            update_attr=True,
-            attr_name="lr",
+            update_attr=False,
         )
+        self.num_training = num_training
+        self.mode = mode
         self.suggested_lr: float | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -68,19 +129,22 @@ class LRRangeTest(LearningRateFinder):
         if trainer.ckpt_path:  # resuming: the checkpoint's optimiser and schedule state carry the LR
             log.info("LRRangeTest: skipped when resuming from %s; the checkpoint's LR schedule continues", trainer.ckpt_path)
             return
-        before = pl_module.lr
+        if pl_module.lr is not None:
+            log.info("LRRangeTest: skipped, model.lr=%s is set; training uses it", pl_module.lr)
+            return
         # the test stops after num_training steps but also at max_epochs: let it cross epochs on small data
         max_epochs = trainer.fit_loop.max_epochs
-        trainer.fit_loop.max_epochs = max(max_epochs or 1, self._num_training_steps)
+        trainer.fit_loop.max_epochs = max(max_epochs or 1, self.num_training)
         try:
             self.lr_find(trainer, pl_module)
         finally:
             trainer.fit_loop.max_epochs = max_epochs
         finder = self.optimal_lr
-        self.suggested_lr = finder.suggestion() if finder is not None else None
+        self.suggested_lr = suggestion(finder, self.mode) if finder is not None else None
         if self.suggested_lr is None:
-            log.warning("LRRangeTest: no suggestion (too few points); training keeps lr=%s", before)
+            log.warning("LRRangeTest: no suggestion (too few points); training keeps the optimiser's LR")
             return
+        pl_module.lr = self.suggested_lr
         # the schedule was built from the old LR before fit start: build optimiser and schedule again
         trainer.strategy.setup_optimizers(trainer)
         schedule = getattr(pl_module, "schedule", None)
@@ -90,6 +154,7 @@ class LRRangeTest(LearningRateFinder):
                 self.suggested_lr, self.suggested_lr / schedule.div_factor, schedule.div_factor,
             )
         else:
-            log.info("LRRangeTest: using LR %.4g from the range test (was %s)", self.suggested_lr, before)
+            log.info("LRRangeTest: using LR %.4g from the range test", self.suggested_lr)
         if trainer.is_global_zero:
-            publish(lr_plot(finder, f"LR range test: suggested {self.suggested_lr:.3g}"), trainer, "lr_find", "lr_find.png")
+            title = f"LR range test: suggested {self.suggested_lr:.3g}"
+            publish(lr_plot(finder, title, self.mode), trainer, "lr_find", "lr_find.png")

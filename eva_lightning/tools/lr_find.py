@@ -1,10 +1,13 @@
 """``eva lr_find --config X [--lr_find.min_lr --lr_find.max_lr --lr_find.num_training] [--apply]``.
 
 Lightning's ``Tuner.lr_find`` on the configured model and data: it saves the model and
-optimiser state, runs the range test, and restores them. This tool saves the loss-vs-LR plot with
-the suggestion marked, prints the suggested LR and, with ``--apply``, writes a copy of the config
-with ``model.init_args.lr`` set (``ImageClassifier.lr`` overrides the optimiser's LR and is the
-one-cycle peak).
+optimiser state, runs the range test, and restores them. The suggestion is the project's rule
+(:func:`eva_lightning.callbacks.lr_range.suggest_lr`: steepest descent of the smoothed loss against
+log LR in exponential mode, against LR in linear mode), not Lightning's ``suggestion()``. This
+tool saves the loss-vs-LR plot with the suggestion marked, prints the suggested LR and, with
+``--apply``, writes a copy of the config with ``model.init_args.lr`` set to it exactly
+(``ImageClassifier.lr`` overrides the optimiser's LR and is the one-cycle peak; an ``LRRangeTest``
+callback in the copy skips itself because the LR is set, so the copy's fit uses this LR).
 """
 
 from __future__ import annotations
@@ -41,13 +44,21 @@ class LRFindOptions:
 
 
 def apply_lr(config: Path, lr: float, out: Path) -> Path:
-    """Copy ``config`` to ``out`` with ``model.init_args.lr = lr`` (YAML comments are not kept)."""
+    """Copy ``config`` to ``out`` with ``model.init_args.lr = lr`` (YAML comments are not kept).
+
+    The value is written in full (YAML floats round-trip exactly), so the copy's fit uses exactly
+    ``lr``; an ``LRRangeTest`` callback in the copy stays and skips itself since the LR is set.
+    """
     data = yaml.safe_load(config.read_text()) or {}
     model = data.setdefault("model", {})
     if not isinstance(model, dict):
         raise EvaError(f"{config}: model must be a mapping (class_path/init_args) to set its lr")
-    (model.setdefault("init_args", {}) if "class_path" in model else model)["lr"] = float(f"{lr:.4g}")
-    out.write_text(f"# {config.name} with the LR from `eva lr_find` ({lr:.4g})\n" + yaml.safe_dump(data, sort_keys=False))
+    (model.setdefault("init_args", {}) if "class_path" in model else model)["lr"] = float(lr)
+    header = (
+        f"# {config.name} with the LR from `eva lr_find` ({lr:.4g}); an LRRangeTest callback skips itself\n"
+        "# while model.init_args.lr is set (delete that line to run the range test again)\n"
+    )
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False))
     return out
 
 
@@ -66,13 +77,16 @@ def range_test(trainer, model, datamodule, opts: LRFindOptions):
     """``Tuner.lr_find`` with ``opts``; the model and optimiser state are restored by the Tuner.
 
     Returns:
-        Lightning's ``_LRFinder`` (``results``, ``suggestion()``, ``plot()``), or None.
+        Lightning's LR finder (``results`` {'lr': [...], 'loss': [...]}, ``plot()``), or None; take
+        the suggestion with :func:`~eva_lightning.callbacks.lr_range.suggestion`, not its ``suggestion()``.
     """
     from lightning.pytorch.callbacks import LearningRateFinder
     from lightning.pytorch.tuner import Tuner
 
     if trainer.fast_dev_run:
         raise EvaError("eva lr_find does nothing under trainer.fast_dev_run: drop it (--trainer.fast_dev_run=false)")
+    if opts.mode not in ("exponential", "linear"):
+        raise EvaError(f"--lr_find.mode {opts.mode!r}: use exponential or linear")
     # a range-test callback in the config (LRRangeTest) would run twice: the Tuner refuses it
     trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateFinder)]
     # the test stops after num_training steps, but also at max_epochs: let it cross epochs on small data
@@ -94,7 +108,7 @@ def main(argv: list[str]) -> float:
     from jsonargparse import ActionYesNo
 
     from eva_lightning.analysis.figures import publish
-    from eva_lightning.callbacks.lr_range import lr_plot
+    from eva_lightning.callbacks.lr_range import lr_plot, suggestion
     from eva_lightning.cli import EvaCLI
 
     class LRFindCLI(EvaCLI):
@@ -107,14 +121,14 @@ def main(argv: list[str]) -> float:
     opts: LRFindOptions = cli.config_init["lr_find"]
     trainer, model = cli.trainer, cli.model
     finder = range_test(trainer, model, cli.datamodule, opts)
-    lr = finder.suggestion() if finder is not None else None
+    lr = suggestion(finder, opts.mode) if finder is not None else None
     if lr is None:
         raise EvaError(
             f"the range test gave no suggestion ({len(finder.results['lr']) if finder else 0} points): "
             "raise --lr_find.num_training or use more training batches"
         )
     if trainer.is_global_zero:
-        fig = lr_plot(finder, f"{type(model).__name__}: suggested LR {lr:.3g}")
+        fig = lr_plot(finder, f"{type(model).__name__}: suggested LR {lr:.3g}", opts.mode)
         if opts.plot:
             out = Path(opts.plot)
             out.parent.mkdir(parents=True, exist_ok=True)
