@@ -1,0 +1,250 @@
+"""``eva seeds --config X [--config Y] --seeds 1 2 3 [--out table.md] [-- extra eva fit args]``.
+
+Trains the configuration once per seed (``eva fit --seed_everything N`` in a subprocess, each run in
+``lightning_logs/<config>/seed_N``) and tabulates each run's **final-epoch** test accuracy, its last
+three epochs, and the mean ± sample standard deviation (n - 1) over the seeds, as a markdown table
+and a JSON file beside it. ``eva seeds --from-runs DIR...`` only tabulates runs that exist.
+
+The test accuracy is ``test/acc`` when the run logged one (it held out a validation split and
+tested its final weights), else ``val/acc``, which is the test split when ``data.val_split`` is 0.
+A run that held out a validation split but logged no ``test/acc`` is refused: its ``val/acc`` is
+not a test accuracy. So is a run that stopped before ``trainer.max_epochs``: the final epoch of a
+fixed schedule is the figure of record, not whatever epoch a crash left.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from eva_lightning.errors import EvaError
+
+LOG_ROOT = "lightning_logs"
+
+
+@dataclass
+class SeedRun:
+    """One run's final-epoch test accuracy.
+
+    Args:
+        seed: ``seed_everything`` of the run (None if its config.yaml does not say).
+        run_dir: the run directory.
+        metric: the tag read (``test/acc`` or ``val/acc``).
+        epochs: epochs the run completed.
+        final: the metric after the last epoch.
+        last3: the metric's last three values (fewer if it has fewer), oldest first.
+        wall_s: seconds from the first to the last logged scalar.
+    """
+
+    seed: int | None
+    run_dir: str
+    metric: str
+    epochs: int
+    final: float
+    last3: list[float]
+    wall_s: float
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's resolved ``config.yaml`` (LightningCLI's), or {}."""
+    path = run_dir / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def read_seed_run(run_dir: str | Path) -> SeedRun:
+    """Read the final-epoch test accuracy of one run from its TensorBoard events.
+
+    Raises:
+        EvaError: no events, no accuracy, a held-out split without ``test/acc``, or a run that
+            stopped before ``trainer.max_epochs``.
+    """
+    from eva_lightning.report import read_scalars, resolve_run_dir
+
+    run = resolve_run_dir(run_dir)
+    scalars = read_scalars(run)
+    if not scalars:
+        raise EvaError(f"{run}: no TensorBoard scalars (is it a run directory of eva fit?)")
+    config = read_config(run)
+    val_split = float((config.get("data") or {}).get("val_split") or 0.0)
+    if "test/acc" in scalars:
+        metric = "test/acc"
+    elif val_split > 0:
+        raise EvaError(
+            f"{run}: validation was held out of the training set (data.val_split={val_split}) but the run "
+            "logged no test/acc, so it holds no test accuracy to tabulate"
+        )
+    elif "val/acc" in scalars:
+        metric = "val/acc"
+    else:
+        raise EvaError(f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(scalars)}")
+    # a resumed run repeats steps across event files: the later point wins
+    points = sorted({step: value for step, value, _ in scalars[metric]}.items())
+    epoch_at = {step: int(value) for step, value, _ in scalars.get("epoch", [])}
+    epochs = epoch_at.get(points[-1][0], len(points) - 1) + 1
+    max_epochs = (config.get("trainer") or {}).get("max_epochs")
+    if max_epochs and epochs < max_epochs:
+        raise EvaError(
+            f"{run}: stopped after epoch {epochs} of {max_epochs}; its last epoch is not the schedule's "
+            "final one: finish it (eva fit ... --ckpt_path <its checkpoints/last.ckpt>) or leave it out"
+        )
+    times = [t for pts in scalars.values() for _, _, t in pts]
+    seed = config.get("seed_everything")
+    return SeedRun(
+        seed=int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
+        run_dir=str(run),
+        metric=metric,
+        epochs=epochs,
+        final=points[-1][1],
+        last3=[v for _, v in points[-3:]],
+        wall_s=round(max(times) - min(times), 1),
+    )
+
+
+def summary(runs: list[SeedRun]) -> dict:
+    """Mean and sample standard deviation (n - 1; None for one run) of the final accuracies."""
+    finals = [r.final for r in runs]
+    return {
+        "n": len(finals),
+        "mean": statistics.mean(finals),
+        "sd": statistics.stdev(finals) if len(finals) > 1 else None,
+        "min_last3": min(min(r.last3) for r in runs),
+    }
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def markdown(runs: list[SeedRun], title: str) -> str:
+    """The table: one row per seed, then mean ± sd."""
+    stats = summary(runs)
+    metrics = sorted({r.metric for r in runs})
+    lines = [
+        f"### {title}",
+        "",
+        f"Final-epoch test accuracy (%, `{'`, `'.join(metrics)}`), one run per seed.",
+        "",
+        "| seed | run | epochs | final | last 3 epochs | min of last 3 | wall |",
+        "| ---: | --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.seed if r.seed is not None else '?'} | {r.run_dir} | {r.epochs} | {_pct(r.final)} "
+            f"| {' / '.join(_pct(v) for v in r.last3)} | {_pct(min(r.last3))} | {r.wall_s:.0f} s |"
+        )
+    sd = "–" if stats["sd"] is None else _pct(stats["sd"])
+    lines += ["", f"**mean ± sd (n = {stats['n']}, sample sd): {_pct(stats['mean'])} ± {sd}**"
+              f"; lowest of any seed's last 3 epochs: {_pct(stats['min_last3'])}", ""]
+    return "\n".join(lines)
+
+
+def write_table(runs: list[SeedRun], out: Path, title: str, command: list[str] | None = None) -> tuple[Path, Path]:
+    """Write ``out`` (markdown) and ``out`` with suffix ``.json``; return both paths."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = markdown(runs, title)
+    if command:
+        text += "\nCommand: `" + " ".join(command) + "`\n"
+    out.write_text(text)
+    data = {"title": title, "command": command, **summary(runs), "runs": [asdict(r) for r in runs]}
+    json_path = out.with_suffix(".json")
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    return out, json_path
+
+
+def run_name(configs: list[str]) -> str:
+    """The run name ``eva fit`` gives these configs: the stem of the last one."""
+    return Path(configs[-1]).stem
+
+
+def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Path, resume: bool) -> list[Path]:
+    """``eva fit`` once per seed into ``root/<name>/seed_N``; return the run directories."""
+    name = run_name(configs)
+    dirs = []
+    for seed in seeds:
+        run_dir = root / name / f"seed_{seed}"
+        cmd = [sys.executable, "-m", "eva_lightning", "fit"]
+        for config in configs:
+            cmd += ["--config", config]
+        cmd += [
+            "--seed_everything", str(seed),
+            "--trainer.logger.init_args.save_dir", str(root),
+            "--trainer.logger.init_args.name", name,
+            "--trainer.logger.init_args.version", f"seed_{seed}",
+            *extra,
+        ]
+        if run_dir.exists():
+            if not resume:
+                raise EvaError(
+                    f"{run_dir} already exists: remove it, tabulate it with --from-runs, or pass --resume "
+                    "(finished runs are kept, unfinished ones continue from their last.ckpt)"
+                )
+            try:
+                read_seed_run(run_dir)
+                print(f"seed {seed}: {run_dir} is finished, kept", flush=True)
+                dirs.append(run_dir)
+                continue
+            except EvaError:
+                last = run_dir / "checkpoints" / "last.ckpt"
+                if not last.exists():
+                    raise EvaError(f"{run_dir} is unfinished and has no checkpoints/last.ckpt: remove it") from None
+                cmd += ["--ckpt_path", str(last)]
+        print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            raise EvaError(f"eva fit failed for seed {seed} (its output is above); the run is in {run_dir}")
+        dirs.append(run_dir)
+    return dirs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``eva seeds`` arguments, train (unless ``--from-runs``), write and print the table."""
+    import argparse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    parser = argparse.ArgumentParser(
+        prog="eva seeds",
+        description="Train a config once per seed and tabulate final-epoch test accuracy (mean ± sd).",
+        epilog="Arguments after -- go to every `eva fit`, e.g. -- --trainer.max_epochs 2",
+    )
+    parser.add_argument("--config", action="append", default=[], help="config file (repeat to compose, as eva fit)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default 1 2 3)")
+    parser.add_argument("--from-runs", nargs="+", metavar="DIR", help="only tabulate these existing run directories")
+    parser.add_argument("--out", help="markdown table (a .json is written beside it); default <runs>/seeds.md")
+    parser.add_argument("--root", default=LOG_ROOT, help=f"log root of the new runs (default {LOG_ROOT})")
+    parser.add_argument("--resume", action="store_true", help="keep finished seed runs, continue unfinished ones")
+    args = parser.parse_args(argv)
+
+    if args.from_runs:
+        if args.config or extra:
+            raise EvaError("--from-runs only tabulates existing runs: drop --config and the arguments after --")
+        run_dirs = [Path(d) for d in args.from_runs]
+        title = ", ".join(str(d) for d in run_dirs)
+        default_out = Path(args.from_runs[0]).parent / "seeds.md" if len(run_dirs) > 1 else run_dirs[0] / "seeds.md"
+        command = None
+    else:
+        if not args.config:
+            raise EvaError("eva seeds needs --config CONFIG (or --from-runs DIR...)")
+        for config in args.config:
+            if not Path(config).is_file():
+                raise EvaError(f"config {config} does not exist")
+        if len(set(args.seeds)) != len(args.seeds):
+            raise EvaError(f"--seeds repeats a seed: {args.seeds}")
+        root = Path(args.root)
+        run_dirs = train_seeds(args.config, args.seeds, extra, root, args.resume)
+        title = " + ".join(args.config)
+        default_out = root / run_name(args.config) / "seeds.md"
+        command = ["eva", "seeds", *(a for c in args.config for a in ("--config", c)), "--seeds", *map(str, args.seeds)]
+        command += ["--", *extra] if extra else []
+    runs = [read_seed_run(d) for d in run_dirs]
+    md, js = write_table(runs, Path(args.out) if args.out else default_out, title, command)
+    print(md.read_text())
+    print(f"table: {md}\njson:  {js}")

@@ -1,0 +1,107 @@
+"""``eva seeds``: one ``eva fit`` per seed, final-epoch accuracies, mean ± sample sd, from the events."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import eva_env
+from eva_lightning.errors import EvaError
+from eva_lightning.report import read_scalars
+from eva_lightning.tools import seeds
+
+
+def final_val_acc(run_dir: Path) -> tuple[float, list[float]]:
+    """What the events say, read independently of the tool: the last and last-3 ``val/acc``."""
+    points = sorted((step, value) for step, value, _ in read_scalars(run_dir)["val/acc"])
+    return points[-1][1], [v for _, v in points[-3:]]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for key, value in eva_env().items():  # the subprocesses import tiny.TinyNet from tests/
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("EVA_DATA_DIR", raising=False)
+    return tmp_path
+
+
+def test_two_seeds_table_mean_sd_from_events(in_tmp, tiny_config, capsys):
+    seeds.main(["--config", str(tiny_config), "--seeds", "3", "7", "--", "--trainer.max_epochs", "2"])
+    root = in_tmp / "lightning_logs" / "tiny"
+    runs = {seed: root / f"seed_{seed}" for seed in (3, 7)}
+    for seed, run in runs.items():
+        assert run.is_dir() and (run / "checkpoints" / "last.ckpt").exists()
+        assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == seed
+
+    expected = {seed: final_val_acc(run) for seed, run in runs.items()}
+    finals = [expected[3][0], expected[7][0]]
+    data = json.loads((root / "seeds.json").read_text())
+    assert [r["seed"] for r in data["runs"]] == [3, 7]
+    for row in data["runs"]:
+        assert row["metric"] == "val/acc" and row["epochs"] == 2
+        assert row["final"] == pytest.approx(expected[row["seed"]][0])
+        assert row["last3"] == pytest.approx(expected[row["seed"]][1]) and len(row["last3"]) == 2
+    assert data["n"] == 2
+    assert data["mean"] == pytest.approx(statistics.mean(finals))
+    assert data["sd"] == pytest.approx(statistics.stdev(finals))  # sample sd, n - 1
+
+    table = (root / "seeds.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| 3 ") or line.startswith("| 7 ")]
+    assert len(rows) == 2
+    assert f"{100 * statistics.mean(finals):.2f} ± {100 * statistics.stdev(finals):.2f}" in table
+    assert "seeds.md" in capsys.readouterr().out
+
+    # --from-runs tabulates the same runs again, without training
+    out = in_tmp / "again.md"
+    seeds.main(["--from-runs", str(runs[3]), str(runs[7]), "--out", str(out)])
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["mean"] == pytest.approx(data["mean"]) and again["sd"] == pytest.approx(data["sd"])
+
+    # a second run of the same seeds does not write into the finished runs...
+    with pytest.raises(EvaError, match="already exists"):
+        seeds.main(["--config", str(tiny_config), "--seeds", "3"])
+    # ...unless asked to resume, which keeps them
+    seeds.main(["--config", str(tiny_config), "--seeds", "3", "--resume", "--out", str(in_tmp / "kept.md"), "--",
+                "--trainer.max_epochs", "2"])
+    assert len(list(runs[3].glob("events.out.tfevents.*"))) == 1
+
+
+def test_from_runs_refuses_unfinished_and_held_out_without_test(in_tmp, tiny_config):
+    from eva_lightning.cli import EvaCLI
+
+    EvaCLI(args=["fit", "--config", str(tiny_config), "--trainer.max_epochs", "1"])
+    run = in_tmp / "lightning_logs" / "tiny" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+
+    config["trainer"]["max_epochs"] = 3  # as if the run had crashed after its first epoch
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(EvaError, match="stopped after epoch 1 of 3"):
+        seeds.main(["--from-runs", str(run)])
+
+    config["trainer"]["max_epochs"] = 1
+    config["data"]["val_split"] = 0.1  # val/acc would be the held-out split, not the test split
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(EvaError, match="no test/acc"):
+        seeds.main(["--from-runs", str(run)])
+
+
+def test_one_seed_has_no_sd():
+    run = seeds.SeedRun(seed=1, run_dir="r", metric="val/acc", epochs=3, final=0.99, last3=[0.98, 0.985, 0.99], wall_s=1)
+    assert seeds.summary([run]) == {"n": 1, "mean": 0.99, "sd": None, "min_last3": 0.98}
+    assert "99.00 ± –" in seeds.markdown([run], "one")
+
+
+def test_bad_arguments(in_tmp, tiny_config):
+    with pytest.raises(EvaError, match="needs --config"):
+        seeds.main(["--seeds", "1"])
+    with pytest.raises(EvaError, match="repeats a seed"):
+        seeds.main(["--config", str(tiny_config), "--seeds", "1", "1"])
+    with pytest.raises(EvaError, match="does not exist"):
+        seeds.main(["--config", "nope.yaml"])
+    with pytest.raises(EvaError, match="not a folder"):
+        seeds.main(["--from-runs", str(in_tmp / "missing")])
