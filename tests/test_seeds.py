@@ -61,6 +61,8 @@ def test_two_seeds_table_mean_sd_from_events(in_tmp, tiny_config, capsys):
     seeds.main(["--from-runs", str(runs[3]), str(runs[7]), "--out", str(out)])
     again = json.loads(out.with_suffix(".json").read_text())
     assert again["mean"] == pytest.approx(data["mean"]) and again["sd"] == pytest.approx(data["sd"])
+    seeds.main(["--from-runs", str(root), "--out", str(out)])  # the folder of seed_N runs: all of them
+    assert [r["seed"] for r in json.loads(out.with_suffix(".json").read_text())["runs"]] == [3, 7]
 
     # a second run of the same seeds does not write into the finished runs...
     with pytest.raises(EvaError, match="already exists"):
@@ -88,6 +90,16 @@ def test_from_runs_refuses_unfinished_and_held_out_without_test(in_tmp, tiny_con
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(EvaError, match="no test/acc"):
         seeds.main(["--from-runs", str(run)])
+
+
+def test_held_out_validation_reports_the_test_split(in_tmp, tiny_config):
+    """With data.val_split > 0, val/acc is the held-out split: the table takes test/acc (final weights)."""
+    seeds.main(["--config", str(tiny_config), "--seeds", "1", "--", "--trainer.max_epochs", "2", "--data.val_split", "0.25"])
+    run = in_tmp / "lightning_logs" / "tiny" / "seed_1"
+    test_acc = [value for _, value, _ in read_scalars(run)["test/acc"]]
+    row = json.loads((run.parent / "seeds.json").read_text())["runs"][0]
+    assert row["metric"] == "test/acc" and row["epochs"] == 2
+    assert row["final"] == pytest.approx(test_acc[-1]) and row["last3"] == pytest.approx(test_acc[-3:])
 
 
 def test_one_seed_has_no_sd():

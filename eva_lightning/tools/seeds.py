@@ -3,7 +3,8 @@
 Trains the configuration once per seed (``eva fit --seed_everything N`` in a subprocess, each run in
 ``lightning_logs/<config>/seed_N``) and tabulates each run's **final-epoch** test accuracy, its last
 three epochs, and the mean ± sample standard deviation (n - 1) over the seeds, as a markdown table
-and a JSON file beside it. ``eva seeds --from-runs DIR...`` only tabulates runs that exist.
+and a JSON file beside it. ``eva seeds --from-runs DIR...`` only tabulates runs that exist
+(``--from-runs lightning_logs/s5``: every ``seed_N`` run in it).
 
 The test accuracy is ``test/acc`` when the run logged one (it held out a validation split and
 tested its final weights), else ``val/acc``, which is the test split when ``data.val_split`` is 0.
@@ -38,7 +39,7 @@ class SeedRun:
         metric: the tag read (``test/acc`` or ``val/acc``).
         epochs: epochs the run completed.
         final: the metric after the last epoch.
-        last3: the metric's last three values (fewer if it has fewer), oldest first.
+        last3: the metric's last three values, oldest first (one when ``test/acc`` is tested once, after fit).
         wall_s: seconds from the first to the last logged scalar.
     """
 
@@ -85,8 +86,10 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
         raise EvaError(f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(scalars)}")
     # a resumed run repeats steps across event files: the later point wins
     points = sorted({step: value for step, value, _ in scalars[metric]}.items())
+    # epochs trained, from the per-epoch training loss: a test after fit is logged one epoch further on
     epoch_at = {step: int(value) for step, value, _ in scalars.get("epoch", [])}
-    epochs = epoch_at.get(points[-1][0], len(points) - 1) + 1
+    per_epoch = sorted({step for step, _, _ in scalars.get("train/loss") or scalars[metric]})
+    epochs = epoch_at.get(per_epoch[-1], len(per_epoch) - 1) + 1
     max_epochs = (config.get("trainer") or {}).get("max_epochs")
     if max_epochs and epochs < max_epochs:
         raise EvaError(
@@ -162,6 +165,18 @@ def run_name(configs: list[str]) -> str:
     return Path(configs[-1]).stem
 
 
+def expand_runs(paths: list[str]) -> list[Path]:
+    """Each path as given, except a folder of ``seed_N`` runs (``lightning_logs/s5``): its seed runs, by N."""
+    out = []
+    for path in map(Path, paths):
+        seed_dirs = [d for d in path.glob("seed_*") if d.is_dir() and d.name[5:].isdigit()]
+        if path.is_dir() and not (path / "config.yaml").exists() and seed_dirs:
+            out += sorted(seed_dirs, key=lambda d: int(d.name[5:]))
+        else:
+            out.append(path)
+    return out
+
+
 def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Path, resume: bool) -> list[Path]:
     """``eva fit`` once per seed into ``root/<name>/seed_N``; return the run directories."""
     name = run_name(configs)
@@ -217,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--config", action="append", default=[], help="config file (repeat to compose, as eva fit)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default 1 2 3)")
-    parser.add_argument("--from-runs", nargs="+", metavar="DIR", help="only tabulate these existing run directories")
+    parser.add_argument("--from-runs", nargs="+", metavar="DIR",
+                        help="only tabulate these existing run directories (a folder of seed_N runs: all of them)")
     parser.add_argument("--out", help="markdown table (a .json is written beside it); default <runs>/seeds.md")
     parser.add_argument("--root", default=LOG_ROOT, help=f"log root of the new runs (default {LOG_ROOT})")
     parser.add_argument("--resume", action="store_true", help="keep finished seed runs, continue unfinished ones")
@@ -226,9 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_runs:
         if args.config or extra:
             raise EvaError("--from-runs only tabulates existing runs: drop --config and the arguments after --")
-        run_dirs = [Path(d) for d in args.from_runs]
-        title = ", ".join(str(d) for d in run_dirs)
-        default_out = Path(args.from_runs[0]).parent / "seeds.md" if len(run_dirs) > 1 else run_dirs[0] / "seeds.md"
+        run_dirs = expand_runs(args.from_runs)
+        title = ", ".join(args.from_runs)
+        default_out = run_dirs[0].parent / "seeds.md" if len(run_dirs) > 1 else run_dirs[0] / "seeds.md"
         command = None
     else:
         if not args.config:
