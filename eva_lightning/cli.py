@@ -14,9 +14,12 @@ import logging
 import re
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -29,8 +32,8 @@ from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
 from eva_lightning.errors import EvaError
 from eva_lightning.predict import PredictionWriter
-from eva_lightning.report import RunReport
-from eva_lightning.runinfo import RunInfo
+from eva_lightning.report import RunReport, write_report
+from eva_lightning.runinfo import RunInfo, run_dir
 from eva_lightning.checkpoints import (
     SafeCheckpointIO,
     check_checkpoint,
@@ -71,15 +74,69 @@ def run_name(argv: list[str]) -> str:
 PROGRESS_REFRESH = 10  # steps between progress-bar redraws
 
 
+def latest_checkpoint() -> ModelCheckpoint:
+    """``last.ckpt`` after every epoch: the model of record, and what ``--ckpt_path last`` resumes.
+
+    Lightning's ``save_last=True`` writes ``last.ckpt`` only beside a top-k save, so with a monitored
+    metric that stops improving it stays at the last improvement. Without a monitor ModelCheckpoint
+    saves at every epoch end; named ``last`` without a version counter, it overwrites that one file.
+    """
+    return ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+
+def held_out_checkpoint() -> ModelCheckpoint:
+    """``best-*.ckpt``: the epoch of best ``val/acc``, kept only when validation is held out of train."""
+    return ModelCheckpoint(
+        monitor="val/acc",
+        mode="max",
+        filename="best-epoch{epoch:02d}-acc{val/acc:.4f}",
+        auto_insert_metric_name=False,
+    )
+
+
+def holds_out_validation(datamodule) -> bool:
+    """Whether validation is a split of the training set (``data.val_split > 0``), not the test split."""
+    return (getattr(datamodule, "val_split", 0) or 0) > 0
+
+
+class EvaTrainer(Trainer):
+    """Lightning's Trainer, with batch counts given as integers kept as integers.
+
+    Trainer annotates these ``Optional[Union[int, float]]``. typing caches unions and treats
+    ``Union[int, float]`` and ``Union[float, int]`` as equal, so the annotation object it gets is
+    whichever order some earlier import spelled (``float`` first once ``lightning.pytorch`` is
+    imported). jsonargparse tries a union's members in order and ``float`` accepts ``1``: the
+    CLI's ``--trainer.limit_val_batches 1`` became ``1.0``, i.e. 100% of the batches. The ``|``
+    unions below are not cached, so ``int`` is tried first: ``1`` is one batch, ``1.0`` all of them.
+    The remaining arguments go to Trainer unchanged (LightningCLI reads them from its signature).
+    """
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        val_check_interval: int | float | str | timedelta | dict[str, int] | None = None,
+        **trainer_args: Any,
+    ) -> None:
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            overfit_batches=overfit_batches,
+            val_check_interval=val_check_interval,
+            **trainer_args,
+        )
+
+
 def default_callbacks() -> list:
+    """Callbacks of every run. ``fit`` with ``data.val_split > 0`` also gets :func:`held_out_checkpoint`."""
     return [
-        ModelCheckpoint(
-            monitor="val/acc",
-            mode="max",
-            save_last=True,
-            filename="best-epoch{epoch:02d}-acc{val/acc:.4f}",
-            auto_insert_metric_name=False,
-        ),
+        latest_checkpoint(),
         LearningRateMonitor(logging_interval="step"),
         RngState(),
         FiniteLossGuard(),
@@ -108,6 +165,7 @@ class EvaCLI(LightningCLI):
         super().__init__(
             ImageClassifier,
             VisionDataModule,
+            trainer_class=EvaTrainer,
             subclass_mode_model=True,
             auto_configure_optimizers=False,  # its optimiser/scheduler path steps per epoch only
             seed_everything_default=1,
@@ -166,16 +224,56 @@ class EvaCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
+        extra = []
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             # Lightning's default bar redraws every step (its batch-end hook took ~1.4 ms a step under
             # cProfile on the 2-core VM, beside steps of ~10 ms); every PROGRESS_REFRESH steps is still
             # several redraws a second at these nets' speeds.
             # (A bar in trainer_defaults would clash with --trainer.enable_progress_bar false.)
-            kwargs["callbacks"] = [*callbacks, TQDMProgressBar(refresh_rate=PROGRESS_REFRESH)]
+            extra.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH))
+        if holds_out_validation(self.datamodule) and config.get("enable_checkpointing") is not False:
+            # ahead of the default last.ckpt callback, so last.ckpt holds this one's state of the same epoch
+            extra.append(held_out_checkpoint())
+        if extra:
+            kwargs["callbacks"] = [*callbacks, *extra]
+        logger = self._logger_under_root(config)
+        if logger is not None:
+            kwargs["logger"] = logger
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
+
+    def _logger_under_root(self, config) -> TensorBoardLogger | None:
+        """With ``--trainer.default_root_dir DIR``, the default logger writes ``DIR/<config>/version_N``.
+
+        As in Lightning, ``default_root_dir`` is where a run's files go unless a logger says
+        otherwise; the default logger's fixed ``save_dir=lightning_logs`` would otherwise win.
+        None: keep the configured logger.
+        """
+        root, logger = config.get("default_root_dir"), config.get("logger")
+        if root is None or type(logger) is not TensorBoardLogger or logger.save_dir != LOG_ROOT:
+            return None
+        spec = self._get(self.config, "trainer", default={}).get("logger")
+        init_args = spec.init_args.as_dict() if getattr(spec, "init_args", None) is not None else {"name": logger.name}
+        return TensorBoardLogger(**{**init_args, "save_dir": str(root)})
+
+    def after_fit(self) -> None:
+        """With a held-out validation split, fit ends by testing the final weights on the test split.
+
+        The figure of record is the final epoch's test accuracy (``test/acc``, ``test/loss`` in the
+        logs, the console and ``report.md``); ``best-*.ckpt`` was chosen on the held-out split only.
+        """
+        if not holds_out_validation(self.datamodule) or self.trainer.interrupted:
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule)
+        run = run_dir(self.trainer)
+        if run is not None and self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:  # the event file must hold test/* before it is read back
+                flush = getattr(getattr(logger, "experiment", None), "flush", None)
+                if callable(flush):
+                    flush()
+            log.info("final weights on the test split → %s", write_report(run))
 
     def _run_subcommand(self, subcommand: str) -> None:
         # checks that fail before the trainer starts, so a bad input leaves no run directory behind
