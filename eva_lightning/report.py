@@ -1,13 +1,21 @@
-"""``report.md`` per run: config, metrics, epochs, wall time, machine, versions and figures.
+"""``report.md`` per run: summary, config, metrics, epochs, wall time, machine, versions and figures.
 
     eva report lightning_logs/s5/version_0      # (re)write report.md of a run
     eva report lightning_logs/s5                # the latest version of that run
 
 :class:`RunReport` (a default callback of ``eva fit``) records wall time, epochs and status in
-``fit_result.json`` and writes ``report.md`` when fitting ends; everything else is read back
-from the run directory itself (``config.yaml``, ``run_info.yaml`` with machine and versions, the
-TensorBoard event file, the PNG figures other callbacks saved), so ``eva report`` rebuilds the
-same page from a copied run.
+``fit_result.json`` and writes ``report.md`` when fitting (or testing) ends; everything else is
+read back from the run directory itself (``config.yaml``, ``run_info.yaml`` with machine and
+versions, the TensorBoard event file, the PNG figures other callbacks saved), so ``eva report``
+rebuilds the same page from a copied run.
+
+The evaluation protocol shapes what is shown. The result of record is the *final* epoch's test
+accuracy. With ``data.val_split: 0`` validation runs on the test split: ``val/*`` are test-split
+figures, named "test accuracy", and nothing is called best (a best over epochs would be chosen on
+the test set). With ``data.val_split > 0`` fit ends with a test of the final weights
+(``test/acc``), and a "best" is shown for the held-out validation split only.
+:class:`RunSummary` is that summary: at the top of ``report.md`` and printed when ``eva fit`` /
+``eva test`` ends.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import logging
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +42,7 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "report.md"
 RESULT_NAME = "fit_result.json"  # written by RunReport: wall time, epochs, steps, status
 #: metrics shown first, in this order; any other scalar follows alphabetically.
-METRIC_ORDER = ("val/acc", "val/loss", "train/acc", "train/loss", "test/acc", "test/loss", "lr")
+METRIC_ORDER = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss", "lr")
 #: figure sections: (title, file-name pattern), first match wins; the rest go under "Other figures".
 FIGURE_GROUPS = (
     ("Training curves", r"curves"),
@@ -103,25 +112,160 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
     return scalars
 
 
-def metric_table(scalars: dict[str, list[tuple[int, float, float]]]) -> list[tuple[str, float, str]]:
-    """``(tag, final value, best value with its epoch)``: max for accuracies, min for losses."""
+def val_split(run_dir: Path) -> float:
+    """``data.val_split`` of the run's ``config.yaml``: 0 (the default) means validation ran on the test split."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
+        split = ((cfg or {}).get("data") or {}).get("val_split") or 0.0
+        return float(split)
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return 0.0
+
+
+def best_point(scalars: dict[str, list[tuple[int, float, float]]], tag: str) -> tuple[float, str] | None:
+    """Best value of ``tag`` (max for accuracies, min for losses) and where: ``(value, "epoch N")``."""
+    points = scalars.get(tag)
+    if not points:
+        return None
     epoch_at = {step: int(v) for step, v, _ in scalars.get("epoch", [])}
+    pick = min if tag.endswith("loss") else max
+    step, value, _ = pick(points, key=lambda p: p[1])
+    return value, (f"epoch {epoch_at[step]}" if step in epoch_at else f"step {step}")
+
+
+def metric_table(scalars: dict[str, list[tuple[int, float, float]]], held_out: bool = False) -> list[tuple[str, float, str]]:
+    """``(tag, final value, best value with its epoch)``.
+
+    A best is given only for ``val/acc`` and ``val/loss`` of a run with a held-out validation split
+    (``held_out``): there a best epoch is a legitimate choice; on the test split, or for the
+    training metrics, it would be a choice made on the numbers being reported.
+    """
     tags = [t for t in METRIC_ORDER if t in scalars]
     skip = ("epoch", "hp_metric")  # Lightning's bookkeeping, not results
     tags += sorted(t for t in scalars if t not in tags and t not in skip and not t.endswith("_step"))
     rows = []
     for tag in tags:
-        points = scalars[tag]
-        final = points[-1][1]
-        best = ""
-        kind = tag.rsplit("/", 1)[-1]
-        if kind in ("acc", "loss"):
-            pick = max if kind == "acc" else min
-            step, value, _ = pick(points, key=lambda p: p[1])
-            where = f"epoch {epoch_at[step]}" if step in epoch_at else f"step {step}"
-            best = f"{_fmt_value(value)} ({where})"
-        rows.append((tag, final, best))
+        best = best_point(scalars, tag) if held_out and tag in ("val/acc", "val/loss") else None
+        rows.append((tag, scalars[tag][-1][1], f"{_fmt_value(best[0])} ({best[1]})" if best else ""))
     return rows
+
+
+@dataclass
+class RunSummary:
+    """What a user wants to know when a run ends: the final accuracy, how long, where the files are.
+
+    Built from a run directory (:meth:`from_run_dir`) or, for a run without a logger, from the
+    trainer (:meth:`from_trainer`); shown as aligned lines on the console (:meth:`text`) and as
+    the first table of ``report.md`` (:meth:`markdown`).
+    """
+
+    stage: str  # "fit" or "test"
+    final: dict[str, float]  # tag -> final value
+    val_split: float = 0.0
+    best_val_acc: tuple[float, str] | None = None  # held-out split only
+    epochs: int | None = None
+    max_epochs: int | None = None
+    wall_time_s: float | None = None
+    status: str | None = None
+    run: Path | None = None
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> "RunSummary":
+        run = resolve_run_dir(run_dir)
+        scalars = read_scalars(run)
+        result = json.loads((run / RESULT_NAME).read_text()) if (run / RESULT_NAME).exists() else {}
+        config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
+        split = val_split(run)
+        trained = bool(result) or any(t.startswith("train/") for t in scalars)
+        epochs = result.get("epochs")
+        if epochs is None and scalars.get("val/acc"):  # a run still going (or killed): validated epochs
+            epochs = len({step for step, _, _ in scalars["val/acc"]})
+        wall = result.get("wall_time_s")
+        max_epochs = _config_summary(config).get("max_epochs")
+        return cls(
+            stage="fit" if trained else "test",
+            final={tag: points[-1][1] for tag, points in scalars.items()},
+            val_split=split,
+            best_val_acc=best_point(scalars, "val/acc") if split > 0 else None,
+            epochs=epochs if trained else None,
+            max_epochs=int(max_epochs) if max_epochs else None,
+            wall_time_s=wall,
+            status=result.get("status") if result else ("running or stopped (no end of fit recorded)" if trained else None),
+            run=run,
+        )
+
+    @classmethod
+    def from_trainer(cls, trainer: L.Trainer, stage: str, split: float = 0.0) -> "RunSummary":
+        """From the trainer's last logged metrics (``callback_metrics``): a run that wrote no files."""
+        final = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        return cls(
+            stage=stage,
+            final=final,
+            val_split=split,
+            epochs=trainer.current_epoch if stage == "fit" else None,
+            max_epochs=trainer.max_epochs if stage == "fit" else None,
+            status="interrupted" if trainer.interrupted else None,
+        )
+
+    def rows(self) -> list[tuple[str, str]]:
+        """``(label, value)`` lines, test accuracy first."""
+        f = self.final
+        rows: list[tuple[str, str]] = []
+        if self.val_split > 0 or "test/acc" in f:
+            acc, loss = f.get("test/acc"), f.get("test/loss")
+            where = "final weights, test split" if self.stage == "fit" else "test split"
+        else:  # validation ran on the test split: its final epoch is the test result
+            acc, loss = f.get("val/acc"), f.get("val/loss")
+            where = "final epoch; validation ran on the test split"
+        if acc is not None:
+            rows.append(("test accuracy", f"{100 * acc:.2f}% ({where})"))
+        elif self.stage == "fit":
+            rows.append(("test accuracy", "not measured (no test/acc logged)"))
+        if loss is not None:
+            rows.append(("test loss", f"{loss:.4f}"))
+        if self.val_split > 0 and "val/acc" in f:
+            best = ""
+            if self.best_val_acc:
+                best = f"; best {100 * self.best_val_acc[0]:.2f}% at {self.best_val_acc[1]}"
+            rows.append((
+                "validation accuracy",
+                f"{100 * f['val/acc']:.2f}% final{best} (held-out {self.val_split:g} of the training set)",
+            ))
+        if self.stage == "fit" and self.epochs is not None:
+            of = f" of {self.max_epochs}" if self.max_epochs else ""
+            took = f" in {_fmt_seconds(self.wall_time_s)}" if self.wall_time_s is not None else ""
+            rows.append(("epochs", f"{self.epochs}{of}{took}"))
+        if self.status and self.status != "finished":
+            rows.append(("status", self.status))
+        if self.run is not None:
+            run = _shown(self.run)
+            rows.append(("run folder", str(run)))
+            rows.append(("TensorBoard", f"tensorboard --logdir {run}"))
+            rows.append(("report", str(run / REPORT_NAME)))
+            if self.stage == "fit" and (self.run / "checkpoints" / "last.ckpt").exists():
+                rows.append(("checkpoint", str(run / "checkpoints" / "last.ckpt")))
+        return rows
+
+    def text(self) -> str:
+        """The console form: a heading and aligned ``label  value`` lines."""
+        rows = self.rows()
+        width = max((len(k) for k, _ in rows), default=0)
+        done = "stopped" if self.status and self.status != "finished" else "finished"
+        return "\n".join([f"{self.stage} {done}:"] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+    def markdown(self) -> list[str]:
+        """The ``report.md`` form: a two-column table (without the line pointing at the report itself)."""
+        rows = [(k, f"`{v}`" if k == "TensorBoard" else v) for k, v in self.rows() if k != "report"]
+        return ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it (no machine's home in a report)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def figures(run_dir: Path) -> list[tuple[str, list[Path]]]:
@@ -199,41 +343,48 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     info = read_run_info(run)
     config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
     scalars = read_scalars(run)
-
-    epochs = result.get("epochs")
-    if epochs is None and scalars.get("val/acc"):  # a run still going (or killed): validated epochs
-        epochs = len({step for step, _, _ in scalars["val/acc"]})
-    elif epochs is None and scalars.get("epoch"):
-        epochs = int(max(v for _, v, _ in scalars["epoch"])) + 1
-    wall = result.get("wall_time_s")
+    summary = RunSummary.from_run_dir(run)
+    if summary.stage == "fit" and summary.wall_time_s is None:  # no fit_result.json: the events' span
+        all_points = [p for points in scalars.values() for p in points]
+        summary.wall_time_s = max(p[2] for p in all_points) - min(p[2] for p in all_points)
     all_points = [p for points in scalars.values() for p in points]
-    if wall is None and all_points:
-        wall = max(p[2] for p in all_points) - min(p[2] for p in all_points)
     started = info.get("started") or (
         datetime.fromtimestamp(min(p[2] for p in all_points), timezone.utc).isoformat(timespec="seconds")
         if all_points else None
     )
 
     lines = [f"# Run report: {title or f'{run.parent.name}/{run.name}'}", ""]
+    lines += summary.markdown()
     head = _config_summary(config)
     rows = [
         ("model", head.get("model")),
         ("data", head.get("data")),
-        ("epochs", f"{epochs}" + (f" of {head['max_epochs']}" if "max_epochs" in head else "") if epochs else None),
         ("steps", result.get("global_step")),
-        ("wall time", _fmt_seconds(wall) if wall is not None else None),
         ("started (UTC)", started),
-        ("status", result.get("status", "running or stopped (no end of fit recorded)")),
         ("starts", info.get("starts") if info.get("starts", 1) > 1 else None),  # resumed runs
     ]
     rows += machine_rows(info)
-    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows if v not in (None, "")] + [""]
+    lines += ["## Run", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows if v not in (None, "")] + [""]
 
     lines += ["## Metrics", ""]
-    table = metric_table(scalars)
+    held_out = summary.val_split > 0
+    table = metric_table(scalars, held_out=held_out)
     if table:
-        lines += ["| metric | final | best |", "|---|---|---|"]
-        lines += [f"| `{tag}` | {_fmt_value(final)} | {best} |" for tag, final, best in table]
+        if held_out:
+            lines += [
+                f"Final values; best only for the held-out validation split ({summary.val_split:g} of the "
+                "training set), where choosing an epoch does not look at the test set.", "",
+                "| metric | final | best (held-out validation) |", "|---|---|---|",
+            ]
+            lines += [f"| `{tag}` | {_fmt_value(final)} | {best} |" for tag, final, best in table]
+        else:
+            if "val/acc" in scalars:
+                lines += [
+                    "Validation ran on the test split (`data.val_split: 0`): `val/*` are test-split figures, "
+                    "and the final epoch's is the result (no epoch is chosen on them).", "",
+                ]
+            lines += ["| metric | final |", "|---|---|"]
+            lines += [f"| `{tag}` | {_fmt_value(final)} |" for tag, final, _ in table]
     else:
         lines.append("No scalars logged.")
     lines.append("")
@@ -271,7 +422,9 @@ class RunReport(Callback):
     Machine, versions and command come from ``run_info.yaml`` (``RunInfo``, another default callback).
 
     The page is written in ``teardown``, after every callback's ``on_fit_end``, so figures other
-    callbacks save at the end of training are on it. ``fast_dev_run`` smoke tests get no report.
+    callbacks save at the end of training are on it. It is written again when a test ends in the
+    same run folder (the final test after a fit with a held-out split, or ``eva test`` with a
+    logger), so ``test/acc`` is on it. ``fast_dev_run`` smoke tests get no report.
     """
 
     def __init__(self) -> None:
@@ -283,21 +436,24 @@ class RunReport(Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run = runinfo.run_dir(trainer)
-        if stage != "fit" or run is None or self._start is None or not trainer.is_global_zero:
+        if stage not in ("fit", "test") or run is None or not trainer.is_global_zero:
             return
-        result = dict(
-            wall_time_s=round(time.perf_counter() - self._start, 1),
-            epochs=trainer.current_epoch,  # epochs completed (the counter ends one past the last)
-            global_step=trainer.global_step,
-            status="interrupted" if trainer.interrupted else "finished",
-        )
-        (run / RESULT_NAME).write_text(json.dumps(result, indent=2))
+        if stage == "fit":
+            if self._start is None:
+                return
+            result = dict(
+                wall_time_s=round(time.perf_counter() - self._start, 1),
+                epochs=trainer.current_epoch,  # epochs completed (the counter ends one past the last)
+                global_step=trainer.global_step,
+                status="interrupted" if trainer.interrupted else "finished",
+            )
+            (run / RESULT_NAME).write_text(json.dumps(result, indent=2))
         for logger in trainer.loggers:  # the event file must hold the last epoch before it is read back
             flush = getattr(getattr(logger, "experiment", None), "flush", None)
             if callable(flush):
                 flush()
         self.report_path = write_report(run)
-        log.info("run report → %s", self.report_path)
+        log.debug("run report → %s", self.report_path)  # `eva` prints it in the end-of-run summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -308,4 +464,4 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", help="a run directory (lightning_logs/<config>/version_N) or its parent")
     args = parser.parse_args(argv)
     path = write_report(args.run_dir)
-    log.info("wrote %s", path)
+    print(RunSummary.from_run_dir(path.parent).text())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
+import pytest
+from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_eva
+from conftest import ROOT, run_eva
 
 
 def test_fit_writes_checkpoints_and_tensorboard_scalars(tmp_path, tiny_config):
@@ -14,7 +18,8 @@ def test_fit_writes_checkpoints_and_tensorboard_scalars(tmp_path, tiny_config):
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "lightning_logs" / "tiny" / "version_0"
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
-    assert "last.ckpt" in ckpts and any(n.startswith("best-epoch00") for n in ckpts), ckpts
+    # validation is the test split: last.ckpt is the model of record, no "best" is chosen on it (#12)
+    assert "last.ckpt" in ckpts and not any(n.startswith("best") for n in ckpts), ckpts
     assert (run / "config.yaml").exists()
     events = EventAccumulator(str(run))
     events.Reload()
@@ -68,3 +73,129 @@ def test_progress_bar_redraws_every_few_steps_and_yields_to_the_users_choice(tin
     (own,) = bars("--trainer.enable_progress_bar", "true", "--trainer.callbacks+=TQDMProgressBar",
                   "--trainer.callbacks.refresh_rate=3")
     assert own.refresh_rate == 3
+
+
+# --------------------------------------------------------------------------- a newcomer's first hour (#17)
+def test_help_lists_every_subcommand_with_a_description(capsys):
+    from eva_lightning.cli import TOOLS, EvaCLI, main
+
+    for argv in (["--help"], ["-h"], []):
+        main(argv)
+        out = capsys.readouterr().out
+        for name in [*EvaCLI.subcommands(), *TOOLS]:
+            line = next((ln for ln in out.splitlines() if ln.split()[:1] == [name]), None)
+            assert line is not None and len(line.split()) > 3, f"{name} has no one-line description in:\n{out}"
+
+
+@pytest.mark.parametrize("tool", ["lr_find", "summary", "compare", "report"])
+def test_each_tool_has_help(tool, capsys):
+    from eva_lightning.cli import TOOLS, main
+
+    assert tool in TOOLS
+    try:
+        main([tool, "--help"])
+    except SystemExit as exc:  # argparse-style help exits 0
+        assert exc.code in (0, None)
+    out = capsys.readouterr().out
+    assert "usage" in out.lower() and "--" in out  # its options
+
+
+def test_every_registered_tool_has_help(capsys):
+    from eva_lightning.cli import TOOLS, main
+
+    for tool in TOOLS:
+        try:
+            main([tool, "--help"])
+        except SystemExit as exc:
+            assert exc.code in (0, None), tool
+        assert "usage" in capsys.readouterr().out.lower(), tool
+
+
+def test_version_names_project_torch_and_lightning(capsys):
+    import lightning
+    import torch
+
+    import eva_lightning
+    from eva_lightning.cli import main
+
+    main(["--version"])
+    out = capsys.readouterr().out
+    assert f"eva-lightning {eva_lightning.__version__}" in out and eva_lightning.__version__[0].isdigit()
+    assert f"torch {torch.__version__}" in out and f"lightning {lightning.__version__}" in out
+
+
+#: known-harmless third-party notices a shipped-config run must not print (issue #17)
+NOISE = ("💡 Tip", "litlogger", "litmodels", "LeafSpec", "_pytree", "Loading `train_dataloader` to estimate")
+#: the layer table must list layers, not the metric objects, and no FLOPs that were never counted
+TABLE_NOISE = ("MulticlassAccuracy", "Total Flops", "FLOPs", "Modules in train mode")
+
+
+class WarnsOnce(Callback):
+    """A real problem: its warning must not be silenced with the known-harmless ones."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        warnings.warn("this is a real problem", UserWarning)
+
+
+def test_layer_table_lists_the_network_not_the_metrics(tmp_path, tiny_config):
+    res = run_eva("fit", "--config", str(tiny_config), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    console = res.stdout + res.stderr
+    table = console[console.index("| Name"):console.index("Total params")]
+    assert re.search(r"\| net +\| Sequential", table), table
+    assert [n for n in TABLE_NOISE if n in console] == [], table
+
+
+def summary_block(stdout: str) -> dict[str, str]:
+    """The end-of-run summary: the lines after the last ``fit finished:`` / ``test finished:``."""
+    lines = stdout.rstrip().splitlines()
+    start = max(i for i, ln in enumerate(lines) if re.fullmatch(r"(fit|test) (finished|stopped):", ln))
+    return dict(re.split(r"\s{2,}", ln.strip(), maxsplit=1) for ln in lines[start + 1:])
+
+
+def test_shipped_config_fit_and_test_end_with_a_summary_and_a_clean_console(tmp_path, mnist_dir):
+    """`make run`'s config for 3 epochs, then `eva test` of the committed checkpoint, on tiny data."""
+    fit = run_eva("fit", "--config", str(ROOT / "configs" / "s5.yaml"), "--data.data_dir", str(mnist_dir),
+                  "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1",
+                  "--trainer.callbacks+=test_cli.WarnsOnce", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    console = fit.stdout + fit.stderr
+    assert [n for n in NOISE if n in console] == [], console[-4000:]
+    assert "UserWarning: this is a real problem" in console  # other warnings still print
+    summary = summary_block(fit.stdout)
+    assert list(summary)[0] == "test accuracy"
+    assert re.fullmatch(r"\d+\.\d\d% \(final epoch; validation ran on the test split\)", summary["test accuracy"])
+    run = Path("lightning_logs") / "s5" / "version_0"
+    assert summary["run folder"] == str(run) and (tmp_path / run).is_dir()
+    assert summary["TensorBoard"] == f"tensorboard --logdir {run}"
+    assert summary["report"] == str(run / "report.md") and (tmp_path / run / "report.md").is_file()
+    assert summary["epochs"].startswith("3 of 3 in ")
+    assert "best" not in fit.stdout.split("fit finished:")[-1].lower()
+    # the summary is what the user sees last
+    assert fit.stdout.rstrip().splitlines()[-1].strip().startswith(("checkpoint", "report"))
+
+    test = run_eva("test", "--config", str(ROOT / "configs" / "s4.yaml"), "--data.data_dir", str(mnist_dir),
+                   "--ckpt_path", str(ROOT / "checkpoints" / "s4.ckpt"), cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    console = test.stdout + test.stderr
+    assert [n for n in NOISE if n in console] == [], console[-4000:]
+    summary = summary_block(test.stdout)
+    assert re.fullmatch(r"\d+\.\d\d% \(test split\)", summary["test accuracy"]), summary
+    assert summary["run folder"] == str(Path("lightning_logs") / "s4" / "version_0")
+    assert "epochs" not in summary
+
+
+def test_fit_with_a_held_out_split_reports_the_final_test_and_the_best_validation(tmp_path, tiny_config):
+    res = run_eva("fit", "--config", str(tiny_config), "--trainer.max_epochs", "2", "--data.val_split", "0.25", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = summary_block(res.stdout)
+    assert list(summary)[:2] == ["test accuracy", "test loss"]
+    assert re.fullmatch(r"\d+\.\d\d% \(final weights, test split\)", summary["test accuracy"])
+    assert re.fullmatch(r"\d+\.\d\d% final; best \d+\.\d\d% at epoch [01] \(held-out 0.25 of the training set\)|"
+                        r"\d+\.\d\d% final \(held-out 0.25 of the training set\)", summary["validation accuracy"])
+    report = (tmp_path / summary["report"]).read_text()
+    head = report.split("## Run")[0]  # the same summary opens report.md
+    assert "| test accuracy | " + summary["test accuracy"] + " |" in head
+    assert "| validation accuracy | " + summary["validation accuracy"] + " |" in head
+    assert "| metric | final | best (held-out validation) |" in report
+    assert re.search(r"\| `test/acc` \| [0-9.]+ \|  \|", report)  # no best for the test split

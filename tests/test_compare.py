@@ -1,4 +1,4 @@
-"""``eva compare``: two tiny runs → one figure and a best/final table matching the event files."""
+"""``eva compare``: two tiny runs → one figure and a final (best only on a held-out split) table matching the event files."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from eva_lightning.analysis.compare import compare, main, read_run
 from eva_lightning.errors import EvaError
 
 
-def write_run(root: Path, name: str, acc: list[float], loss: list[float], steps_per_epoch: int = 5) -> Path:
+def write_run(root: Path, name: str, acc: list[float], loss: list[float], steps_per_epoch: int = 5,
+              val_split: float | None = None) -> Path:
     """Epoch metrics the way Lightning logs them: at step = global step, with an ``epoch`` scalar."""
     logger = TensorBoardLogger(save_dir=root, name=name, default_hp_metric=False)
+    if val_split is not None:  # LightningCLI's config.yaml in the run folder
+        Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+        (Path(logger.log_dir) / "config.yaml").write_text(f"data:\n  val_split: {val_split}\n")
     for epoch, (a, l) in enumerate(zip(acc, loss)):
         step = (epoch + 1) * steps_per_epoch - 1
         logger.log_metrics({"val/acc": a, "val/loss": l, "epoch": epoch}, step=step)
@@ -32,23 +36,39 @@ def test_compare_two_runs(tmp_path, capsys):
     with Image.open(out) as im:
         assert im.size[0] > 2 * im.size[1] / 1.5  # two panels side by side
     by = {(r.run, r.metric): r for r in results}
-    # best values equal what the event files hold
+    # final values equal what the event files hold; validation was the test split: no best
     for run_dir, name in ((a, "bn/version_0"), (b, "gbn/version_0")):
         events = next((run_dir / "version_0").glob("events.out.tfevents.*"))
         acc = EventAccumulator(str(events))
         acc.Reload()
         values = {tag: [e.value for e in acc.Scalars(tag)] for tag in ("val/acc", "val/loss")}
-        assert by[(name, "val/acc")].best == pytest.approx(max(values["val/acc"]))
-        assert by[(name, "val/loss")].best == pytest.approx(min(values["val/loss"]))
         assert by[(name, "val/acc")].final == pytest.approx(values["val/acc"][-1])
-    assert by[("bn/version_0", "val/acc")].best_epoch == 1
-    assert by[("gbn/version_0", "val/loss")].best_epoch == 2
+        assert by[(name, "val/loss")].final == pytest.approx(values["val/loss"][-1])
+        assert by[(name, "val/acc")].best is None and by[(name, "val/loss")].best is None
 
     main([str(a), str(b), "--metrics", "val/acc", "--out", str(tmp_path / "acc.png")])
-    table = capsys.readouterr().out
-    assert "| bn/version_0 | val/acc | 0.8000 | 1 | 0.7000 | 2 |" in table
-    assert "| gbn/version_0 | val/acc | 0.9000 | 2 | 0.9000 | 2 |" in table
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "| run | metric | final | at epoch |"
+    assert "| bn/version_0 | val/acc | 0.7000 | 2 |" in out
+    assert "| gbn/version_0 | val/acc | 0.9000 | 2 |" in out
+    assert "best" not in out.split("val/* of")[0].lower()  # the table; the note below says why
+    assert "val/* of bn/version_0, gbn/version_0: the test split" in out
     assert (tmp_path / "acc.png").stat().st_size > 0
+
+
+def test_best_only_for_validation_of_a_held_out_split(tmp_path, capsys):
+    held = write_run(tmp_path, "s10", acc=[0.5, 0.8, 0.7], loss=[1.0, 0.4, 0.6], val_split=0.1)
+    on_test = write_run(tmp_path, "s9", acc=[0.6, 0.65, 0.9], loss=[0.9, 0.8, 0.3], val_split=0)
+    by = {(r.run, r.metric): r for r in compare([held, on_test], ["val/acc", "val/loss"], tmp_path / "c.png")}
+    assert (by[("s10/version_0", "val/acc")].best, by[("s10/version_0", "val/acc")].best_epoch) == (pytest.approx(0.8), 1)
+    assert (by[("s10/version_0", "val/loss")].best, by[("s10/version_0", "val/loss")].best_epoch) == (pytest.approx(0.4), 1)
+    assert by[("s9/version_0", "val/acc")].best is None
+
+    main([str(held), str(on_test), "--metrics", "val/acc", "--out", str(tmp_path / "acc.png")])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "| run | metric | final | at epoch | best (held-out val) | at epoch |"
+    assert "| s10/version_0 | val/acc | 0.7000 | 2 | 0.8000 | 1 |" in out
+    assert "| s9/version_0 | val/acc | 0.9000 | 2 | – | – |" in out
 
 
 def test_newest_version_and_errors(tmp_path):

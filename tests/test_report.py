@@ -53,18 +53,24 @@ def test_fit_writes_a_report_whose_links_resolve(tmp_path, tiny_config, monkeypa
 
     rows = dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|", text, re.MULTILINE))
     assert {"val/acc", "val/loss", "train/acc", "train/loss", "lr"} <= set(rows)
-    assert re.search(r"\| `val/acc` \| [0-9.]+ \| [0-9.]+ \(epoch [01]\) \|", text)
-    assert "| epochs | 2 of 2 |" in text
+    # validation was the test split: final values only, nothing called best
+    assert "| metric | final |\n" in text and re.search(r"^\| `val/acc` \| [0-9.]+ \|$", text, re.MULTILINE)
+    assert "best" not in text.split("## Configuration")[0].lower()
+    # the page opens with the end-of-run summary: test accuracy first
+    summary = text.split("\n\n")[1].splitlines()[2:]
+    assert summary[0] == f"| test accuracy | {100 * float(rows['val/acc']):.2f}% (final epoch; validation ran on the test split) |"
+    assert re.fullmatch(r"\| epochs \| 2 of 2 in [0-9.]+ s \|", summary[2])
+    assert f"| run folder | {Path('lightning_logs') / 'tiny' / 'version_0'} |" in summary
     assert "class_path: tiny.TinyNet" in text  # the resolved config
     assert re.search(r"\| lightning \| \d+\.\d+", text) and "| cpu |" in text
     result = json.loads((run / "fit_result.json").read_text())
     assert result["status"] == "finished" and result["epochs"] == 2 and result["wall_time_s"] > 0
-    assert "| status | finished |" in text and "| gpu | none |" in text
+    assert "| status |" not in text and "| gpu | none |" in text  # a status row only when not finished
 
     # `eva report` on the run-name folder rebuilds the page of its newest version from the run's files
     report.unlink()
     report_main([str(run.parent)])
-    assert image_links(report) == links and "| epochs | 2 of 2 |" in report.read_text()
+    assert image_links(report) == links and re.search(r"\| epochs \| 2 of 2 in ", report.read_text())
 
 
 def test_report_of_a_missing_run_is_a_plain_error(tmp_path):
@@ -108,4 +114,34 @@ def test_make_reference_keeps_scalars_final_images_and_newest_figures(tmp_path):
     assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
     assert [e.step for e in events.Images("misclassified")] == [4]  # the final image only
     links = image_links(ref / "report.md")
-    assert links == ["misclassified_epoch10.png"] and "`val/acc` | 0.9000 | 0.9000 (epoch 4)" in (ref / "report.md").read_text()
+    text = (ref / "report.md").read_text()
+    assert links == ["misclassified_epoch10.png"] and "| `val/acc` | 0.9000 |\n" in text and "best" not in text.lower()
+    assert "| test accuracy | 90.00% (final epoch; validation ran on the test split) |" in text
+
+
+def test_a_held_out_split_gets_a_best_for_validation_only(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from eva_lightning.report import RunSummary, write_report
+
+    run = tmp_path / "lightning_logs" / "s10" / "version_0"
+    writer = SummaryWriter(str(run))
+    for epoch, (val, train) in enumerate([(0.5, 0.4), (0.8, 0.6), (0.7, 0.9)]):
+        writer.add_scalar("val/acc", val, epoch)
+        writer.add_scalar("train/acc", train, epoch)
+        writer.add_scalar("epoch", epoch, epoch)
+    writer.add_scalar("test/acc", 0.75, 2)  # fit's final test of the final weights
+    writer.add_scalar("test/loss", 0.6, 2)
+    writer.close()
+    (run / "config.yaml").write_text("data:\n  val_split: 0.1\ntrainer:\n  max_epochs: 3\n")
+    (run / "fit_result.json").write_text('{"wall_time_s": 125.0, "epochs": 3, "global_step": 30, "status": "finished"}')
+
+    rows = dict(RunSummary.from_run_dir(run).rows())
+    assert list(rows)[:3] == ["test accuracy", "test loss", "validation accuracy"]
+    assert rows["test accuracy"] == "75.00% (final weights, test split)"
+    assert rows["validation accuracy"] == "70.00% final; best 80.00% at epoch 1 (held-out 0.1 of the training set)"
+    assert rows["epochs"] == "3 of 3 in 2 min 05 s"
+    text = write_report(run).read_text()
+    assert "| metric | final | best (held-out validation) |" in text
+    assert "| `test/acc` | 0.7500 |  |" in text and "| `train/acc` | 0.9000 |  |" in text
+    assert "| `val/acc` | 0.7000 | 0.8000 (epoch 1) |" in text

@@ -1,7 +1,9 @@
 """``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure.
 
-Reads the TensorBoard event files with tensorboard's ``EventAccumulator`` and prints a table of
-each run's best and final value per metric (best = lowest for a loss, highest otherwise).
+Reads the TensorBoard event files (``eva_lightning.report.read_scalars``) and prints a table of
+each run's final value per metric. A best value over epochs (lowest loss, highest accuracy) is
+shown only for ``val/*`` of a run with a held-out validation split (``data.val_split > 0`` in its
+``config.yaml``): with validation on the test split a best epoch would be chosen on the test set.
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ class Run:
     name: str
     path: Path
     scalars: dict[str, list[tuple[float, float]]]
+    val_split: float = 0.0  # data.val_split of its config: 0 = validation ran on the test split
 
 
 @dataclass
 class Result:
-    """Best and final value of one metric in one run."""
+    """Final value of one metric in one run, and its best where a held-out split may choose one."""
 
     run: str
     metric: str
-    best: float
-    best_epoch: float
     final: float
     final_epoch: float
+    best: float | None = None  # only val/* of a run with a held-out validation split
+    best_epoch: float | None = None
+    val_split: float = 0.0  # the run's data.val_split
 
 
 def _version(p: Path) -> int:
@@ -60,7 +64,7 @@ def event_dir(run_dir: Path) -> Path:
 
 def read_run(run_dir: str | Path) -> Run:
     """All scalars of a run, x = epoch where Lightning logged one (its ``epoch`` scalar), else the step."""
-    from eva_lightning.report import read_scalars
+    from eva_lightning.report import read_scalars, val_split
 
     folder = event_dir(Path(run_dir))
     # a resumed run repeats steps across event files: the later point wins
@@ -71,24 +75,27 @@ def read_run(run_dir: str | Path) -> Run:
         for tag, points in raw.items()
     }
     name = f"{folder.parent.name}/{folder.name}" if _version(folder) >= 0 else folder.name
-    return Run(name=name, path=folder, scalars=scalars)
+    return Run(name=name, path=folder, scalars=scalars, val_split=val_split(folder))
 
 
 def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
+    """Final value per run and metric; best (lowest loss, highest otherwise) only for a held-out ``val/*``."""
     results = []
     for run in runs:
         for metric in metrics:
             points = run.scalars.get(metric)
             if not points:
                 continue
-            pick = min if "loss" in metric else max
-            best_x, best = pick(points, key=lambda p: p[1])
-            results.append(Result(run.name, metric, best, best_x, points[-1][1], points[-1][0]))
+            result = Result(run.name, metric, final=points[-1][1], final_epoch=points[-1][0], val_split=run.val_split)
+            if run.val_split > 0 and metric.startswith("val/"):
+                pick = min if "loss" in metric else max
+                result.best_epoch, result.best = pick(points, key=lambda p: p[1])
+            results.append(result)
     return results
 
 
 def compare(run_dirs: list[str | Path], metrics: list[str], out: str | Path) -> list[Result]:
-    """Overlay ``metrics`` of ``run_dirs`` (one panel per metric) into ``out``; return best/final values."""
+    """Overlay ``metrics`` of ``run_dirs`` (one panel per metric) into ``out``; return final (and best) values."""
     from eva_lightning.analysis.figures import plt
 
     runs = [read_run(d) for d in run_dirs]
@@ -115,11 +122,24 @@ def compare(run_dirs: list[str | Path], metrics: list[str], out: str | Path) -> 
 
 
 def table(results: list[Result]) -> str:
-    """Markdown table of best and final values."""
-    lines = ["| run | metric | best | at epoch | final | at epoch |", "|---|---|---:|---:|---:|---:|"]
+    """Markdown table of final values, then best ones when some run has a held-out validation split."""
+    with_best = any(r.best is not None for r in results)
+    head = "| run | metric | final | at epoch |" + (" best (held-out val) | at epoch |" if with_best else "")
+    lines = [head, "|---|---|---:|---:|" + ("---:|---:|" if with_best else "")]
     for r in results:
-        lines.append(f"| {r.run} | {r.metric} | {r.best:.4f} | {r.best_epoch:g} | {r.final:.4f} | {r.final_epoch:g} |")
+        row = f"| {r.run} | {r.metric} | {r.final:.4f} | {r.final_epoch:g} |"
+        if with_best:
+            row += f" {r.best:.4f} | {r.best_epoch:g} |" if r.best is not None else " – | – |"
+        lines.append(row)
     return "\n".join(lines)
+
+
+def notes(results: list[Result]) -> list[str]:
+    """What ``val/*`` means for the runs whose validation was the test split."""
+    on_test = list(dict.fromkeys(r.run for r in results if r.val_split == 0 and r.metric.startswith("val/")))
+    if not on_test:
+        return []
+    return [f"val/* of {', '.join(on_test)}: the test split (data.val_split 0); the final epoch is the result, no best is chosen on it"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,4 +153,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = compare(args.runs, list(args.metrics), args.out)
     print(table(results))
+    for line in notes(results):
+        print(line)
     print(f"figure: {args.out}")

@@ -1,0 +1,119 @@
+"""What ``eva`` prints besides the progress bar: a layer table without noise, and no known-harmless notices.
+
+:class:`NetworkSummary` is Lightning's ``ModelSummary`` callback without the rows that are not
+layers (the module's torchmetrics objects) and without a FLOPs column when nothing was counted
+(Lightning counts FLOPs only for a module with an ``example_input_array``: otherwise every row
+and the total read 0). :func:`quiet_known_notices` silences, by message and category, the
+third-party notices a user of this project can neither act on nor needs; every other warning
+still prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import lightning as L
+import torchmetrics
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+
+#: Lightning's summary logger: the table prints where (and as plainly as) Lightning's own would.
+log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
+
+#: ``(message regex, category)`` of Python warnings that are silenced, each with the reason.
+HARMLESS_WARNINGS = (
+    # torch 2.11 deprecates ``LeafSpec``; lightning 2.6's _pytree helper still builds one on the first
+    # batch. Nothing a user can change; it goes away with a newer Lightning.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+)
+#: Lightning log messages (``rank_zero_info``) that are silenced: start of the message.
+HARMLESS_LOG_MESSAGES = (
+    "💡 Tip:",  # advertisements for Lightning's cloud logger / model registry (litlogger, litmodels)
+    "Loading `train_dataloader` to estimate number of stepping batches",  # one-cycle's steps: our doing
+)
+#: the loggers Lightning's ``rank_zero_info`` writes to (pytorch's and fabric's copy of the helper).
+LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _DropMessages(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(HARMLESS_LOG_MESSAGES)
+
+
+_DROP = _DropMessages()
+
+
+def quiet_known_notices() -> None:
+    """Silence :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOG_MESSAGES` in this process (idempotent)."""
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in LIGHTNING_INFO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _DROP not in logger.filters:
+            logger.addFilter(_DROP)
+
+
+class NetworkSummary(ModelSummary):
+    """Lightning's model summary listing layers only: no metric objects, no all-zero FLOPs.
+
+    Args:
+        max_depth: nesting depth of the layers listed (Lightning's default 1: the module's children).
+    """
+
+    def __init__(self, max_depth: int = 1) -> None:
+        super().__init__(max_depth=max_depth)
+        self._metric_names: set[str] = set()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._metric_names = {
+            name for name, module in pl_module.named_modules() if name and isinstance(module, torchmetrics.Metric)
+        }
+        super().on_fit_start(trainer, pl_module)
+
+    def summarize(  # the base class's static method, called through the instance
+        self,
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int = 0,
+        **summarize_kwargs: Any,
+    ) -> None:
+        log.info("\n%s", self.format_table(summary_data, total_parameters, trainable_parameters, model_size, total_flops))
+
+    def format_table(
+        self,
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_flops: int,
+    ) -> str:
+        """The layer table: metric rows dropped, the Mode column only when modes differ, FLOPs only when counted."""
+        columns = dict(summary_data)
+        keep = [i for i, name in enumerate(columns.get("Name", [])) if name not in self._metric_names]
+        drop = {" "}  # the row index: renumbered below
+        if total_flops == 0:
+            drop.add("FLOPs")
+        if len(set(columns.get("Mode", []))) <= 1:
+            drop.add("Mode")  # all "train" at fit start: says nothing
+        cols = [("", [str(n) for n in range(len(keep))])]
+        cols += [(head, [values[i] for i in keep]) for head, values in summary_data if head not in drop]
+        widths = [max([len(head), *(len(v) for v in values)]) for head, values in cols]
+        rows = [" | ".join(f"{head:<{w}}" for (head, _), w in zip(cols, widths))]
+        rows.append("-" * len(rows[0]))
+        rows += [" | ".join(f"{values[i]:<{w}}" for (_, values), w in zip(cols, widths)) for i in range(len(keep))]
+        rows.append("-" * len(rows[0]))
+        totals = [
+            (get_human_readable_count(trainable_parameters), "Trainable params"),
+            (get_human_readable_count(total_parameters - trainable_parameters), "Non-trainable params"),
+            (get_human_readable_count(total_parameters), "Total params"),
+            (get_formatted_model_size(model_size), "Total estimated model params size (MB)"),
+        ]
+        if total_flops:
+            totals.append((get_human_readable_count(total_flops), "Total FLOPs"))
+        rows += [f"{value:<10}{label}" for value, label in totals]
+        return "\n".join(rows)
