@@ -11,6 +11,7 @@ import difflib
 import importlib
 import inspect
 import logging
+import os
 import re
 import sys
 import warnings
@@ -20,7 +21,7 @@ from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.accelerators import CUDAAccelerator
+from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -143,6 +144,119 @@ def default_callbacks() -> list:
         RunInfo(),
         RunReport(),  # last: writes report.md after the other callbacks' end-of-fit figures
     ]
+
+
+#: what each accelerator name needs, for check_run_settings
+_ACCELERATOR_NEEDS = {"cuda": "a CUDA GPU", "gpu": "a GPU (CUDA or Apple MPS)", "mps": "Apple's MPS", "tpu": "a TPU (torch_xla)"}
+
+
+def _as_int(value) -> int | None:
+    """An int-like option value (``4``, ``"4"``, ``-1``) as an int; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        return int(value)
+    return None
+
+
+def check_run_settings(config, subcommand: str | None) -> None:
+    """Raise one :class:`EvaError` for trainer settings this machine cannot run, impossible numbers
+    and contradictory settings, before anything is instantiated or written.
+
+    Lightning would stop on most of these inside ``Trainer(...)`` with a traceback, and takes some
+    silently (``16-mixed`` on a CPU becomes ``bf16-mixed``; ``max_epochs: 0`` trains nothing).
+    """
+    cfg = config[subcommand] if subcommand else config
+    trainer = cfg.get("trainer") or {}
+
+    def fail(option: str, value, why: str) -> None:
+        raise EvaError(f"trainer.{option}={value} {why}")
+
+    # ---- the machine: accelerator, devices, precision
+    accelerator = trainer.get("accelerator") or "auto"
+    has_cuda, has_mps = CUDAAccelerator.is_available(), MPSAccelerator.is_available()
+    kind = None  # the device type the run would use: cpu | cuda | mps | tpu (None: a user's Accelerator object)
+    if isinstance(accelerator, str):
+        name = accelerator.lower()
+        known = {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
+        if name not in known:
+            fail("accelerator", accelerator, f"is unknown: use one of {', '.join(sorted(known))}")
+        available = {"cuda": has_cuda, "gpu": has_cuda or has_mps, "mps": has_mps, "tpu": XLAAccelerator.is_available()}
+        if name in available and not available[name]:
+            fail("accelerator", accelerator, f"needs {_ACCELERATOR_NEEDS[name]}, and this machine has none that torch "
+                 "can use: run with --trainer.accelerator cpu (or auto, which picks what is there)")
+        kind = {"auto": "cuda" if has_cuda else "mps" if has_mps else "cpu", "gpu": "cuda" if has_cuda else "mps"}.get(name, name)
+    counts = {"cuda": CUDAAccelerator.auto_device_count() if has_cuda else 0, "mps": 1, "cpu": os.cpu_count() or 1}
+    devices = trainer.get("devices", "auto")
+    n = _as_int(devices)
+    if n is not None and (n == 0 or n < -1):
+        fail("devices", devices, "is impossible: use a count of at least 1, -1 (all) or auto")
+    if kind in counts and n is not None and n > counts[kind]:
+        what = "CPU processes, but this machine has" if kind == "cpu" else f"{kind.upper()} devices, but torch sees"
+        unit = "cores" if kind == "cpu" else "devices"
+        fail("devices", devices, f"asks for {n} {what} {counts[kind]} {unit}: use --trainer.devices {counts[kind]} or fewer (or auto)")
+    if kind == "cpu" and n is None and devices != "auto":
+        fail("devices", devices, "is not a count: on a CPU it is the number of processes, e.g. --trainer.devices 2 (or auto)")
+    if kind in counts and isinstance(devices, (list, tuple)) and any(not 0 <= int(i) < counts[kind] for i in devices):
+        fail("devices", list(devices), f"names a device this machine lacks: {kind} device indices here are 0 to {counts[kind] - 1}")
+    precision = str(trainer.get("precision") or "32-true")
+    if precision in ("16", "16-mixed") and kind == "cpu":
+        fail("precision", precision, "needs a GPU (fp16 autocast is not supported on a CPU, and Lightning would switch "
+             "to bf16 silently): use --trainer.precision bf16-mixed or 32-true")
+
+    # ---- impossible numbers (None: Lightning's default)
+    def whole_or_fraction(v) -> bool:
+        return v >= 0 and (v <= 1 or float(v).is_integer())
+
+    rules = {
+        "max_epochs": (lambda v: v == -1 or v >= 1, "is impossible: train at least 1 epoch (-1: no epoch limit, stop at trainer.max_steps)"),
+        "min_epochs": (lambda v: v >= 0, "is impossible: use 0 or more"),
+        "max_steps": (lambda v: v == -1 or v >= 1, "is impossible: use at least 1 step, or -1 (no step limit)"),
+        "min_steps": (lambda v: v >= 0, "is impossible: use 0 or more"),
+        "limit_train_batches": (whole_or_fraction, "is impossible: use a fraction in [0, 1] or a whole number of batches"),
+        "limit_val_batches": (whole_or_fraction, "is impossible: use a fraction in [0, 1] or a whole number of batches"),
+        "limit_test_batches": (whole_or_fraction, "is impossible: use a fraction in [0, 1] or a whole number of batches"),
+        "limit_predict_batches": (whole_or_fraction, "is impossible: use a fraction in [0, 1] or a whole number of batches"),
+        "overfit_batches": (whole_or_fraction, "is impossible: use 0 (off), a fraction in [0, 1] or a whole number of batches"),
+        "val_check_interval": (lambda v: v > 0 and whole_or_fraction(v), "is impossible: use a fraction in (0, 1] of an epoch or a whole number of batches"),
+        "check_val_every_n_epoch": (lambda v: v >= 1, "is impossible: validate every 1 or more epochs"),
+        "log_every_n_steps": (lambda v: v >= 1, "is impossible: log every 1 or more steps"),
+        "accumulate_grad_batches": (lambda v: v >= 1, "is impossible: accumulate 1 (no accumulation) or more batches"),
+        "gradient_clip_val": (lambda v: v >= 0, "is impossible: use a norm/value >= 0 (0 or unset: no clipping)"),
+        "num_nodes": (lambda v: v >= 1, "is impossible: use at least 1 machine"),
+        "num_sanity_val_steps": (lambda v: v >= -1, "is impossible: use 0 (none), a number of batches, or -1 (all)"),
+    }
+    for option, (ok, why) in rules.items():
+        value = trainer.get(option)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
+            fail(option, value, why)
+
+    # ---- contradictions in a training run (a fast_dev_run smoke test holds the LR and ignores them)
+    if subcommand not in (None, "fit") or trainer.get("fast_dev_run"):
+        return
+    init_args = cfg.get("model.init_args") or {}
+    optimizer_lr = cfg.get("model.init_args.optimizer.init_args.lr")
+    if init_args.get("lr") is None and optimizer_lr == 0:  # (a Python caller may freeze weights this way on purpose)
+        raise EvaError(
+            "model.init_args.optimizer.init_args.lr=0 trains nothing: use a learning rate > 0 (or set model.init_args.lr)"
+        )
+    schedule = init_args.get("schedule")
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if (
+        getattr(schedule, "name", None) == "onecycle" and isinstance(max_epochs, int) and max_epochs >= 1
+        and max_steps in (None, -1) and not getattr(schedule, "peak_epoch", 0) < max_epochs
+    ):
+        raise EvaError(
+            f"model.init_args.schedule.peak_epoch={schedule.peak_epoch} is outside the run "
+            f"(trainer.max_epochs={max_epochs}): choose a peak epoch below {max_epochs}, or train longer"
+        )
+    batch_size, virtual = cfg.get("data.batch_size"), init_args.get("virtual_batch_size")
+    if init_args.get("norm") == "gbn" and isinstance(virtual, int) and isinstance(batch_size, int) and virtual >= batch_size:
+        raise EvaError(
+            f"model.init_args.virtual_batch_size={virtual} with data.batch_size={batch_size}: each batch is a "
+            "single ghost batch, i.e. plain BatchNorm: use a virtual_batch_size below the batch size "
+            "(S6: 32 in batches of 128), or norm: bn"
+        )
 
 
 class SaveConfig(SaveConfigCallback):
@@ -274,6 +388,23 @@ class EvaCLI(LightningCLI):
                 if callable(flush):
                     flush()
             log.info("final weights on the test split → %s", write_report(run))
+
+    def instantiate_classes(self) -> None:
+        """Check the settings first; a class's own EvaError stays that one message.
+
+        jsonargparse reports an exception raised in a model's ``__init__`` as a ValueError of a failed
+        Union match (model, or None), with the EvaError as its cause.
+        """
+        check_run_settings(self.config, self.subcommand)
+        try:
+            super().instantiate_classes()
+        except ValueError as exc:
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, EvaError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
     def _run_subcommand(self, subcommand: str) -> None:
         # checks that fail before the trainer starts, so a bad input leaves no run directory behind

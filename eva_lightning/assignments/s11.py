@@ -17,6 +17,7 @@ from torch import nn
 
 from eva_lightning.core import ImageClassifier
 from eva_lightning.core.blocks import conv3x3, conv_bn_relu
+from eva_lightning.errors import EvaError
 
 
 class ResBlock(nn.Sequential):
@@ -78,4 +79,8 @@ class S11Model(ImageClassifier):
 
     def __init__(self, width: int = 64, logit_scale: float = 0.125, **kwargs) -> None:
         super().__init__(**kwargs)
+        if width < 1:
+            raise EvaError(f"model.init_args.width={width} is impossible: use at least 1 channel (64: Page's)")
+        if not logit_scale > 0:
+            raise EvaError(f"model.init_args.logit_scale={logit_scale} is impossible: use a factor > 0 (Page: 0.125)")
         self.net = CustomResNet(self.in_channels, self.num_classes, width, logit_scale)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from eva_lightning.core import ImageClassifier
+from eva_lightning.core.layers import check_dropout
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, padding: int = 0, dropout: float = 0.0) -> nn.Sequential:
@@ -55,4 +56,4 @@ class S4Model(ImageClassifier):
 
     def __init__(self, dropout: float = 0.05, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.net = S4Net(self.in_channels, self.num_classes, dropout)
+        self.net = S4Net(self.in_channels, self.num_classes, check_dropout(dropout))

@@ -14,7 +14,8 @@ from __future__ import annotations
 from torch import nn
 
 from eva_lightning.core import ImageClassifier
-from eva_lightning.core.layers import NormKind, norm2d
+from eva_lightning.core.layers import NormKind, check_dropout, norm2d
+from eva_lightning.errors import EvaError
 
 
 class SkeletonNet(nn.Module):
@@ -113,4 +114,9 @@ class S5Model(ImageClassifier):
 
     def __init__(self, dropout: float = 0.05, norm: NormKind = "bn", virtual_batch_size: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.net = S5Net(self.in_channels, self.num_classes, dropout, norm, virtual_batch_size)
+        if virtual_batch_size < 1:
+            raise EvaError(
+                f"model.init_args.virtual_batch_size={virtual_batch_size} is impossible: use at least 1 "
+                "(samples per ghost batch, e.g. 32)"
+            )
+        self.net = S5Net(self.in_channels, self.num_classes, check_dropout(dropout), norm, virtual_batch_size)

@@ -18,6 +18,7 @@ from torch import nn
 
 from eva_lightning.core import ImageClassifier
 from eva_lightning.core.blocks import conv_bn_relu, dws_bn_relu
+from eva_lightning.core.layers import check_dropout
 
 
 class S7Net(nn.Module):
@@ -60,4 +61,4 @@ class S7Model(ImageClassifier):
 
     def __init__(self, dropout: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.net = S7Net(self.in_channels, self.num_classes, dropout)
+        self.net = S7Net(self.in_channels, self.num_classes, check_dropout(dropout))

@@ -13,6 +13,7 @@ from torch import nn
 
 from eva_lightning.core import ImageClassifier
 from eva_lightning.core.blocks import conv1x1, conv3x3
+from eva_lightning.errors import EvaError
 
 
 class BasicBlock(nn.Module):
@@ -108,4 +109,6 @@ class S8Model(ImageClassifier):
 
     def __init__(self, width: int = 64, **kwargs) -> None:
         super().__init__(**kwargs)
+        if width < 1:
+            raise EvaError(f"model.init_args.width={width} is impossible: use at least 1 channel (64: ResNet18)")
         self.net = resnet18(self.in_channels, self.num_classes, width)

@@ -19,6 +19,17 @@ from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
 
+NORMALIZE = ("true", "pred", "all", "none")  # ConfusionMatrixFigure: torchmetrics' choices, "none" = counts
+
+
+def _check_every(owner: str, every_n_epochs: int, least: int = 1) -> int:
+    if every_n_epochs < least:
+        raise EvaError(
+            f"{owner}.every_n_epochs={every_n_epochs} is impossible: use at least {least} "
+            "(1 draws after every epoch's validation)"
+        )
+    return every_n_epochs
+
 
 def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
     """A validation pass this callback draws for: not the sanity check, every n-th epoch (1-based)."""
@@ -39,7 +50,7 @@ class MisclassifiedGrid(L.Callback):
         if num_images < 1:
             raise EvaError(f"MisclassifiedGrid.num_images must be at least 1, got {num_images}")
         self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = _check_every("MisclassifiedGrid", every_n_epochs)
         self._images: list[torch.Tensor] = []
         self._pred: list[torch.Tensor] = []
         self._true: list[torch.Tensor] = []
@@ -106,9 +117,11 @@ class GradCAMGrid(L.Callback):
     """
 
     def __init__(self, target_layer: str | None = None, num_images: int = 8, every_n_epochs: int = 1, true_class: bool = False) -> None:
+        if num_images < 1:
+            raise EvaError(f"GradCAMGrid.num_images={num_images} is impossible: use at least 1 (8: one row per image)")
         self.target_layer = target_layer
         self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = _check_every("GradCAMGrid", every_n_epochs)
         self.true_class = true_class
         self._picked: list[tuple[torch.Tensor, int]] = []  # (image, label), one per class
         self._spare: list[tuple[torch.Tensor, int]] = []  # the first others, to fill up
@@ -195,7 +208,9 @@ class ConfusionMatrixFigure(L.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, normalize: str = "none") -> None:
-        self.every_n_epochs = every_n_epochs
+        if normalize not in NORMALIZE:
+            raise EvaError(f"ConfusionMatrixFigure.normalize={normalize!r} is unknown: use one of {', '.join(NORMALIZE)}")
+        self.every_n_epochs = _check_every("ConfusionMatrixFigure", every_n_epochs, least=0)
         self.normalize = normalize
         self.matrix: torchmetrics.Metric | None = None
         self.last: torch.Tensor | None = None

@@ -1,4 +1,4 @@
-"""Layers shared by the assignments: Ghost batch norm and the norm-layer factory."""
+"""Layers shared by the assignments: Ghost batch norm, the norm-layer factory and the dropout check."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from eva_lightning.errors import EvaError
+
+
+def check_dropout(p: float, option: str = "model.init_args.dropout") -> float:
+    """``p`` when it is a dropout probability in [0, 1); else an :class:`EvaError` naming ``option``."""
+    if not 0 <= p < 1:
+        raise EvaError(f"{option}={p} is impossible: a dropout probability must be in [0, 1) (0: no dropout)")
+    return p
 
 
 class GhostBatchNorm(nn.BatchNorm2d):

@@ -49,6 +49,24 @@ class Schedule:
     div_factor: float = 25.0
     final_div_factor: float = 1e4
 
+    def __post_init__(self) -> None:
+        # every field, whatever the name: a nonsense value is a mistake even where this schedule ignores it
+        problems = {
+            "step_size": (self.step_size >= 1, "at least 1 (epochs between LR drops)"),
+            "gamma": (self.gamma > 0, "> 0 (the factor per drop; 0.1 divides the LR by 10)"),
+            "factor": (0 < self.factor < 1, "in (0, 1) (the factor per drop; 0.1 divides the LR by 10)"),
+            "patience": (self.patience >= 0, ">= 0 (flat epochs before a drop)"),
+            "min_lr": (self.min_lr >= 0, ">= 0 (the lowest LR)"),
+            "peak_epoch": (self.peak_epoch > 0, "> 0 (the epoch, counted from 0, whose first step has the peak LR)"),
+            "div_factor": (self.div_factor >= 1, ">= 1 (starting LR = peak LR / div_factor)"),
+            "final_div_factor": (self.final_div_factor > 0, "> 0 (last LR = starting LR / final_div_factor)"),
+        }
+        for name, (ok, rule) in problems.items():
+            if not ok:
+                raise EvaError(
+                    f"model.init_args.schedule.{name}={getattr(self, name)} is impossible: it must be {rule}"
+                )
+
 
 # checkpoints keep the Schedule in their hyper-parameters; torch.load(weights_only=True) must accept it
 torch.serialization.add_safe_globals([Schedule])
@@ -85,6 +103,29 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        # `not x >= 0` rather than `x < 0`: NaN fails too
+        if not (num_classes >= 1 and in_channels >= 1):
+            raise EvaError(f"num_classes={num_classes}, in_channels={in_channels}: both must be at least 1 (set by the data)")
+        if not l1 >= 0:
+            raise EvaError(f"model.init_args.l1={l1} is impossible: the L1 λ must be >= 0 (0 turns the penalty off)")
+        if not 0 <= label_smoothing < 1:
+            raise EvaError(
+                f"model.init_args.label_smoothing={label_smoothing} is impossible: it must be in [0, 1) (0.1 is usual)"
+            )
+        if lr is not None and not lr > 0:
+            raise EvaError(
+                f"model.init_args.lr={lr} is impossible: the learning rate must be > 0 (or unset: the optimiser's lr)"
+            )
+        # the optimiser is built in configure_optimizers, after the run directory exists: try its arguments now
+        try:
+            groups = optimizer([nn.Parameter(torch.zeros(1))]).param_groups
+        except ValueError as exc:  # torch's own checks: "Invalid learning rate: -0.1"
+            raise EvaError(f"model.init_args.optimizer.init_args: {exc}; fix that value") from None
+        if not 0 <= groups[0].get("momentum", 0) < 1:  # torch checks >= 0 only; >= 1 never forgets a step
+            raise EvaError(
+                f"model.init_args.optimizer.init_args.momentum={groups[0]['momentum']} is impossible: "
+                "it must be in [0, 1) (0.9 is usual)"
+            )
         self.save_hyperparameters(ignore=["optimizer"])
         self.num_classes = num_classes
         self.in_channels = in_channels

@@ -131,6 +131,14 @@ class VisionDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 <= val_split < 1.0:
             raise EvaError(f"data.val_split must be in [0, 1), got {val_split}")
+        if batch_size < 1:
+            raise EvaError(f"data.batch_size={batch_size} is impossible: use at least 1 (e.g. --data.batch_size 128)")
+        if num_workers < 0:
+            raise EvaError(f"data.num_workers={num_workers} is impossible: use 0 (load in the main process) or more")
+        if image_size is not None and image_size < 1:
+            raise EvaError(f"data.image_size={image_size} is impossible: use a side of at least 1 pixel, or leave it unset")
+        if std is not None and not all(s > 0 for s in std):
+            raise EvaError(f"data.std={list(std)} is impossible: every channel's std must be > 0, or leave it unset")
         self.save_hyperparameters()
         self.dataset = dataset
         self.data_dir = Path(data_dir or os.environ.get("EVA_DATA_DIR") or "data").expanduser()

@@ -41,12 +41,17 @@ def data_missing(data_dir: Path, looked_for: list[str], download: bool) -> EvaEr
     """The offline error: where we looked, what for, and the two ways out."""
     tried = "\n".join(f"  - {p}" for p in looked_for)
     why = "download is disabled (data.download: false)" if not download else "the download failed (no internet?)"
+    # downloading was already on when it failed: the second way out is a connection, not the flag
+    second = (
+        "allowing the download on a machine with internet: --data.download true" if not download
+        else f"running once on a machine that reaches the internet, or copying the data into {data_dir} as listed above"
+    )
     return EvaError(
         f"no data found in data_dir={data_dir} and {why}.\nLooked for:\n{tried}\n"
         "Fix it by either:\n"
         "  1. pointing at a folder that has the data: --data.data_dir /path/to/data "
         "(or export EVA_DATA_DIR=/path/to/data), or\n"
-        "  2. allowing the download on a machine with internet: --data.download true"
+        f"  2. {second}"
     )
 
 
