@@ -138,18 +138,22 @@ def import_dotted(class_path: str) -> Any:
         return class_path
 
 
-def check_checkpoint_class(path, saved: str | None, configured: str | None) -> None:
+def check_checkpoint_class(path, saved: str | None, configured: str | None, allowed: set[str]) -> None:
     """Raise an :class:`EvaError` if the checkpoint was saved from another model class.
 
     LightningCLI replaces the configured model by the class saved in the checkpoint; when the
-    config names another class, saying so beats silently evaluating a different model.
-    ``saved`` has passed :func:`check_class_paths`, so importing it is safe.
+    config names another class, saying so beats silently evaluating a different model. Two
+    spellings of one class are compared by importing them, which happens only for a saved path
+    inside this project or ``allowed`` (a string from a checkpoint chooses no import).
     """
-    if saved and configured and import_dotted(saved) is not import_dotted(configured):
-        raise EvaError(
-            f"checkpoint {path} was saved from {saved}, which does not match the configured model {configured}. "
-            "Pass the config the checkpoint was trained with (--config), or another checkpoint"
-        )
+    if not saved or not configured or saved == configured:
+        return
+    if (saved.startswith(PROJECT) or saved in allowed) and import_dotted(saved) is import_dotted(configured):
+        return
+    raise EvaError(
+        f"checkpoint {path} was saved from {saved}, which does not match the configured model {configured}. "
+        "Pass the config the checkpoint was trained with (--config), or another checkpoint"
+    )
 
 
 def check_checkpoint(path, model: torch.nn.Module, trusted: bool = False) -> None:

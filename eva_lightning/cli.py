@@ -326,8 +326,8 @@ class EvaCLI(LightningCLI):
         model = cfg.get("model")
         configured = getattr(model, "class_path", None)
         allowed = set(class_paths(model.as_dict())) if model is not None else set()  # what the user's config names
+        check_checkpoint_class(ckpt_path, hparams.get("_class_path"), configured, allowed)
         check_class_paths(ckpt_path, hparams, allowed, trusted=trusted)
-        check_checkpoint_class(ckpt_path, hparams.get("_class_path"), configured)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:

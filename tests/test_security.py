@@ -125,8 +125,19 @@ def test_payload_never_ran_and_nothing_was_written(attack):
 def test_class_path_in_a_checkpoint_is_not_imported(attack):
     result = attack["refused"]["foreign_class"]
     assert result["code"] == 2 and result["traceback"] is None, result
-    assert "'evilmod.TinyNet'" in result["stderr"] and "will not import it" in result["stderr"]
+    assert "saved from evilmod.TinyNet, which does not match the configured model tiny.TinyNet" in result["stderr"]
     assert not attack["module_imported"]
+
+
+def test_nested_class_paths_are_checked_as_strings():
+    from eva_lightning.checkpoints import check_class_paths
+    from eva_lightning.errors import EvaError
+
+    hparams = {"_class_path": "eva_lightning.assignments.s4.S4Model", "norm": {"class_path": "evilmod.Norm"}}
+    with pytest.raises(EvaError, match="names the class 'evilmod.Norm'.*will not import it"):
+        check_class_paths("x.ckpt", hparams, allowed={"torch.optim.SGD"})
+    check_class_paths("x.ckpt", hparams, allowed={"evilmod.Norm"})  # named by the user's own config
+    check_class_paths("x.ckpt", hparams, allowed=set(), trusted=True)
 
 
 def test_trusted_checkpoint_loads_the_old_way(attack):
