@@ -1,7 +1,13 @@
-"""Every config under configs/ parses, builds and trains one fast_dev_run step on tiny synthetic data."""
+"""Every config under configs/ parses, builds and trains one fast_dev_run step on tiny synthetic data.
+
+A config whose header shows an ``eva fit --config A --config B`` command is a composition (the S5
+steps on configs/s5_base.yaml): it is tested as that command composes it. ``*_base.yaml`` files are
+only parts of such compositions.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +17,25 @@ import yaml
 from conftest import write_cifar_jpeg, write_mnist
 from eva_lightning.cli import EvaCLI
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.stem.endswith("_base"))
+
+
+def config_chain(config: Path) -> list[Path]:
+    """The config files the header's ``eva fit --config ...`` command composes, in order (else just ``config``)."""
+    for line in config.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if "eva fit" in line:
+            command = re.search(r"eva fit((?:\s+--config\s+\S+)+)", line)
+            chain = [ROOT / p for p in re.findall(r"--config\s+(\S+)", command.group(1))] if command else []
+            if config in chain:
+                return chain
+    return [config]
+
+
+def config_args(config: Path) -> list[str]:
+    return [arg for path in config_chain(config) for arg in ("--config", str(path))]
 
 # CPU-safe overrides: GPU-only switches off, tiny batches, one step.
 CPU_OVERRIDES = [
@@ -36,8 +60,9 @@ def synthetic_roots(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_config_trains_one_step(config, synthetic_roots, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    dataset = (yaml.safe_load(config.read_text()).get("data") or {}).get("dataset", "mnist")
-    cli = EvaCLI(args=["--config", str(config), "--data.data_dir", str(synthetic_roots[dataset]), *CPU_OVERRIDES], run=False)
+    datasets = [(yaml.safe_load(p.read_text()).get("data") or {}).get("dataset") for p in config_chain(config)]
+    dataset = next((d for d in reversed(datasets) if d), "mnist")
+    cli = EvaCLI(args=[*config_args(config), "--data.data_dir", str(synthetic_roots[dataset]), *CPU_OVERRIDES], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.state.finished
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
