@@ -501,6 +501,9 @@ def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
         configs = [a for i, a in enumerate(args or []) if i and args[i - 1] in ("--config", "-c")]
         where = f" in {', '.join(configs)}" if configs else ""
         return f"malformed YAML{where}: {message.split(':', 1)[1].strip()}"
+    choices = _literal_choices(message)
+    if choices:
+        return choices
     if not_subclass:
         path, base = not_subclass.groups()
         return (
@@ -523,6 +526,26 @@ def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
         message = f"unknown key '{key}' for {class_path}"
         hint = f"; did you mean '{close[0]}'?" if close else f"; its arguments are: {', '.join(valid)}"
     return f"{message}{hint}"
+
+
+def _literal_choices(message: str) -> str | None:
+    """One line for a value that matches none of an option's fixed choices (jsonargparse lists every
+    Union member's error on its own line): the option, the value and the valid choices."""
+    nested = re.search(r"class_path '([^']+)':\s*Parser key \"([^\"]+)\":\s*Expected a typing\.Literal\[([^\]]*)\]\. "
+                       r"Got value: ([^\n]*)", message)
+    if nested:  # an init argument of a class: the innermost error is the one that matters
+        class_path, key, literal, value = nested.groups()
+        return f"{key} of {class_path}: {value.strip()} is not one of the valid values: {literal}"
+    found = re.search(r'Parser key "([^"]+)":.*?Given value: ([^\n]*)', message, re.S)
+    head = message.split("Errors:")[0]
+    literals = re.findall(r"Literal\[([^\]]*)\]", head)
+    if not found or not literals:
+        return None
+    choices = [c.strip() for lit in literals for c in lit.split(",")]
+    if "NoneType" in head:
+        choices.append("null")
+    key, value = found.groups()
+    return f"{key}: {value.strip()} is not one of the valid values: {', '.join(dict.fromkeys(choices))}"
 
 
 def _init_args(class_path: str) -> list[str]:

@@ -69,6 +69,12 @@ IMPOSSIBLE_NUMBERS = [
          "GradCAMGrid.num_images=0"),
     case("confusion_normalize", [f"--trainer.callbacks+={CALLBACKS}.ConfusionMatrixFigure", "--trainer.callbacks.normalize", "rows"],
          "ConfusionMatrixFigure.normalize='rows'", "true, pred, all, none"),
+    case("lr_range_min_above_max", [f"--trainer.callbacks+={CALLBACKS}.LRRangeTest", "--trainer.callbacks.min_lr", "1",
+                                    "--trainer.callbacks.max_lr", "0.1"], "min_lr=1", "max_lr=0.1", "0 < min_lr < max_lr"),
+    case("lr_range_num_training_1", [f"--trainer.callbacks+={CALLBACKS}.LRRangeTest", "--trainer.callbacks.num_training", "1"],
+         "num_training=1", "at least 2"),
+    case("ema_decay_1", [f"--trainer.callbacks+={CALLBACKS}.WarmupEMA", "--trainer.callbacks.decay", "1.5"], "decay"),
+    case("literal_choice", ["--model.init_args.schedule.anneal", "cosine"], "schedule.anneal", "cosine", "'linear', 'cos'"),
     # trainer
     case("max_epochs_negative", ["--trainer.max_epochs", "-3"], "trainer.max_epochs=-3", "at least 1 epoch"),
     case("max_steps_0", ["--trainer.max_steps", "0"], "trainer.max_steps=0"),
@@ -91,9 +97,7 @@ WRONG_MACHINE = [
     case("devices_more_than_gpus", ["--trainer.accelerator", "cuda", "--trainer.devices", TOO_MANY_GPUS],
          f"trainer.devices={TOO_MANY_GPUS}", "CUDA devices", marks=HAS_CUDA),
     case("precision_16_mixed_on_cpu", ["--trainer.precision", "16-mixed"], "trainer.precision=16-mixed", "bf16-mixed"),
-    case("precision_unknown", ["--trainer.precision", "17"], "trainer.precision", "17",
-         marks=pytest.mark.xfail(strict=True, reason="a parse error: needs a one-line Union/Literal message in "
-                                 "cli.explain_parse_error (today it is jsonargparse's multi-line Union report)")),
+    case("precision_unknown", ["--trainer.precision", "17"], "trainer.precision", "17", "'bf16-mixed'"),
 ]
 
 CONTRADICTIONS = [

@@ -14,6 +14,7 @@ import numpy as np
 from lightning.pytorch.callbacks import LearningRateFinder
 
 from eva_lightning.analysis.figures import publish
+from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,14 @@ class LRRangeTest(LearningRateFinder):
         mode: str = "exponential",
         early_stop_threshold: float | None = 4.0,
     ) -> None:
+        if mode not in ("exponential", "linear"):
+            raise EvaError(f"LRRangeTest mode={mode!r}: use 'exponential' or 'linear'")
+        if not 0 < min_lr < max_lr:
+            raise EvaError(f"LRRangeTest min_lr={min_lr}, max_lr={max_lr}: the sweep needs 0 < min_lr < max_lr")
+        if num_training < 2:
+            raise EvaError(f"LRRangeTest num_training={num_training}: the sweep needs at least 2 steps (e.g. 100)")
+        if early_stop_threshold is not None and early_stop_threshold <= 0:
+            raise EvaError(f"LRRangeTest early_stop_threshold={early_stop_threshold}: use a positive factor (e.g. 4) or null")
         # update_attr=False: Lightning would set model.lr from its own suggestion(); ours is set below
         super().__init__(
             min_lr=min_lr,
