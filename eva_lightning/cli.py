@@ -56,6 +56,7 @@ TOOLS = {
     "summary": ("eva_lightning.analysis.summary", "a config's network: per-layer shapes, parameters, receptive field"),
     "compare": ("eva_lightning.analysis.compare", "several runs' curves in one figure and a table of final values"),
     "report": ("eva_lightning.report", "(re)write a run's report.md and print its summary"),
+    "seeds": ("eva_lightning.tools.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
 }
 
 LOG_ROOT = "lightning_logs"
