@@ -27,7 +27,6 @@ from torch.optim import lr_scheduler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eva_lightning.cli import EvaCLI  # noqa: E402
-from eva_lightning.data.gpu_loader import DeviceDataset, DeviceLoader  # noqa: E402
 
 
 def build(config: str, overrides: list[str] | tuple[str, ...] = ()) -> EvaCLI:
@@ -68,17 +67,25 @@ def limit(value: int | float | None, n: int) -> int:
     return min(n, value) if isinstance(value, int) else int(n * value)
 
 
+class Batches:
+    """A data module's loader with its batches finished on ``device`` as ``on_after_batch_transfer`` does."""
+
+    def __init__(self, split, loader, device: torch.device) -> None:
+        self.split, self.loader, self.device = split, loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:  # index batches (loader: gpu) are gathered and augmented on the device
+            yield self.split.finish(batch.to(self.device) if isinstance(batch, torch.Tensor) else batch)
+
+
 def loaders(cli: EvaCLI, device: torch.device, channels_last: bool):
-    """Train and validation batches: the GPU loader on ``device`` where configured, else DataLoaders."""
+    """Train and validation batches: the data module's DataLoaders, as ``eva fit`` gets them."""
     dm = cli.datamodule
     dm.setup("fit")
-
-    def make(ds, shuffle):
-        if isinstance(ds, DeviceDataset):
-            return DeviceLoader(ds, dm.batch_size, shuffle, device=device, seed=dm.seed, channels_last=channels_last)
-        return dm._loader(ds, shuffle)
-
-    return make(dm.train_set, True), make(dm.val_set, False)
+    return Batches(dm.train_set, dm.train_dataloader(), device), Batches(dm.val_set, dm.val_dataloader(), device)
 
 
 def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, log=print) -> dict:

@@ -1,4 +1,4 @@
-"""data.loader: gpu — batched augmentation semantics against albumentations, loader mechanics, training."""
+"""data.loader: gpu — batched augmentation semantics against albumentations, index batches, training."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import pytest
 import torch
 from conftest import run_eva, write_mnist
 from tiny import TinyNet
+from torch.utils.data import DataLoader, DistributedSampler
 
 from eva_lightning.data import VisionDataModule
-from eva_lightning.data.gpu_loader import BatchAugment, DeviceDataset, DeviceLoader, Rotate
+from eva_lightning.data.datamodule import ImageSplit
+from eva_lightning.data.gpu_loader import BatchAugment, Rotate
 from eva_lightning.data.transforms import build_pipeline
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -35,7 +37,7 @@ def test_pad_and_crop_offsets_within_pad_and_uniform():
     x = (torch.arange(32 * 32, dtype=torch.float32) + 1).view(1, 1, 32, 32).expand(n, 1, 32, 32)
     aug = _augment([{"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "fill": 0},
                     {"name": "RandomCrop", "height": 32, "width": 32}], mean=(0,), std=(1,))
-    out = aug.op.ops[1](aug.op.ops[0](x, _gen()), _gen())
+    out = aug.ops[1](aug.ops[0](x, _gen()), _gen())
     assert out.shape == (n, 1, 32, 32)
     hit = (out[:, 0] == 16 * 32 + 16 + 1).nonzero()
     assert len(hit) == n  # the centre pixel survives any offset within ±4
@@ -103,9 +105,9 @@ def test_normalisation_identical_to_albumentations_path():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(50, 32, 32, 3), dtype=np.uint8)
     specs = [{"name": "Normalize"}, {"name": "ToTensorV2"}]
-    loader = DeviceLoader(DeviceDataset(images, np.arange(50), _augment(specs)), batch_size=16, shuffle=False)
-    got = torch.cat([x for x, _ in loader])
     pipeline = build_pipeline(specs, MEAN, STD)
+    split = ImageSplit(images, np.arange(50), pipeline, _augment(specs))
+    got = torch.cat([split.finish(idx)[0] for idx in DataLoader(split, batch_size=16)])
     want = torch.stack([pipeline(image=im)["image"] for im in images])
     assert got.shape == want.shape and got.dtype == want.dtype
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-6)
@@ -135,20 +137,26 @@ def test_rotate_probability_and_affine_rotate():
     assert (aff[:, 0] != x[:, :, :, 0].float()).flatten(1).any(1).all()
 
 
-def test_loader_reproducible_sharded_and_reshuffled():
+def test_index_batches_through_a_standard_dataloader_sharded_and_reseeded():
     images = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4, 1)
-    ds = DeviceDataset(images, np.arange(10), _augment([{"name": "HorizontalFlip"}], mean=(0,), std=(1,)))
-    a = [(x.clone(), y.clone()) for x, y in DeviceLoader(ds, 4, True, seed=3)]
-    b = [(x.clone(), y.clone()) for x, y in DeviceLoader(ds, 4, True, seed=3)]
-    assert len(a) == 3 and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
-    loader = DeviceLoader(ds, 4, True, seed=3)
-    first, second = [torch.cat([y for _, y in loader]) for _ in range(2)]
-    assert sorted(first.tolist()) == list(range(10)) and not torch.equal(first, second)
-    loader.sampler.set_epoch(0)  # Lightning's hook: epoch 0 again gives the same order
-    assert torch.equal(torch.cat([y for _, y in loader]), first)
-    shards = [torch.cat([y for _, y in DeviceLoader(ds, 2, True, seed=3, rank=r, world_size=3)]) for r in range(3)]
-    assert all(len(s) == 4 for s in shards)  # ceil(10/3), padded by wrap-around like DistributedSampler
-    assert set(torch.cat(shards).tolist()) == set(range(10))
+    specs = [{"name": "HorizontalFlip"}]
+    split = ImageSplit(images, np.arange(10), build_pipeline(specs, (0,), (1,)), _augment(specs, (0,), (1,)), reseed=True)
+    batch = next(iter(DataLoader(split, batch_size=4, shuffle=True)))
+    assert batch.dtype == torch.int64 and batch.shape == (4,)  # indices: gathered where they are sent
+    x, y = split.finish(batch)
+    assert torch.equal(y, batch) and x.shape == (4, 1, 4, 4)
+    # Lightning's DDP sharding is a DistributedSampler over the same split: every sample once
+    shards = [torch.cat(list(DataLoader(split, batch_size=2, sampler=DistributedSampler(split, 3, r, seed=3))))
+              for r in range(3)]
+    assert all(len(s) == 4 for s in shards) and set(torch.cat(shards).tolist()) == set(range(10))
+    # a training split draws each batch's augmentation from torch's RNG: the seed decides it
+    every = torch.arange(10).repeat(40)
+    flips = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        flips.append(torch.stack([split.finish(every)[0] for _ in range(2)]))
+    assert torch.equal(flips[0], flips[1]) and not torch.equal(flips[0], flips[2])
+    assert not torch.equal(flips[0][0], flips[0][1])  # and the next batch is a new draw
 
 
 def test_unsupported_transform_falls_back_with_message(mnist_dir, caplog):
@@ -157,7 +165,8 @@ def test_unsupported_transform_falls_back_with_message(mnist_dir, caplog):
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert "GaussNoise" in caplog.text and "DataLoader path" in caplog.text
-    assert not isinstance(dm.train_set, DeviceDataset) and isinstance(dm.val_set, DeviceDataset)
+    assert dm.train_set.augment is None and dm.val_set.augment is not None
+    assert isinstance(dm.train_set[0][0], torch.Tensor)  # albumentations per sample for that split
 
 
 def test_gpu_loader_trains_in_trainer(tmp_path):
@@ -169,7 +178,8 @@ def test_gpu_loader_trains_in_trainer(tmp_path):
     trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, dm)
-    assert isinstance(trainer.train_dataloader, DeviceLoader)
+    assert type(trainer.train_dataloader) is DataLoader and trainer.train_dataloader.dataset is dm.train_set
+    assert dm.train_set.augment is not None
     assert trainer.num_training_batches == 16 and trainer.global_step == 48  # 512 / 32 per epoch
     assert trainer.callback_metrics["val/loss"] < 2.1  # it learns (chance: ln 10 = 2.30)
 

@@ -156,8 +156,9 @@ class ImageClassifier(L.LightningModule):
             self.__dict__["_compiled"] = torch.compile(self.net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # the one place the input layout is set: batched augmentation hands over NHWC memory,
+        # albumentations NCHW; either becomes what the network's weights are in
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return self.__dict__.get("_compiled", self.net)(x)
 
     def l1_penalty(self) -> torch.Tensor:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Literal, Sequence
 
+import albumentations as A
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from eva_lightning.data import gpu_loader, sources
-from eva_lightning.data.transforms import TransformSpec, build_pipeline, is_plain
+from eva_lightning.data.transforms import TransformSpec, build_pipeline
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
@@ -26,60 +28,75 @@ KNOWN = {
 FOLDER_NAMES = {"mnist": (), "cifar10": ("cifar10-jpeg", "cifar10"), "folder": ()}
 
 
-class ArrayDataset(Dataset):
-    """uint8 (N, H, W, C) images through an albumentations pipeline, one sample at a time."""
+def _draw_seed() -> int:
+    """A seed from torch's global RNG: what ``seed_everything`` seeds and a resumed run restores."""
+    return int(torch.randint(2**62, ()))
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
-        self.images, self.labels, self.transform = images, torch.from_numpy(labels), transform
+
+class ImageSplit(Dataset):
+    """A split as uint8 (N, H, W, C) images and labels, and the pipeline it goes through.
+
+    Both ways through it are a standard DataLoader (Lightning's samplers, DDP sharding, resume):
+
+    - ``augment`` given (``data.loader: gpu``): items are indices. The data module's
+      ``on_after_batch_transfer`` hands each index batch to :meth:`finish`, which gathers the
+      images from a copy of the split on the batch's device and augments them there as a batch.
+    - otherwise: items are ``(pipeline(image), label)``, albumentations per sample (in workers).
+
+    Randomness follows the run's seed: pipelines start from ``torch.initial_seed()``, and a
+    ``reseed`` split (training) draws a fresh seed from torch's RNG for every batch, so that the
+    stream is what ``seed_everything`` set and what resuming restores. DataLoader workers have
+    torch RNGs of their own (seeded per worker by the DataLoader), so each worker draws its own.
+
+    Args:
+        images: uint8 (N, H, W, C).
+        labels: class indices (N,).
+        pipeline: the albumentations pipeline.
+        augment: its batched form, if it has one and the split is to be batched.
+        reseed: draw a new seed for every batch (the training split).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, pipeline: A.Compose,
+                 augment: gpu_loader.BatchAugment | None = None, reseed: bool = False) -> None:
+        self.images = torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.pipeline, self.augment, self.reseed = pipeline, augment, reseed
+        self.rank = 0  # added to each drawn seed: DDP ranks share torch's seed, not their augmentations
+        self._seed_pipeline(torch.initial_seed())
+        self._on: tuple[torch.Tensor, torch.Tensor, torch.Generator] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return self.transform(image=self.images[i])["image"], self.labels[i]
+        if self.augment is not None:
+            return i
+        return self.pipeline(image=self.images[i].numpy())["image"], self.labels[i]
 
+    def __getitems__(self, idx: list[int]) -> list:
+        if self.augment is not None:
+            return idx  # default_collate makes them one int64 tensor
+        if self.reseed:
+            self._seed_pipeline(_draw_seed() + self.rank)
+        return [self[i] for i in idx]
 
-class NormalizedDataset(Dataset):
-    """The fast path for a pipeline that only normalises: the whole split as one float tensor.
+    def _seed_pipeline(self, seed: int) -> None:
+        # one stream shared by the transforms (Compose.set_random_seed gives each the same seed,
+        # so that e.g. a flip's and a rotation's coin tosses would come out alike)
+        self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
-    Normalising per sample through albumentations costs more than the small nets' forward pass
-    on a CPU; done once here it costs nothing per epoch and gives identical values.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std) -> None:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-        m = torch.tensor(mean).view(1, -1, 1, 1)
-        s = torch.tensor(std).view(1, -1, 1, 1)
-        self.images = x.sub_(m).div_(s).contiguous()
-        self.labels = torch.from_numpy(labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.images[i], self.labels[i]
-
-    def __getitems__(self, idx: list[int]):  # one gather per batch instead of N single-item reads
-        idx_t = torch.as_tensor(idx)
-        return self.images[idx_t], self.labels[idx_t]
-
-
-def _seed_worker_pipeline(worker_id: int) -> None:
-    """Give each DataLoader worker its own albumentations stream.
-
-    albumentations 2.x draws from the Compose's own generator, which every worker would inherit
-    unchanged (the same augmentations in each worker) and which ``seed_everything`` does not
-    reach; the worker's torch seed (the seeded main process's base seed + worker id) is both
-    distinct per worker and reproducible.
-    """
-    info = torch.utils.data.get_worker_info()
-    if isinstance(info.dataset, ArrayDataset):
-        info.dataset.transform.set_random_seed(info.seed % 2**32)
-
-
-def _already_batched(batch):
-    """collate_fn for NormalizedDataset, whose __getitems__ returns the finished batch."""
-    return batch
+    def finish(self, batch):
+        """An index batch -> ``(augmented float images, labels)`` on its device; other batches as they are."""
+        if self.augment is None or not isinstance(batch, torch.Tensor):
+            return batch
+        if self._on is None or self._on[0].device != batch.device:  # one copy of the split per device
+            g = torch.Generator(batch.device)
+            g.manual_seed(torch.initial_seed())
+            self._on = (self.images.to(batch.device), self.labels.to(batch.device), g)
+        images, labels, g = self._on
+        if self.reseed and self.augment.random:
+            g.manual_seed(_draw_seed() + self.rank)
+        return self.augment(images[batch], g), labels[batch]
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -93,7 +110,8 @@ class VisionDataModule(L.LightningDataModule):
         batch_size: samples per batch (training and evaluation).
         num_workers: DataLoader worker processes.
         pin_memory: pin host memory (speeds copies to a GPU).
-        seed: seed of the validation split carved out of train.
+        seed: seed of the validation split carved out of train (shuffling and augmentation
+            follow the run's seed, ``seed_everything``).
         val_split: fraction of train held out as validation; 0 uses the test split, as the
             assignments do.
         train_transforms: albumentations pipeline for training, ``[{name: ..., args...}]``.
@@ -104,9 +122,11 @@ class VisionDataModule(L.LightningDataModule):
         std: per-channel std; default the data set's own.
         predict_dir: folder of your own images for ``eva predict`` (any size, grey or colour;
             converted to the model's input with the test pipeline).
-        loader: ``torch`` (DataLoader + albumentations per sample) or ``gpu``: the split as uint8
-            on the training device, augmented per batch there (``eva_lightning.data.gpu_loader``);
-            a pipeline it cannot reproduce falls back to ``torch`` with a logged reason.
+        loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or
+            ``gpu``: the DataLoader yields index batches, and ``on_after_batch_transfer`` gathers
+            them from the uint8 split held on the training device and augments them there as a
+            batch (``eva_lightning.data.gpu_loader``); a pipeline without a batched version
+            falls back to ``torch`` for that split, with a logged reason.
     """
 
     def __init__(
@@ -267,19 +287,17 @@ class VisionDataModule(L.LightningDataModule):
         self._std = tuple(float(v) for v in x.std(axis=(0, 1, 2)))
 
     # ------------------------------------------------------------------ splits and loaders
-    def _dataset(self, split: sources.Split, specs, idx: np.ndarray | None = None) -> Dataset:
+    def _dataset(self, split: sources.Split, specs, idx: np.ndarray | None = None, train: bool = False) -> ImageSplit:
         images, labels = (split.images, split.labels) if idx is None else (split.images[idx], split.labels[idx])
+        pipeline = build_pipeline(specs, self.mean, self.std)
+        augment = None
         if self.loader == "gpu":
             try:
-                augment = gpu_loader.BatchAugment(build_pipeline(specs, self.mean, self.std))
-                return gpu_loader.DeviceDataset(images, labels, augment)
+                augment = gpu_loader.BatchAugment(pipeline)
             except gpu_loader.Unsupported as exc:
-                log.warning("data.loader=gpu cannot do %s on the device: using the DataLoader path for this split", exc)
-        if is_plain(specs):
-            return NormalizedDataset(images, labels, self.mean, self.std)
-        # seeded from torch's seed, so `seed_everything` decides the augmentations too
-        seed = torch.initial_seed() % 2**32
-        return ArrayDataset(images, labels, build_pipeline(specs, self.mean, self.std, seed=seed))
+                log.warning("data.loader=gpu cannot batch %s: this split takes the DataLoader path "
+                            "(albumentations per sample, data.num_workers=%d)", exc, self.num_workers)
+        return ImageSplit(images, labels, pipeline, augment, reseed=train)
 
     @property
     def image_size(self) -> int:
@@ -304,7 +322,7 @@ class VisionDataModule(L.LightningDataModule):
         if not images:
             raise EvaError(f"no readable images in data.predict_dir={self.predict_dir}")
         labels = np.full(len(images), -1, dtype=np.int64)  # unknown
-        self.predict_set = ArrayDataset(np.stack(images), labels, build_pipeline(self.test_specs, self.mean, self.std))
+        self.predict_set = ImageSplit(np.stack(images), labels, build_pipeline(self.test_specs, self.mean, self.std))
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
@@ -315,44 +333,31 @@ class VisionDataModule(L.LightningDataModule):
             if self.val_split > 0:
                 perm = np.random.default_rng(self.seed).permutation(len(train.labels))
                 n_val = int(round(self.val_split * len(perm)))
-                self.train_set = self._dataset(train, self.train_specs, np.sort(perm[n_val:]))
+                self.train_set = self._dataset(train, self.train_specs, np.sort(perm[n_val:]), train=True)
                 self.val_set = self._dataset(train, self.test_specs, np.sort(perm[:n_val]))
             else:
-                self.train_set = self._dataset(train, self.train_specs)
+                self.train_set = self._dataset(train, self.train_specs, train=True)
                 self.val_set = self._dataset(self._load("test"), self.test_specs)
         if stage in ("test", "validate", None) and self.test_set is None:
             self.test_set = self._dataset(self._load("test"), self.test_specs)
             if self.val_set is None:
                 self.val_set = self.test_set
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        if isinstance(ds, gpu_loader.DeviceDataset):
-            return self._device_loader(ds, shuffle)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=_already_batched if isinstance(ds, NormalizedDataset) else None,
-            worker_init_fn=_seed_worker_pipeline,
-        )
+    def _loader(self, split: ImageSplit, shuffle: bool) -> DataLoader:
+        if self.trainer is not None:
+            split.rank = self.trainer.global_rank
+        per_sample = split.augment is None  # index batches need no workers and no pinned memory
+        workers = self.num_workers if per_sample else 0
+        return DataLoader(split, batch_size=self.batch_size, shuffle=shuffle, num_workers=workers,
+                          pin_memory=self.pin_memory and per_sample, persistent_workers=workers > 0)
 
-    def _device_loader(self, ds: gpu_loader.DeviceDataset, shuffle: bool) -> gpu_loader.DeviceLoader:
-        """Batches made on the trainer's device (the model is there before loaders are requested)."""
-        trainer = self.trainer
-        module = trainer.lightning_module if trainer is not None else None
-        return gpu_loader.DeviceLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            device=trainer.strategy.root_device if trainer is not None else "cpu",
-            seed=self.seed,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
-            channels_last=bool(getattr(module, "channels_last", False)),
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Index batches of a batched split become augmented images here, on the device (Lightning's recipe)."""
+        t = self.trainer
+        split = self.train_set if t.training else self.test_set if t.testing else (
+            self.predict_set if t.predicting else self.val_set
         )
+        return split.finish(batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -1,10 +1,11 @@
-"""The GPU-resident loader (``data.loader: gpu``): a whole split as uint8 on the device, augmented per batch.
+"""The batched transforms behind ``data.loader: gpu``: an albumentations pipeline as a few tensor ops.
 
-The assignments' networks are small and their images tiny, so a DataLoader that decodes, augments
-and collates one sample at a time in Python costs more than the forward pass (airbench keeps
-CIFAR-10 on the GPU and augments whole batches there for the same reason). Here the split sits on
-the training device as one uint8 tensor; each step gathers a batch of shuffled indices and applies
-the configured albumentations pipeline as a few batched tensor ops, with the same semantics:
+The assignments' networks are small and their images tiny, so augmenting one sample at a time in
+Python costs more than the forward pass (airbench augments whole CIFAR-10 batches on the GPU for the
+same reason). With ``data.loader: gpu`` the data module's DataLoader yields batches of indices; in
+``on_after_batch_transfer`` the batch is gathered from the uint8 split held on the training device
+and put through :class:`BatchAugment`, built from the same YAML pipeline as the albumentations
+path, with the same semantics:
 
 ====================================  ====================================================
 albumentations 2.x                    here (per sample, on the device)
@@ -18,33 +19,32 @@ Rotate(limit, fill, p) / Affine       bilinear ``affine_grid``/``grid_sample`` a
 Normalize (standard), ToTensorV2      ``x / max_pixel_value``, minus mean, over std
 ====================================  ====================================================
 
-albumentations has no batched GPU mode and kornia's ops differ in defaults (fill, crop sampling,
-hole sizes), so these few ops are written out here to keep the *configured* pipeline's meaning.
-Anything else raises :class:`Unsupported` and the data module falls back to the DataLoader path.
-Randomness comes from one ``torch.Generator`` on the device, seeded by (seed, epoch, rank), and
-nothing in the loop reads a value back to the host (no per-step device sync).
+albumentations has no batched mode and kornia's ops differ in defaults (fill, crop sampling, hole
+sizes), so these few ops are written out here to keep the *configured* pipeline's meaning. Anything
+else raises :class:`Unsupported`, and that split falls back to albumentations per sample in the
+DataLoader. Random draws come from one ``torch.Generator`` on the device; nothing reads a value
+back to the host (no per-step device sync).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from albumentations.augmentations.geometric import functional as fgeometric
 from albumentations.pytorch import ToTensorV2
 
 #: cv2 border modes for padding -> torch.nn.functional.pad modes (cv2's REFLECT_101 is torch's reflect)
 PAD_MODES = {cv2.BORDER_CONSTANT: "constant", cv2.BORDER_REPLICATE: "replicate",
              cv2.BORDER_WRAP: "circular", cv2.BORDER_REFLECT_101: "reflect"}
+INTERPOLATION = {cv2.INTER_LINEAR: "bilinear", cv2.INTER_NEAREST: "nearest"}
 
 
 class Unsupported(ValueError):
-    """A transform (or setting of one) that the GPU loader cannot reproduce."""
+    """A transform (or setting of one) that has no batched equivalent here."""
 
 
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
@@ -74,12 +74,19 @@ def _uniform_int(g: torch.Generator, n: int, high: torch.Tensor | int, device) -
 class Op:
     """One batched transform: ``(x float (B, C, H, W) in pixel units, generator) -> x``."""
 
+    random = True  # draws from the generator
+
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
 class Pad(Op):
-    """PadIfNeeded / RandomCrop(pad_if_needed): pad to at least (min_h, min_w), centred."""
+    """PadIfNeeded / RandomCrop(pad_if_needed): pad to at least (min_h, min_w), centred.
+
+    albumentations puts ``int((min - size) / 2)`` before and the rest after.
+    """
+
+    random = False
 
     def __init__(self, min_h: int, min_w: int, border_mode: int, fill) -> None:
         if border_mode not in PAD_MODES:
@@ -87,12 +94,13 @@ class Pad(Op):
         self.min_h, self.min_w, self.mode, self.fill = min_h, min_w, PAD_MODES[border_mode], fill
 
     def __call__(self, x, g):
-        top, bottom, left, right = fgeometric.get_padding_params(x.shape[-2:], self.min_h, self.min_w, None, None)
+        b, c, h, w = x.shape
+        top, left = max(0, self.min_h - h) // 2, max(0, self.min_w - w) // 2
+        bottom, right = max(0, self.min_h - h) - top, max(0, self.min_w - w) - left
         if top == bottom == left == right == 0:
             return x
         if self.mode != "constant":
             return F.pad(x, (left, right, top, bottom), mode=self.mode)
-        b, c, h, w = x.shape
         out = _fill(self.fill, c, x.device).expand(b, c, h + top + bottom, w + left + right)
         out = out.clone(memory_format=torch.contiguous_format)
         out[:, :, top : top + h, left : left + w] = x
@@ -206,6 +214,8 @@ class Rotate(Op):
 class Normalize(Op):
     """Normalize (standard): ``(x / max_pixel_value - mean) / std``."""
 
+    random = False
+
     def __init__(self, mean: Sequence[float], std: Sequence[float], max_pixel_value: float) -> None:
         self.mean, self.std, self.max_pixel = tuple(mean), tuple(std), float(max_pixel_value)
 
@@ -216,68 +226,53 @@ class Normalize(Op):
         return (x - mean) / std
 
 
-def _default_interp(t) -> str:
-    if t.interpolation == cv2.INTER_LINEAR:
-        return "bilinear"
-    if t.interpolation == cv2.INTER_NEAREST:
-        return "nearest"
-    raise Unsupported(f"interpolation={t.interpolation}")
+def _rotate(t: A.Rotate | A.Affine) -> Rotate:
+    if t.border_mode != cv2.BORDER_CONSTANT:
+        raise Unsupported(f"border_mode={t.border_mode}")
+    if t.interpolation not in INTERPOLATION:
+        raise Unsupported(f"interpolation={t.interpolation}")
+    if isinstance(t, A.Rotate):
+        if t.crop_border:
+            raise Unsupported("crop_border=True")
+        limit = t.limit
+    else:
+        plain = (
+            t.scale == {"x": (1.0, 1.0), "y": (1.0, 1.0)} and t.translate_percent is None
+            and t.translate_px == {"x": (0, 0), "y": (0, 0)} and t.shear == {"x": (0.0, 0.0), "y": (0.0, 0.0)}
+            and not t.fit_output
+        )
+        if not plain:
+            raise Unsupported("scale/translate/shear (only rotate= is batched)")
+        limit = t.rotate
+    return Rotate(tuple(float(v) for v in limit), t.fill, t.p, INTERPOLATION[t.interpolation])
 
 
-def _op(t: A.BasicTransform) -> Op | None:
-    """The batched op for one albumentations transform (None: nothing to do)."""
-    name = type(t).__name__
+def _ops(t: A.BasicTransform) -> list[Op]:
+    """The batched ops for one albumentations transform."""
     if isinstance(t, ToTensorV2):
-        return None
+        return []
     if isinstance(t, A.HorizontalFlip):
-        return Flip(t.p)
+        return [Flip(t.p)]
     if isinstance(t, A.CoarseDropout):
-        return Cutout(tuple(t.num_holes_range), tuple(t.hole_height_range), tuple(t.hole_width_range), t.fill, t.p)
+        return [Cutout(tuple(t.num_holes_range), tuple(t.hole_height_range), tuple(t.hole_width_range), t.fill, t.p)]
     if isinstance(t, (A.Rotate, A.Affine)):
-        if t.border_mode != cv2.BORDER_CONSTANT:
-            raise Unsupported(f"{name}(border_mode={t.border_mode})")
-        if isinstance(t, A.Rotate):
-            if t.crop_border:
-                raise Unsupported("Rotate(crop_border=True)")
-            limit = t.limit
-        else:
-            plain = (
-                t.scale == {"x": (1.0, 1.0), "y": (1.0, 1.0)} and t.translate_percent is None
-                and t.translate_px == {"x": (0, 0), "y": (0, 0)} and t.shear == {"x": (0.0, 0.0), "y": (0.0, 0.0)}
-                and not t.fit_output
-            )
-            if not plain:
-                raise Unsupported("Affine with scale/translate/shear (only rotate= is done on the device)")
-            limit = t.rotate
-        return Rotate(tuple(float(v) for v in limit), t.fill, t.p, _default_interp(t))
+        return [_rotate(t)]
     if t.p < 1.0:
-        raise Unsupported(f"{name}(p={t.p})")
+        raise Unsupported(f"p={t.p}")
     if isinstance(t, A.Normalize):
         if t.normalization != "standard" or t.max_pixel_value is None:
-            raise Unsupported(f"Normalize(normalization={t.normalization!r}, max_pixel_value={t.max_pixel_value})")
-        return Normalize(t.mean, t.std, t.max_pixel_value)
+            raise Unsupported(f"normalization={t.normalization!r}, max_pixel_value={t.max_pixel_value}")
+        return [Normalize(t.mean, t.std, t.max_pixel_value)]
     if isinstance(t, A.PadIfNeeded):
         if t.position != "center" or t.pad_height_divisor or t.pad_width_divisor:
-            raise Unsupported("PadIfNeeded other than centred to min_height/min_width")
-        return Pad(t.min_height, t.min_width, t.border_mode, t.fill)
+            raise Unsupported("only centred padding to min_height/min_width is batched")
+        return [Pad(t.min_height, t.min_width, t.border_mode, t.fill)]
     if type(t) is A.RandomCrop:
         if t.pad_if_needed and t.pad_position != "center":
-            raise Unsupported(f"RandomCrop(pad_position={t.pad_position!r})")
+            raise Unsupported(f"pad_position={t.pad_position!r}")
         crop = Crop(t.height, t.width)
-        return Sequential([Pad(t.height, t.width, t.border_mode, t.fill), crop]) if t.pad_if_needed else crop
-    raise Unsupported(name)
-
-
-class Sequential(Op):
-    """Ops applied in order."""
-
-    def __init__(self, ops: list[Op]) -> None:
-        self.ops = ops
-
-    def __call__(self, x, g):
-        for op in self.ops:
-            x = op(x, g)
-        return x
+        return [Pad(t.height, t.width, t.border_mode, t.fill), crop] if t.pad_if_needed else [crop]
+    raise Unsupported("no batched version")
 
 
 class BatchAugment:
@@ -288,120 +283,17 @@ class BatchAugment:
     """
 
     def __init__(self, pipeline: A.Compose) -> None:
-        ops = []
+        self.ops: list[Op] = []
         for t in pipeline.transforms:
             try:
-                op = _op(t)
+                self.ops += _ops(t)
             except Unsupported as exc:
-                raise Unsupported(f"{type(t).__name__}: {exc}" if str(exc) != type(t).__name__ else str(exc)) from None
-            if op is not None:
-                ops.append(op)
-        self.op = Sequential(ops)
+                raise Unsupported(f"{type(t).__name__} ({exc})") from None
+        self.random = any(op.random for op in self.ops)
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """uint8 (B, H, W, C) -> float32 (B, C, H, W), channels_last in memory."""
         x = images.permute(0, 3, 1, 2).float()
-        return self.op(x, g)
-
-
-class DeviceDataset:
-    """A split as uint8 images + labels and the pipeline it is meant to go through.
-
-    The tensors move to the training device the first time a loader asks for that device.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: BatchAugment) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.augment = augment
-        self._on: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = str(device)
-        if key not in self._on:
-            self._on = {key: (self.images.to(device), self.labels.to(device))}  # keep one copy only
-        return self._on[key]
-
-
-class EpochShuffle:
-    """The loader's "sampler": Lightning calls ``set_epoch`` on it each epoch, as on a DistributedSampler.
-
-    Also makes a plain ``for epoch ...: for batch in loader`` loop reshuffle (the epoch advances
-    by itself after each pass unless set).
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-
-class DeviceLoader:
-    """Batches of a :class:`DeviceDataset` on ``device``: ``(float images, int64 labels)``.
-
-    Args:
-        dataset: the split.
-        batch_size: samples per batch (the last batch may be smaller, as a DataLoader's).
-        shuffle: new order each epoch and the dataset's augmentation (else in order, same pipeline).
-        device: where the split lives and batches are made.
-        seed: base seed; the order depends on (seed, epoch), the augmentation on (seed, epoch, rank).
-        rank: this process's rank; each rank takes every ``world_size``-th sample of the order,
-            padded by wrapping around to equal length (DistributedSampler's rule).
-        world_size: number of processes.
-        channels_last: hand batches over in channels_last layout (else contiguous NCHW).
-        drop_last: drop the last incomplete batch.
-    """
-
-    def __init__(
-        self,
-        dataset: DeviceDataset,
-        batch_size: int,
-        shuffle: bool,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        channels_last: bool = False,
-        drop_last: bool = False,
-    ) -> None:
-        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
-        self.device = torch.device(device)
-        self.rank, self.world_size = rank, world_size
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.drop_last = drop_last
-        self.sampler = EpochShuffle(seed)
-        self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is done here
-        self.per_rank = math.ceil(len(dataset) / world_size)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.per_rank // self.batch_size
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def _order(self, g: torch.Generator) -> torch.Tensor:
-        n = len(self.dataset)
-        if self.shuffle:
-            order = torch.randperm(n, generator=g, device=self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        total = self.per_rank * self.world_size
-        if total > n:  # pad by wrapping so that every rank gets the same number of batches
-            order = torch.cat([order, order[: total - n]])
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        images, labels = self.dataset.on(self.device)
-        epoch = self.sampler.epoch
-        self.sampler.epoch += 1  # a plain loop reshuffles; Lightning overwrites it through set_epoch
-        g = torch.Generator(device=self.device)
-        g.manual_seed(self.sampler.seed * 1_000_003 + epoch)  # same order on every rank
-        order = self._order(g)
-        g.manual_seed((self.sampler.seed * 1_000_003 + epoch) * 1_009 + self.rank + 1)  # own augmentation
-        for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.dataset.augment(images[idx], g)
-            yield x.contiguous(memory_format=self.memory_format), labels[idx]
+        for op in self.ops:
+            x = op(x, g)
+        return x

@@ -68,7 +68,3 @@ def build_pipeline(
         transforms.append(ToTensorV2())
     return A.Compose(transforms, seed=seed)
 
-
-def is_plain(specs: Sequence[TransformSpec] | None) -> bool:
-    """True when a pipeline only normalises with the data set's statistics (done once as a tensor op)."""
-    return specs is None or all(s == {"name": "Normalize"} or s == {"name": "ToTensorV2"} for s in specs)
