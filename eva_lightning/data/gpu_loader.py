@@ -35,7 +35,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from albumentations.pytorch import ToTensorV2
 
 #: cv2 border modes for padding -> torch.nn.functional.pad modes (cv2's REFLECT_101 is torch's reflect)
 PAD_MODES = {cv2.BORDER_CONSTANT: "constant", cv2.BORDER_REPLICATE: "replicate",
@@ -249,7 +248,7 @@ def _rotate(t: A.Rotate | A.Affine) -> Rotate:
 
 def _ops(t: A.BasicTransform) -> list[Op]:
     """The batched ops for one albumentations transform."""
-    if isinstance(t, ToTensorV2):
+    if isinstance(t, A.ToTensorV2):
         return []
     if isinstance(t, A.HorizontalFlip):
         return [Flip(t.p)]

@@ -12,7 +12,6 @@ import inspect
 from typing import Any, Sequence
 
 import albumentations as A
-from albumentations.pytorch import ToTensorV2
 
 from eva_lightning.errors import EvaError
 
@@ -20,10 +19,10 @@ TransformSpec = dict[str, Any]
 
 
 def _transform_class(name: str) -> type:
-    cls = getattr(A, name, None) or (ToTensorV2 if name == "ToTensorV2" else None)
+    cls = getattr(A, name, None)
     if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
         choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
-        close = difflib.get_close_matches(name, choices + ["ToTensorV2"], n=1)
+        close = difflib.get_close_matches(name, choices, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise EvaError(f"unknown albumentations transform '{name}'.{hint}")
     return cls
@@ -64,7 +63,7 @@ def build_pipeline(
         if isinstance(spec, dict) and spec.get("name") == "Normalize":
             spec = {"mean": list(mean), "std": list(std), "max_pixel_value": 255.0, **spec}
         transforms.append(build_transform(spec))
-    if not isinstance(transforms[-1] if transforms else None, ToTensorV2):
-        transforms.append(ToTensorV2())
+    if not isinstance(transforms[-1] if transforms else None, A.ToTensorV2):
+        transforms.append(A.ToTensorV2())
     return A.Compose(transforms, seed=seed)
 
