@@ -111,6 +111,15 @@ class EvaTrainer(Trainer):
     CLI's ``--trainer.limit_val_batches 1`` became ``1.0``, i.e. 100% of the batches. The ``|``
     unions below are not cached, so ``int`` is tried first: ``1`` is one batch, ``1.0`` all of them.
     The remaining arguments go to Trainer unchanged (LightningCLI reads them from its signature).
+
+    Args:
+        limit_train_batches: training batches per epoch: an int is a number of batches, a float a fraction.
+        limit_val_batches: validation batches per check: an int is a number of batches, a float a fraction.
+        limit_test_batches: test batches: an int is a number of batches, a float a fraction.
+        limit_predict_batches: prediction batches: an int is a number of batches, a float a fraction.
+        overfit_batches: train and validate on this many training batches (int) or this fraction (float).
+        val_check_interval: validate every this many training batches (int) or fraction of an epoch (float),
+            or after a time (``"DD:HH:MM:SS"``, timedelta, dict).
     """
 
     def __init__(
