@@ -22,12 +22,13 @@ from typing import Any
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator, XLAAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import ParallelStrategy
 from jsonargparse import ArgumentError, lazy_instance
 
+from eva_lightning.console import NetworkSummary, quiet_known_notices
 from eva_lightning.core import ImageClassifier
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
@@ -355,6 +356,9 @@ class EvaCLI(LightningCLI):
             # several redraws a second at these nets' speeds.
             # (A bar in trainer_defaults would clash with --trainer.enable_progress_bar false.)
             extra.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH))
+        if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
+            extra.append(NetworkSummary())  # the layer table without the metric objects and zero FLOPs
+            kwargs["enable_model_summary"] = False  # else Lightning logs that a summary callback is already set
         if holds_out_validation(self.datamodule) and config.get("enable_checkpointing") is not False:
             # ahead of the default last.ckpt callback, so last.ckpt holds this one's state of the same epoch
             extra.append(held_out_checkpoint())
@@ -453,6 +457,12 @@ class EvaCLI(LightningCLI):
         ckpt_path = init.get("ckpt_path")
         if ckpt_path is None:
             return
+        if ckpt_path == "best" and not holds_out_validation(self.datamodule):
+            raise EvaError(
+                "--ckpt_path best: no best checkpoint is kept while validation is the test split "
+                "(data.val_split 0), so that nothing is chosen on the test set; use --ckpt_path last "
+                "or a file, or train with a held-out split (--data.val_split 0.1)"
+            )
         logger = self.trainer.logger
         if ckpt_path == "last" and isinstance(logger, TensorBoardLogger):
             found = resolve_last(Path(logger.root_dir))
@@ -642,8 +652,6 @@ def end_of_run_summary(cli: EvaCLI) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``eva`` and ``python -m eva_lightning``."""
-    from eva_lightning.console import quiet_known_notices
-
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

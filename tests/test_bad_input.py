@@ -74,6 +74,7 @@ IMPOSSIBLE_NUMBERS = [
     case("lr_range_num_training_1", [f"--trainer.callbacks+={CALLBACKS}.LRRangeTest", "--trainer.callbacks.num_training", "1"],
          "num_training=1", "at least 2"),
     case("ema_decay_1", [f"--trainer.callbacks+={CALLBACKS}.WarmupEMA", "--trainer.callbacks.decay", "1.5"], "decay"),
+    case("ckpt_best_without_held_out_split", ["--ckpt_path", "best"], "--ckpt_path best", "data.val_split"),
     case("literal_choice", ["--model.init_args.schedule.anneal", "cosine"], "schedule.anneal", "cosine", "'linear', 'cos'"),
     # trainer
     case("max_epochs_negative", ["--trainer.max_epochs", "-3"], "trainer.max_epochs=-3", "at least 1 epoch"),
