@@ -368,6 +368,8 @@ class EvaCLI(LightningCLI):
         if logger is not None:
             kwargs["logger"] = logger
         trainer = super().instantiate_trainer(**kwargs)
+        if trainer.logger is None:  # --trainer.logger false: Lightning's LR monitor would refuse to start
+            trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer

@@ -33,11 +33,18 @@ def test_last_ckpt_is_the_latest_epoch_when_the_metric_never_improves(tmp_path, 
               "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "2")
     assert cli.trainer.current_epoch == 3
     ckpts = tmp_path / "lightning_logs" / "tiny" / "version_0" / "checkpoints"
-    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == 6  # the third epoch, not the first (the only "improvement")
     for key, value in cli.model.state_dict().items():  # the weights the run ended with
         assert torch.equal(value, last["state_dict"][key]), key
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]  # validation is the test split: nothing "best"
+
+
+def test_fit_without_a_logger_trains(tmp_path, monkeypatch, tiny_config):
+    # Lightning's LearningRateMonitor refuses to start without a logger; eva drops it instead
+    cli = fit(tmp_path, monkeypatch, tiny_config, "--trainer.logger", "false", "--trainer.limit_train_batches", "2")
+    assert cli.trainer.current_epoch == 1 and cli.trainer.logger is None
+    assert not (tmp_path / "lightning_logs").exists()
 
 
 def write_images(folder) -> None:
@@ -63,7 +70,7 @@ def test_default_root_dir_holds_every_file_of_the_run(tmp_path, monkeypatch, tin
     cli = fit(tmp_path, monkeypatch, tiny_config, "--trainer.default_root_dir", str(root), "--ckpt_path", "last",
               "--trainer.max_epochs", "2")
     assert cli.trainer.current_epoch == 2 and not (root / "tiny" / "version_2").exists()
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert not (tmp_path / "lightning_logs").exists()  # nothing in the default place
 
 

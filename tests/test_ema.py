@@ -94,7 +94,7 @@ def test_checkpoint_saves_and_restores_the_average(tmp_path):
     first = tiny_model()
     ckpt_dir = tmp_path / "ckpt"
     fit(first, [WarmupEMA(decay=0.998), ModelCheckpoint(dirpath=ckpt_dir, save_last=True)], enable_checkpointing=True)
-    ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
+    ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
     assert int(ckpt["averaging_state"]["n_averaged"]) == 64
     w = "net.0.weight"
     assert not torch.equal(ckpt["state_dict"][w], ckpt["current_model_state"][w])  # the EMA is the state_dict

@@ -37,7 +37,7 @@ def test_no_best_checkpoint_when_validation_is_the_test_split(tmp_path, monkeypa
     run = tmp_path / "lightning_logs" / "tiny" / "version_0"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert all(cb.monitor is None for cb in cli.trainer.checkpoint_callbacks)  # nothing selects on val (= test)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
     assert not any(tag.startswith("test/") for tag in scalars(run))  # val/* already are the test split
 
 
@@ -49,9 +49,9 @@ def test_held_out_split_keeps_best_by_validation_and_tests_the_final_weights(tmp
     assert len(files) == 2 and "last.ckpt" in files
     best = run / "checkpoints" / next(f for f in files if f.startswith("best-"))
     # NeverImproves: epoch 0 is the only epoch that can be best on the held-out split
-    assert best.name.startswith("best-epoch00-") and torch.load(best, weights_only=False)["epoch"] == 0
+    assert best.name.startswith("best-epoch00-") and torch.load(best, weights_only=True)["epoch"] == 0
     assert Path(cli.trainer.checkpoint_callback.best_model_path).resolve() == best.resolve()
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
     logged = scalars(run)
     assert list(logged["test/acc"]) == list(logged["test/loss"]) == [6]  # once, after the last step

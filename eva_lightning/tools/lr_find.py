@@ -117,7 +117,7 @@ def main(argv: list[str]) -> float:
             parser.add_dataclass_arguments(LRFindOptions, "lr_find")
             parser.add_argument("--apply", action=ActionYesNo, default=False, help="write a copy of the config with the LR set")
 
-    cli = LRFindCLI(args=argv, run=False)
+    cli = LRFindCLI(args=argv, run=False, parser_kwargs={"exit_on_error": False, "prog": "eva lr_find"})
     opts: LRFindOptions = cli.config_init["lr_find"]
     trainer, model = cli.trainer, cli.model
     finder = range_test(trainer, model, cli.datamodule, opts)
