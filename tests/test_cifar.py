@@ -18,6 +18,7 @@ from eva_lightning.cli import EvaCLI
 from eva_lightning.data import gpu_loader
 from eva_lightning.data.datamodule import KNOWN
 from eva_lightning.data.transforms import build_pipeline
+from test_configs import config_args, config_chain
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MEAN, STD = KNOWN["cifar10"][1], KNOWN["cifar10"][2]
@@ -34,7 +35,12 @@ def one_thread():
 
 
 def _config(name: str) -> dict:
-    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    """The config as its header's command composes it (configs/cifar10_data.yaml, then the assignment's file)."""
+    cfg: dict = {}
+    for path in config_chain(CONFIGS / f"{name}.yaml"):
+        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
 
 
 # --------------------------------------------------------------------------- S7 constraints
@@ -49,7 +55,7 @@ def test_s7_meets_the_assignment_constraints():
 
 
 def test_eva_summary_reports_the_s7_config(capsys):
-    summary.main(["--config", str(CONFIGS / "s7.yaml")])
+    summary.main(config_args(CONFIGS / "s7.yaml"))
     out = capsys.readouterr().out
     assert "S7Model" in out
     assert f"parameters: {sum(p.numel() for p in S7Net().parameters()):,}" in out
@@ -128,7 +134,7 @@ def tiny_cifar(tmp_path_factory) -> Path:
 def _first_epoch_loss(config: str, data_dir: Path, workdir: Path, *extra: str) -> float:
     cli = EvaCLI(
         args=[
-            "--config", str(CONFIGS / config), "--data.data_dir", str(data_dir), "--data.download", "false",
+            *config_args(CONFIGS / config), "--data.data_dir", str(data_dir), "--data.download", "false",
             "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
             "--trainer.max_epochs", "1", "--model.init_args.schedule.peak_epoch", "0.5",
             "--trainer.enable_progress_bar", "false",

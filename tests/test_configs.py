@@ -1,12 +1,14 @@
 """Every config under configs/ parses, builds and trains one fast_dev_run step on tiny synthetic data.
 
 A config whose header shows an ``eva fit --config A --config B`` command is a composition (the S5
-steps on configs/s5_base.yaml): it is tested as that command composes it. ``*_base.yaml`` files are
-only parts of such compositions.
+steps on configs/s5_base.yaml, the S6 runs on configs/s6_base.yaml, S7-S11 on configs/cifar10_data.yaml):
+it is tested as that command composes it. A file that comes before the last one in another config's
+command (``*_base.yaml``, ``cifar10_data.yaml``) is only a part of such compositions, not a run.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -15,10 +17,11 @@ import torch
 import yaml
 
 from conftest import write_cifar_jpeg, write_mnist
+from eva_lightning.assignments.s5 import S5Final
 from eva_lightning.cli import EvaCLI
+from eva_lightning.errors import EvaError
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.stem.endswith("_base"))
 
 
 def config_chain(config: Path) -> list[Path]:
@@ -32,6 +35,15 @@ def config_chain(config: Path) -> list[Path]:
             if config in chain:
                 return chain
     return [config]
+
+
+def composition_parts() -> set[Path]:
+    """Files that another config's command puts in front of it: parts of a run, not runs."""
+    return {p for c in (ROOT / "configs").glob("*.yaml") for p in config_chain(c)[:-1] if config_chain(c)[-1] == c}
+
+
+PARTS = composition_parts()
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p not in PARTS)
 
 
 def config_args(config: Path) -> list[str]:
@@ -57,7 +69,33 @@ def synthetic_roots(tmp_path_factory) -> dict[str, Path]:
     return {"mnist": write_mnist(root / "mnist", n_train=64, n_test=32), "cifar10": write_cifar_jpeg(root / "cifar")}
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+#: S6's Ghost-BN runs sit on the step-5 network (issue #12): they need ``S5Final(norm=..., virtual_batch_size=...)``
+S5FINAL_HAS_NORM = {"norm", "virtual_batch_size"} <= set(inspect.signature(S5Final.__init__).parameters)
+
+
+def sets_s5final_norm(config: Path) -> bool:
+    """Whether the composed config builds ``S5Final`` and sets ``model.init_args.norm``."""
+    models = [(yaml.safe_load(p.read_text()) or {}).get("model") or {} for p in config_chain(config)]
+    classes = [m["class_path"] for m in models if "class_path" in m]
+    return classes[-1:] == ["eva_lightning.assignments.s5.S5Final"] and any("norm" in (m.get("init_args") or {}) for m in models)
+
+
+def as_param(config: Path):
+    """``config`` as a test parameter, expected to fail while S5Final cannot take a Ghost-BN ``norm``."""
+    pending = not S5FINAL_HAS_NORM and sets_s5final_norm(config)
+    reason = "S5Final has no norm/virtual_batch_size arguments yet (eva_lightning/assignments/s5.py)"
+    refused = (EvaError, TypeError)  # the CLI's "unknown key 'norm'"; S5Final(norm=...) built directly
+    return pytest.param(config, id=config.stem, marks=[pytest.mark.xfail(reason=reason, raises=refused, strict=True)] if pending else [])
+
+
+def test_compositions_name_existing_files():
+    """Every run's composed command names files that exist; a part is never a run."""
+    for config in CONFIGS:
+        assert all(p.is_file() for p in config_chain(config)), config.name
+    assert {p.name for p in PARTS} == {"s5_base.yaml", "s6_base.yaml", "cifar10_data.yaml"}
+
+
+@pytest.mark.parametrize("config", [as_param(c) for c in CONFIGS])
 def test_config_trains_one_step(config, synthetic_roots, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     datasets = [(yaml.safe_load(p.read_text()).get("data") or {}).get("dataset") for p in config_chain(config)]
