@@ -10,7 +10,7 @@ Variants (each a batch of ``data.batch_size`` from the config's training split):
     step/channels_last    the same in channels_last layout
     step/compile          channels_last through torch.compile (compile time reported separately)
 
-    python benchmarks/cpu_step.py --config configs/s5_step4.yaml [--rounds 20] [--threads 2]
+    python benchmarks/cpu_step.py --config configs/s5.yaml [--rounds 20] [--threads 2]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from eva_lightning.data.transforms import build_pipeline  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", required=True, action="append", help="an eva config; repeat to compose, in order")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="add the torch.compile variant")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cli = build(args.config, args.overrides)
+    cli = build(args.config[0], [*(a for c in args.config[1:] for a in ("--config", c)), *args.overrides])
     dm, model = cli.datamodule, cli.model
     split = dm._load("train")
     bs = dm.batch_size
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
             times[name].append(time.perf_counter() - t)
     steps = n_train / bs
     result = {
-        "config": args.config, "batch_size": bs, "threads": torch.get_num_threads(), "rounds": args.rounds,
+        "config": " ".join(args.config), "batch_size": bs, "threads": torch.get_num_threads(), "rounds": args.rounds,
         "compile_s": compile_s,
         "per_batch_ms": {k: 1000 * statistics.median(v) for k, v in times.items()},
         "epoch_s_implied": {k: steps * statistics.median(v) for k, v in times.items()},

@@ -10,8 +10,11 @@ Times: ``train_s`` is an epoch's training batches (to the start of validation); 
 whole epoch (eva's: validation, checkpointing and epoch-end logging too; plain: validation). The first epoch is reported but
 left out of the steady-state figures (warm-up: cuDNN autotuning, allocator, compile).
 
-    python benchmarks/run.py --config configs/s5_step4.yaml --epochs 1 --repeats 2 --out results/s5.json
-    python benchmarks/run.py --config configs/s11.yaml --out results/s11.json -- --data.loader=torch
+    python benchmarks/run.py --config configs/s5.yaml --epochs 1 --repeats 2 --out results/s5.json
+    python benchmarks/run.py --config configs/cifar10_data.yaml --config configs/s11.yaml --out results/s11.json \
+        -- --data.loader=torch
+
+``--config`` repeats as in ``eva fit``: the files are merged in order (S6 and S7-S11 are compositions).
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def summary(runs: list[dict], images_per_epoch: float) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", required=True, action="append", help="an eva config; repeat to compose, in order")
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--repeats", type=int, default=1, help="eva/plain pairs, alternating")
     parser.add_argument("--out", default=None, help="JSON result file")
@@ -175,27 +178,29 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = str(Path(args.config).resolve())
+    config, *more = (str(Path(c).resolve()) for c in args.config)
     out = Path(args.out).resolve() if args.out else None
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         os.chdir(args.workdir)
     overrides = list(args.overrides) + ([f"--trainer.max_epochs={args.epochs}"] if args.epochs else [])
+    composed = [arg for c in more for arg in ("--config", c)]  # the later files, merged after the first
+
 
     eva_runs, plain_runs = [], []
     for rep in range(args.repeats):
-        r = eva_fit(config, overrides)
+        r = eva_fit(config, composed + overrides)
         eva_runs.append(r)
         log.info("eva   #%d: train %s s, val/acc %.4f, %s on %s", rep, [round(t, 2) for t in r["train_s"]],
                  r["val_acc"] or float("nan"), r["train_loader"], r["device"])
         if not args.skip_plain:
-            p = plain_fit(build(config, overrides), r["epochs"], lr=r["lr"], log=log.info)
+            p = plain_fit(build(config, composed + overrides), r["epochs"], lr=r["lr"], log=log.info)
             plain_runs.append(p)
             log.info("plain #%d: train %s s, val/acc %.4f", rep, [round(t, 2) for t in p["train_s"]], p["val_acc"][-1])
 
     per_epoch = eva_runs[0]["images"] / max(1, eva_runs[0]["epochs"])
     result = {
-        "config": args.config,
+        "config": " ".join(args.config),
         "overrides": overrides,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
