@@ -13,21 +13,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eva_lightning.report import best_point, read_scalars, val_split  # noqa: E402  (the project's one event-file reader)
+from eva_lightning import runs  # noqa: E402  (the project's one event-file reader)
 
 
 def summarize(run: Path) -> dict | None:
-    scalars = read_scalars(run)
+    scalars = runs.read_scalars(run)
     if "val/acc" not in scalars:
         return None
     val = scalars["val/acc"]  # (step, value, wall_time) per epoch
     steps = scalars.get("train/loss_step", [])
-    split = val_split(run)
+    split = runs.val_split(run)
     held_out = split > 0
     test = scalars.get("test/acc") if held_out else val
-    best = best_point(scalars, "val/acc") if held_out else None
+    best = runs.best_point(scalars, "val/acc") if held_out else None
     return {
-        "run": f"{run.parent.name}/{run.name}",
+        "run": runs.name(run),
         "epochs": len(val),
         "final_test": test[-1][1] if test else float("nan"),
         "val": f"held-out {split:g}: final {100 * val[-1][1]:.2f}%, best {100 * best[0]:.2f}% ({best[1]})"

@@ -183,12 +183,3 @@ def check_checkpoint(path, model: torch.nn.Module, trusted: bool = False) -> Non
         f"{'; '.join(details)}. Pass the config the checkpoint was trained with (--config), or another checkpoint"
     )
 
-
-def resolve_last(run_root: Path) -> Path | None:
-    """``<run_root>/version_N/checkpoints/last.ckpt`` of the highest N that has one, else None."""
-    found = []
-    for ckpt in Path(run_root).glob(f"version_*/checkpoints/{LAST}"):
-        m = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
-        if m:
-            found.append((int(m.group(1)), ckpt))
-    return max(found)[1] if found else None

@@ -34,9 +34,13 @@ from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
 from eva_lightning.errors import EvaError
 from eva_lightning.predict import PredictionWriter
-from eva_lightning.report import RunReport, write_report
-from eva_lightning.runinfo import RunInfo, run_dir
+from eva_lightning.report import RunReport
+from eva_lightning.runinfo import RunInfo
+from eva_lightning.runs import newest_version, run_dir, version_number
+from eva_lightning.callbacks.finite_loss import FiniteLossGuard
+from eva_lightning.callbacks.rng_state import RngState
 from eva_lightning.checkpoints import (
+    LAST,
     SafeCheckpointIO,
     check_checkpoint,
     check_checkpoint_class,
@@ -44,9 +48,7 @@ from eva_lightning.checkpoints import (
     class_paths,
     import_dotted,
     load_checkpoint_file,
-    resolve_last,
 )
-from eva_lightning.safety import FiniteLossGuard, RngState
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,14 @@ log = logging.getLogger(__name__)
 #: for eva --help)``
 TOOLS = {
     "lr_find": ("eva_lightning.tools.lr_find", "LR range test of a config: loss-vs-LR plot, suggested LR (--apply writes it)"),
-    "summary": ("eva_lightning.analysis.summary", "a config's network: per-layer shapes, parameters, receptive field"),
-    "compare": ("eva_lightning.analysis.compare", "several runs' curves in one figure and a table of final values"),
-    "report": ("eva_lightning.report", "(re)write a run's report.md and print its summary"),
+    "summary": ("eva_lightning.tools.summary", "a config's network: per-layer shapes, parameters, receptive field"),
+    "compare": ("eva_lightning.tools.compare", "several runs' curves in one figure and a table of final values"),
+    "report": ("eva_lightning.tools.report", "(re)write a run's report.md and print its summary"),
     "seeds": ("eva_lightning.tools.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
 }
 
 LOG_ROOT = "lightning_logs"
+SUBCOMMAND_KEY = "eva_subcommand"  # in a subcommand's parser_kwargs: see EvaCLI.init_parser
 
 
 def run_name(argv: list[str]) -> str:
@@ -287,6 +290,7 @@ class EvaCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         argv = list(sys.argv[1:] if args is None else args)
+        self.subcommand_parsers: dict[str, Any] = {}  # filled by init_parser
         super().__init__(
             ImageClassifier,
             VisionDataModule,
@@ -302,12 +306,27 @@ class EvaCLI(LightningCLI):
             },
             args=args,
             run=run,
-            # parse errors come back as exceptions: parse_arguments rewrites them as one short message
+            # parse errors come back as exceptions: parse_arguments rewrites them as one short message;
+            # SUBCOMMAND_KEY tells init_parser which subcommand a parser is for
             parser_kwargs=kwargs.pop("parser_kwargs", None) or {
-                "exit_on_error": False, **{sub: {"exit_on_error": False} for sub in self.subcommands()}
+                "exit_on_error": False,
+                **{sub: {"exit_on_error": False, SUBCOMMAND_KEY: sub} for sub in self.subcommands()},
             },
             **kwargs,
         )
+
+    def init_parser(self, **kwargs):
+        """Keep each subcommand's parser by name (:attr:`subcommand_parsers`).
+
+        ``add_arguments_to_parser`` is called for each subcommand parser without its name: so that
+        options that only make sense for one subcommand (``--predict.gradcam``) go only there, and
+        an unknown key is matched against its own subcommand's keys.
+        """
+        self._building_subcommand = kwargs.pop(SUBCOMMAND_KEY, None)
+        parser = super().init_parser(**kwargs)
+        if self._building_subcommand:
+            self.subcommand_parsers[self._building_subcommand] = parser
+        return parser
 
     def parse_arguments(self, parser, args) -> None:
         try:
@@ -317,7 +336,7 @@ class EvaCLI(LightningCLI):
                 warnings.filterwarnings("ignore", message=".*args parameter is intended")
                 super().parse_arguments(parser, args)
         except ArgumentError as exc:
-            raise EvaError(explain_parse_error(str(exc), parser, args)) from None
+            raise EvaError(explain_parse_error(str(exc), self.subcommand_parsers, args)) from None
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the checkpoint's hyper-parameters into the model config here, and its
@@ -347,7 +366,7 @@ class EvaCLI(LightningCLI):
             raise EvaError(f"the hyper-parameters saved in {ckpt_path} do not fit this model: {exc}") from None
 
     def instantiate_trainer(self, **kwargs):
-        config = self._get(self.config_init, "trainer", default={})
+        config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer") or {}
         callbacks = list(config.get("callbacks") or [])
         extra = []
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -364,9 +383,6 @@ class EvaCLI(LightningCLI):
             extra.append(held_out_checkpoint())
         if extra:
             kwargs["callbacks"] = [*callbacks, *extra]
-        logger = self._logger_under_root(config)
-        if logger is not None:
-            kwargs["logger"] = logger
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.logger is None:  # --trainer.logger false: Lightning's LR monitor would refuse to start
             trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
@@ -374,19 +390,36 @@ class EvaCLI(LightningCLI):
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
 
-    def _logger_under_root(self, config) -> TensorBoardLogger | None:
-        """With ``--trainer.default_root_dir DIR``, the default logger writes ``DIR/<config>/version_N``.
+    def _place_default_logger(self) -> None:
+        """Where the default TensorBoard logger writes, set in the config (so ``config.yaml`` records it).
 
-        As in Lightning, ``default_root_dir`` is where a run's files go unless a logger says
-        otherwise; the default logger's fixed ``save_dir=lightning_logs`` would otherwise win.
-        None: keep the configured logger.
+        - ``--trainer.default_root_dir DIR``: ``DIR/<config>/version_N``. As in Lightning, that is
+          where a run's files go unless a logger says otherwise; the default logger's fixed
+          ``save_dir=lightning_logs`` would otherwise win.
+        - ``--ckpt_path last``: the newest ``version_N`` of this config that holds a ``last.ckpt``.
+          The default logger starts a new ``version_N`` each run, so Lightning's own ``last`` (the
+          checkpoint callback's last file of *this* run) would find nothing after a crash. ``fit``
+          also logs into that version (unless the user chose one), so the resumed curves continue.
         """
-        root, logger = config.get("default_root_dir"), config.get("logger")
-        if root is None or type(logger) is not TensorBoardLogger or logger.save_dir != LOG_ROOT:
-            return None
-        spec = self._get(self.config, "trainer", default={}).get("logger")
-        init_args = spec.init_args.as_dict() if getattr(spec, "init_args", None) is not None else {"name": logger.name}
-        return TensorBoardLogger(**{**init_args, "save_dir": str(root)})
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        spec = (cfg.get("trainer") or {}).get("logger")
+        init = getattr(spec, "init_args", None)
+        if init is None or import_dotted(spec.class_path) is not TensorBoardLogger:
+            return
+        if cfg.get("trainer.default_root_dir") is not None and init.save_dir == LOG_ROOT:
+            init.save_dir = str(cfg["trainer.default_root_dir"])
+        if cfg.get("ckpt_path") != "last":
+            return
+        root = Path(init.save_dir) / (init.name or "")
+        found = newest_version(root, lambda version: (version / "checkpoints" / LAST).is_file())
+        if found is None:
+            log.warning("--ckpt_path last: no %s/version_*/checkpoints/%s yet, starting a new run", root, LAST)
+            cfg["ckpt_path"] = None
+            return
+        cfg["ckpt_path"] = str(found / "checkpoints" / LAST)
+        log.info("--ckpt_path last: resuming from %s", cfg["ckpt_path"])
+        if self.subcommand == "fit" and init.version is None:
+            init.version = version_number(found)
 
     def after_fit(self) -> None:
         """With a held-out validation split, fit ends by testing the final weights on the test split.
@@ -396,22 +429,19 @@ class EvaCLI(LightningCLI):
         """
         if not holds_out_validation(self.datamodule) or self.trainer.interrupted:
             return
-        self.trainer.test(self.model, datamodule=self.datamodule)
-        run = run_dir(self.trainer)
-        if run is not None and self.trainer.is_global_zero:
-            for logger in self.trainer.loggers:  # the event file must hold test/* before it is read back
-                flush = getattr(getattr(logger, "experiment", None), "flush", None)
-                if callable(flush):
-                    flush()
-            log.info("final weights on the test split → %s", write_report(run))
+        self.trainer.test(self.model, datamodule=self.datamodule)  # RunReport then adds test/* to report.md
+
+    def before_instantiate_classes(self) -> None:
+        """Check the settings before anything is built or written; place the default logger."""
+        check_run_settings(self.config, self.subcommand)
+        self._place_default_logger()
 
     def instantiate_classes(self) -> None:
-        """Check the settings first; a class's own EvaError stays that one message.
+        """A class's own EvaError stays that one message.
 
         jsonargparse reports an exception raised in a model's ``__init__`` as a ValueError of a failed
         Union match (model, or None), with the EvaError as its cause.
         """
-        check_run_settings(self.config, self.subcommand)
         try:
             super().instantiate_classes()
         except ValueError as exc:
@@ -422,12 +452,13 @@ class EvaCLI(LightningCLI):
                 raise
             raise cause from None
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        # checks that fail before the trainer starts, so a bad input leaves no run directory behind
+    def after_instantiate_classes(self) -> None:
+        """Checks of the built objects before the subcommand runs: a bad input leaves no run directory behind."""
+        if self.subcommand is None:
+            return
         self._check_transforms()
-        self._check_sync_batchnorm(subcommand)
-        self._prepare_ckpt_path(subcommand)
-        super()._run_subcommand(subcommand)
+        self._check_sync_batchnorm(self.subcommand)
+        self._check_ckpt_path(self.subcommand)
 
     def _check_sync_batchnorm(self, subcommand: str) -> None:
         """torch's SyncBatchNorm runs only on CUDA; on CPU DDP it fails inside DDP's constructor."""
@@ -448,13 +479,8 @@ class EvaCLI(LightningCLI):
             for specs in (dm.train_specs, dm.test_specs):
                 build_pipeline(specs, stats, stats)
 
-    def _prepare_ckpt_path(self, subcommand: str) -> None:
-        """Resolve ``--ckpt_path last`` to the latest run of this config and check the checkpoint.
-
-        The default logger starts a new ``version_N`` each run, so Lightning's own ``last`` (the
-        checkpoint callback's last file of *this* run) would find nothing after a crash. For
-        ``fit`` the resumed run also logs into the old run's directory, so its curves continue.
-        """
+    def _check_ckpt_path(self, subcommand: str) -> None:
+        """Refuse ``--ckpt_path best`` without a held-out split; check a checkpoint file before Lightning loads it."""
         cfg, init = self.config[subcommand], self.config_init[subcommand]
         ckpt_path = init.get("ckpt_path")
         if ckpt_path is None:
@@ -465,28 +491,10 @@ class EvaCLI(LightningCLI):
                 "(data.val_split 0), so that nothing is chosen on the test set; use --ckpt_path last "
                 "or a file, or train with a held-out split (--data.val_split 0.1)"
             )
-        logger = self.trainer.logger
-        if ckpt_path == "last" and isinstance(logger, TensorBoardLogger):
-            found = resolve_last(Path(logger.root_dir))
-            if found is None:
-                log.warning("--ckpt_path last: no %s/version_*/checkpoints/last.ckpt yet, starting a new run", logger.root_dir)
-                init["ckpt_path"] = cfg["ckpt_path"] = None
-                return
-            log.info("--ckpt_path last: resuming from %s", found)
-            init["ckpt_path"] = str(found)
-            if subcommand == "fit" and logger._version is None:  # not chosen by the user: continue the old run's dir
-                logger._version = int(found.parent.parent.name.split("_")[1])
-            ckpt_path = str(found)
         trusted = trusts_checkpoint(cfg)
         init["weights_only"] = not trusted  # Lightning's own load: as data unless the user trusts the file
         if ckpt_path not in ("last", "best", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
             check_checkpoint(ckpt_path, self.model, trusted=trusted)
-
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
-        # add_arguments_to_parser is called once per subcommand parser without its name; keep it
-        # so options that only make sense for one subcommand (--predict.gradcam) go only there
-        self._building_subcommand = subcommand
-        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -512,7 +520,7 @@ def trusts_checkpoint(cfg) -> bool:
     return bool(cfg.get("trust_checkpoint")) or cfg.get("weights_only") is False
 
 
-def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
+def explain_parse_error(message: str, parsers: dict[str, Any], args: list[str] | None) -> str:
     """jsonargparse's message without the usage screen, plus the closest valid key for an unknown one."""
     message = message.strip()
     bad = re.search(r"does not accept option '([^']+)'|Key '([^']+)' is not expected", message)
@@ -535,9 +543,8 @@ def explain_parse_error(message: str, parser, args: list[str] | None) -> str:
     if bad:
         key = bad.group(1) or bad.group(2)
         subcommand = ((sys.argv[1:] if args is None else list(args)) or [""])[0]
-        subparsers = getattr(getattr(parser, "_subcommands_action", None), "_name_parser_map", {})
-        subparser = subparsers.get(subcommand, parser)
-        keys = [a.dest for a in subparser._actions if a.dest and not a.dest.startswith("_")]
+        subparser = parsers.get(subcommand)
+        keys = list(subparser.get_defaults().keys()) if subparser is not None else []
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         message = f"unknown key '{key}' in the configuration"
         hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys are listed by: eva {subcommand or 'fit'} --help"
@@ -639,13 +646,12 @@ def version_text() -> str:
 
 def end_of_run_summary(cli: EvaCLI) -> str | None:
     """The lines ``eva fit`` / ``eva test`` end with (rank 0): final test accuracy, time, where the files are."""
-    from eva_lightning import runinfo
     from eva_lightning.report import RunSummary
 
     trainer = cli.trainer
     if cli.subcommand not in ("fit", "test") or not trainer.is_global_zero or trainer.fast_dev_run:
         return None
-    run = runinfo.run_dir(trainer)
+    run = run_dir(trainer)
     if run is not None and any(run.glob("events.out.tfevents.*")):
         return RunSummary.from_run_dir(run).text()
     split = float(getattr(cli.datamodule, "val_split", 0.0) or 0.0)

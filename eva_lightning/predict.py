@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from eva_lightning.runs import run_dir
+
 log = logging.getLogger(__name__)
 
 CSV_NAME = "predictions.csv"
@@ -51,7 +53,7 @@ class PredictionWriter(BasePredictionWriter):
     Args:
         gradcam: also write a GradCAM overlay PNG per image (``gradcam/<file>.png``), for the
             predicted class at the model's ``gradcam_layer``.
-        output_dir: where to write; default the run directory (``trainer.log_dir``).
+        output_dir: where to write; default the run directory (:func:`eva_lightning.runs.run_dir`).
     """
 
     def __init__(self, gradcam: bool = False, output_dir: str | None = None) -> None:
@@ -81,7 +83,7 @@ class PredictionWriter(BasePredictionWriter):
         self._indices.extend(batch_indices if batch_indices is not None else range(start, start + len(probs)))
 
     def _out_dir(self, trainer: L.Trainer) -> Path:
-        out = Path(self.output_dir or trainer.log_dir or ".")
+        out = Path(self.output_dir or run_dir(trainer) or trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         return out
 

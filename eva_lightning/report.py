@@ -34,8 +34,7 @@ import lightning as L
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from eva_lightning import runinfo
-from eva_lightning.errors import EvaError
+from eva_lightning import runinfo, runs
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +53,6 @@ FIGURE_GROUPS = (
 
 
 # --------------------------------------------------------------------------- reading a run back
-def resolve_run_dir(path: str | Path) -> Path:
-    """The run directory itself, or the newest ``version_N`` inside a run-name folder."""
-    run = Path(path).expanduser()
-    if not run.is_dir():
-        raise EvaError(f"{run} is not a folder: give a run directory such as lightning_logs/s5/version_0")
-    if any(run.glob("events.out.tfevents.*")) or (run / "config.yaml").exists():
-        return run
-    versions = [p for p in run.glob("version_*") if p.is_dir() and p.name.split("_")[-1].isdigit()]
-    if not versions:
-        raise EvaError(f"{run} holds no run: expected TensorBoard event files or version_N folders in it")
-    return max(versions, key=lambda p: int(p.name.split("_")[-1]))
-
-
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """The newest ``fit`` document of ``run_info.yaml`` (a resumed run appends one per start)."""
     path = run_dir / runinfo.FILE
@@ -98,43 +84,7 @@ def machine_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """Every scalar tag of the run's event files: ``tag -> [(step, value, wall_time), ...]``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    scalars: dict[str, list[tuple[int, float, float]]] = {}
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # it logs each file it opens at INFO
-    for events in sorted({p.parent for p in run_dir.glob("events.out.tfevents.*")}):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            scalars.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in acc.Scalars(tag))
-    return scalars
-
-
-def val_split(run_dir: Path) -> float:
-    """``data.val_split`` of the run's ``config.yaml``: 0 (the default) means validation ran on the test split."""
-    path = Path(run_dir) / "config.yaml"
-    try:
-        cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
-        split = ((cfg or {}).get("data") or {}).get("val_split") or 0.0
-        return float(split)
-    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
-        return 0.0
-
-
-def best_point(scalars: dict[str, list[tuple[int, float, float]]], tag: str) -> tuple[float, str] | None:
-    """Best value of ``tag`` (max for accuracies, min for losses) and where: ``(value, "epoch N")``."""
-    points = scalars.get(tag)
-    if not points:
-        return None
-    epoch_at = {step: int(v) for step, v, _ in scalars.get("epoch", [])}
-    pick = min if tag.endswith("loss") else max
-    step, value, _ = pick(points, key=lambda p: p[1])
-    return value, (f"epoch {epoch_at[step]}" if step in epoch_at else f"step {step}")
-
-
-def metric_table(scalars: dict[str, list[tuple[int, float, float]]], held_out: bool = False) -> list[tuple[str, float, str]]:
+def metric_table(scalars: runs.Scalars, held_out: bool = False) -> list[tuple[str, float, str]]:
     """``(tag, final value, best value with its epoch)``.
 
     A best is given only for ``val/acc`` and ``val/loss`` of a run with a held-out validation split
@@ -146,7 +96,7 @@ def metric_table(scalars: dict[str, list[tuple[int, float, float]]], held_out: b
     tags += sorted(t for t in scalars if t not in tags and t not in skip and not t.endswith("_step"))
     rows = []
     for tag in tags:
-        best = best_point(scalars, tag) if held_out and tag in ("val/acc", "val/loss") else None
+        best = runs.best_point(scalars, tag) if held_out and tag in ("val/acc", "val/loss") else None
         rows.append((tag, scalars[tag][-1][1], f"{_fmt_value(best[0])} ({best[1]})" if best else ""))
     return rows
 
@@ -172,11 +122,11 @@ class RunSummary:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "RunSummary":
-        run = resolve_run_dir(run_dir)
-        scalars = read_scalars(run)
+        run = runs.resolve(run_dir)
+        scalars = runs.read_scalars(run)
         result = json.loads((run / RESULT_NAME).read_text()) if (run / RESULT_NAME).exists() else {}
         config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
-        split = val_split(run)
+        split = runs.val_split(run)
         trained = bool(result) or any(t.startswith("train/") for t in scalars)
         epochs = result.get("epochs")
         if epochs is None and scalars.get("val/acc"):  # a run still going (or killed): validated epochs
@@ -187,7 +137,7 @@ class RunSummary:
             stage="fit" if trained else "test",
             final={tag: points[-1][1] for tag, points in scalars.items()},
             val_split=split,
-            best_val_acc=best_point(scalars, "val/acc") if split > 0 else None,
+            best_val_acc=runs.best_point(scalars, "val/acc") if split > 0 else None,
             epochs=epochs if trained else None,
             max_epochs=int(max_epochs) if max_epochs else None,
             wall_time_s=wall,
@@ -338,11 +288,11 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         run_dir: the run directory, or its run-name folder (the newest version is taken).
         title: page heading; default ``<run name>/version_N``.
     """
-    run = resolve_run_dir(run_dir)
+    run = runs.resolve(run_dir)
     result = json.loads((run / RESULT_NAME).read_text()) if (run / RESULT_NAME).exists() else {}
     info = read_run_info(run)
     config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
-    scalars = read_scalars(run)
+    scalars = runs.read_scalars(run)
     summary = RunSummary.from_run_dir(run)
     if summary.stage == "fit" and summary.wall_time_s is None:  # no fit_result.json: the events' span
         all_points = [p for points in scalars.values() for p in points]
@@ -435,7 +385,7 @@ class RunReport(Callback):
         self._start = time.perf_counter()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        run = runinfo.run_dir(trainer)
+        run = runs.run_dir(trainer)
         if stage not in ("fit", "test") or run is None or not trainer.is_global_zero:
             return
         if stage == "fit":
@@ -455,13 +405,3 @@ class RunReport(Callback):
         self.report_path = write_report(run)
         log.debug("run report → %s", self.report_path)  # `eva` prints it in the end-of-run summary
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``eva report RUN_DIR``: (re)write ``report.md`` of a finished run."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(prog="eva report", description=main.__doc__)
-    parser.add_argument("run_dir", help="a run directory (lightning_logs/<config>/version_N) or its parent")
-    args = parser.parse_args(argv)
-    path = write_report(args.run_dir)
-    print(RunSummary.from_run_dir(path.parent).text())

@@ -21,7 +21,8 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from eva_lightning.runs import run_dir
 
 FILE = "run_info.yaml"
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "albumentations", "numpy", "jsonargparse")
@@ -96,22 +97,6 @@ def run_info(trainer: L.Trainer | None = None) -> dict[str, Any]:
         "versions": versions(),
         "machine": machine(trainer),
     }
-
-
-def run_dir(trainer: L.Trainer) -> Path | None:
-    """The run's folder for files beside its logs; None under ``fast_dev_run`` or without a logger.
-
-    Without a logger Lightning's log dir is the working directory, not a run's folder: nothing
-    is written there. This is rank 0's folder, read from its logger as ``trainer.log_dir`` does but
-    without that property's broadcast, so rank 0 may call it alone (a collective called by one rank
-    of several hangs, or fails once the others have exited). Other ranks' loggers may have picked
-    another version number: only rank 0 writes files.
-    """
-    logger = trainer.logger
-    if trainer.fast_dev_run or logger is None:
-        return None
-    log_dir = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
-    return None if log_dir is None else Path(log_dir)
 
 
 class RunInfo(Callback):

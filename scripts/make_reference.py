@@ -32,9 +32,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
 from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
-from eva_lightning import runinfo  # noqa: E402
+from eva_lightning import runinfo, runs  # noqa: E402
 from eva_lightning.errors import EvaError  # noqa: E402
-from eva_lightning.report import RESULT_NAME, figure_families, resolve_run_dir, write_report  # noqa: E402
+from eva_lightning.report import RESULT_NAME, figure_families, write_report  # noqa: E402
 
 log = logging.getLogger("make_reference")
 
@@ -76,7 +76,7 @@ def newest_figures(run: Path) -> list[Path]:
 
 
 def make_reference(name: str, run_dir: Path, out_root: Path) -> Path:
-    run = resolve_run_dir(run_dir)
+    run = runs.resolve(run_dir)
     out = out_root / name
     if out.exists():
         shutil.rmtree(out)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for spec in args.runs:
             name, _, path = spec.rpartition("=")
-            run = resolve_run_dir(path)
+            run = runs.resolve(path)
             make_reference(name or run.parent.name, run, out_root)
     except EvaError as exc:
         sys.exit(f"error: {exc}")

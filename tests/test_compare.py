@@ -9,8 +9,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from eva_lightning.analysis.compare import compare, main, read_run
+from eva_lightning.analysis.compare import compare, read_run
 from eva_lightning.errors import EvaError
+from eva_lightning.tools.compare import main
 
 
 def write_run(root: Path, name: str, acc: list[float], loss: list[float], steps_per_epoch: int = 5,

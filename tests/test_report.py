@@ -13,7 +13,7 @@ from PIL import Image
 
 from eva_lightning.cli import EvaCLI
 from eva_lightning.errors import EvaError
-from eva_lightning.report import main as report_main
+from eva_lightning.tools.report import main as report_main
 
 
 class SavesFigures(L.Callback):

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import eva_env
 from eva_lightning.errors import EvaError
-from eva_lightning.report import read_scalars
+from eva_lightning.runs import read_scalars
 from eva_lightning.tools import seeds
 
 

@@ -1,6 +1,6 @@
 """``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure.
 
-Reads the TensorBoard event files (``eva_lightning.report.read_scalars``) and prints a table of
+Reads the TensorBoard event files (``eva_lightning.runs.read_scalars``) and prints a table of
 each run's final value per metric. A best value over epochs (lowest loss, highest accuracy) is
 shown only for ``val/*`` of a run with a held-out validation split (``data.val_split > 0`` in its
 ``config.yaml``): with validation on the test split a best epoch would be chosen on the test set.
@@ -8,14 +8,11 @@ shown only for ``val/*`` of a run with a held-out validation split (``data.val_s
 
 from __future__ import annotations
 
-import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from eva_lightning import runs as run_files
 from eva_lightning.errors import EvaError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("val/loss", "val/acc")
 
@@ -43,39 +40,11 @@ class Result:
     val_split: float = 0.0  # the run's data.val_split
 
 
-def _version(p: Path) -> int:
-    m = re.fullmatch(r"version_(\d+)", p.name)
-    return int(m.group(1)) if m else -1
-
-
-def event_dir(run_dir: Path) -> Path:
-    """The folder holding the run's event files: ``run_dir`` itself, else its newest ``version_N``."""
-    if not run_dir.is_dir():
-        raise EvaError(f"run dir {run_dir} does not exist")
-    if any(run_dir.glob("events.out.tfevents.*")):
-        return run_dir
-    versions = sorted((d for d in run_dir.iterdir() if d.is_dir() and any(d.glob("events.out.tfevents.*"))), key=_version)
-    if not versions:
-        raise EvaError(f"no TensorBoard event files in {run_dir} or its version_N folders")
-    if len(versions) > 1:
-        log.info("%s has %d versions; using the newest, %s", run_dir, len(versions), versions[-1].name)
-    return versions[-1]
-
-
 def read_run(run_dir: str | Path) -> Run:
-    """All scalars of a run, x = epoch where Lightning logged one (its ``epoch`` scalar), else the step."""
-    from eva_lightning.report import read_scalars, val_split
-
-    folder = event_dir(Path(run_dir))
-    # a resumed run repeats steps across event files: the later point wins
-    raw = {tag: {step: value for step, value, _ in points} for tag, points in read_scalars(folder).items()}
-    epoch_at = raw.get("epoch", {})
-    scalars = {
-        tag: [(epoch_at.get(step, step), value) for step, value in sorted(points.items())]
-        for tag, points in raw.items()
-    }
-    name = f"{folder.parent.name}/{folder.name}" if _version(folder) >= 0 else folder.name
-    return Run(name=name, path=folder, scalars=scalars, val_split=val_split(folder))
+    """All scalars of a run (its newest version in a run-name folder), x = epoch where Lightning logged one, else the step."""
+    folder = run_files.resolve(run_dir)
+    scalars = run_files.read_scalars(folder)
+    return Run(run_files.name(folder), folder, {tag: run_files.curve(scalars, tag) for tag in scalars}, run_files.val_split(folder))
 
 
 def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
@@ -88,8 +57,7 @@ def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
                 continue
             result = Result(run.name, metric, final=points[-1][1], final_epoch=points[-1][0], val_split=run.val_split)
             if run.val_split > 0 and metric.startswith("val/"):
-                pick = min if "loss" in metric else max
-                result.best_epoch, result.best = pick(points, key=lambda p: p[1])
+                result.best_epoch, result.best = run_files.best(points, metric)
             results.append(result)
     return results
 
@@ -141,18 +109,3 @@ def notes(results: list[Result]) -> list[str]:
         return []
     return [f"val/* of {', '.join(on_test)}: the test split (data.val_split 0); the final epoch is the result, no best is chosen on it"]
 
-
-def main(argv: list[str] | None = None) -> None:
-    """Parse ``eva compare`` arguments, draw the figure, print the table."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(prog="eva compare", description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="run dirs (lightning_logs/<name> or .../version_N)")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="scalar tags to plot")
-    parser.add_argument("--out", default="compare.png", help="figure file")
-    args = parser.parse_args(argv)
-    results = compare(args.runs, list(args.metrics), args.out)
-    print(table(results))
-    for line in notes(results):
-        print(line)
-    print(f"figure: {args.out}")

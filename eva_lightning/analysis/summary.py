@@ -12,7 +12,6 @@ course's convention (after global pooling every output sees the whole image anyw
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,38 +254,3 @@ def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary
         output_shape=tuple(out_t.shape[1:]) if out_t is not None else (),
     )
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``eva summary --config X [--input_shape C H W] [overrides]``: print the table (no data needed)."""
-    from eva_lightning.cli import EvaCLI
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(
-            "usage: eva summary --config CONFIG [--input_shape C H W] [--model.init_args.X=...]\n\n"
-            "Per-layer output shape, parameters, receptive field and jump of the configured model,\n"
-            "with totals and constraint flags. Does not read the data set."
-        )
-        return
-    input_shape = None
-    if "--input_shape" in argv:
-        i = argv.index("--input_shape")
-        try:
-            input_shape = tuple(int(v) for v in argv[i + 1 : i + 4])
-        except ValueError:
-            raise EvaError("--input_shape takes three integers: C H W") from None
-        del argv[i : i + 4]
-
-    class SummaryCLI(EvaCLI):
-        def instantiate_trainer(self, **kwargs):  # a summary needs no Trainer (and no GPU)
-            return None
-
-    cli = SummaryCLI(args=argv, run=False)
-    model = cli.model
-    if input_shape is None:
-        dm = cli.datamodule
-        input_shape = (dm.in_channels, dm.image_size, dm.image_size)
-    net = getattr(model, "net", model)
-    summary = summarize(net, input_shape)
-    print(f"{type(model).__name__} (model.net)")
-    print(summary.table())

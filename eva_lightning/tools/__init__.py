@@ -1,1 +1,1 @@
-"""``eva`` subcommands that drive a Trainer (``eva lr_find``)."""
+"""The ``main(argv)`` behind each ``eva <tool>`` (``TOOLS`` in :mod:`eva_lightning.cli`)."""

@@ -22,8 +22,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
+from eva_lightning import runs as run_files
 from eva_lightning.errors import EvaError
 
 LOG_ROOT = "lightning_logs"
@@ -52,12 +51,6 @@ class SeedRun:
     wall_s: float
 
 
-def read_config(run_dir: Path) -> dict:
-    """The run's resolved ``config.yaml`` (LightningCLI's), or {}."""
-    path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
 def read_seed_run(run_dir: str | Path) -> SeedRun:
     """Read the final-epoch test accuracy of one run from its TensorBoard events.
 
@@ -65,14 +58,12 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
         EvaError: no events, no accuracy, a held-out split without ``test/acc``, or a run that
             stopped before ``trainer.max_epochs``.
     """
-    from eva_lightning.report import read_scalars, resolve_run_dir
-
-    run = resolve_run_dir(run_dir)
-    scalars = read_scalars(run)
+    run = run_files.resolve(run_dir)
+    scalars = run_files.read_scalars(run)
     if not scalars:
         raise EvaError(f"{run}: no TensorBoard scalars (is it a run directory of eva fit?)")
-    config = read_config(run)
-    val_split = float((config.get("data") or {}).get("val_split") or 0.0)
+    config = run_files.read_config(run)
+    val_split = run_files.val_split(run)
     if "test/acc" in scalars:
         metric = "test/acc"
     elif val_split > 0:
@@ -84,12 +75,10 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
         metric = "val/acc"
     else:
         raise EvaError(f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(scalars)}")
-    # a resumed run repeats steps across event files: the later point wins
-    points = sorted({step: value for step, value, _ in scalars[metric]}.items())
+    points = run_files.points(scalars, metric)
     # epochs trained, from the per-epoch training loss: a test after fit is logged one epoch further on
-    epoch_at = {step: int(value) for step, value, _ in scalars.get("epoch", [])}
-    per_epoch = sorted({step for step, _, _ in scalars.get("train/loss") or scalars[metric]})
-    epochs = epoch_at.get(per_epoch[-1], len(per_epoch) - 1) + 1
+    per_epoch = run_files.points(scalars, "train/loss") or points
+    epochs = run_files.epoch_at(scalars).get(per_epoch[-1][0], len(per_epoch) - 1) + 1
     max_epochs = (config.get("trainer") or {}).get("max_epochs")
     if max_epochs and epochs < max_epochs:
         raise EvaError(

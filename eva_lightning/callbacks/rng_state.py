@@ -1,0 +1,54 @@
+""":class:`RngState` puts the global RNG states (torch, numpy, Python, CUDA) into each checkpoint and
+restores them on resume, so a resumed run draws the same shuffles as an uninterrupted one."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def _plain_rng_states() -> dict[str, Any]:
+    """The global RNG states as tensors and Python scalars, which ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_py = random.getstate()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": (version, list(state), gauss_py),
+    }
+    if torch.cuda.is_available():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
+    version, state, gauss_py = states["python"]
+    random.setstate((version, tuple(state), gauss_py))
+    cuda = states.get("torch.cuda", [])
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)  # a checkpoint from another machine keeps this machine's CUDA seeds
+
+
+class RngState(Callback):
+    """Global RNG states in the checkpoint, restored on resume.
+
+    Lightning restores weights, optimiser, schedulers, loops and callback states, but not the
+    RNGs: a resumed run would shuffle the next epoch from the seed's start state instead of where
+    the interrupted run was. Restoring happens while Lightning restores callbacks, which is after
+    the model was built (its init draws from the RNG) and before the first training batch is
+    drawn; in DDP every rank gets rank 0's states (ranks start from the same seed anyway).
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": _plain_rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng" in state_dict:
+            _restore_rng_states(state_dict["rng"])
