@@ -22,11 +22,11 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from torch.optim import lr_scheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eva_lightning.cli import EvaCLI  # noqa: E402
+from eva_lightning.core.schedules import make_optimizer, make_scheduler  # noqa: E402
 
 
 def build(config: str, overrides: list[str] | tuple[str, ...] = ()) -> EvaCLI:
@@ -38,26 +38,6 @@ def sync(device: torch.device) -> None:
     """Wait for the device: timings must include the queued work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def make_scheduler(opt, model, steps_per_epoch: int, epochs: int):
-    """The module's schedule written out by hand; returns (scheduler, interval)."""
-    s = model.schedule
-    total = steps_per_epoch * epochs
-    if s.name == "none":
-        return None, "epoch"
-    if s.name == "step":
-        return lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma), "epoch"
-    if s.name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=s.min_lr), "step"
-    if s.name == "plateau":
-        return lr_scheduler.ReduceLROnPlateau(opt, factor=s.factor, patience=s.patience, min_lr=s.min_lr), "plateau"
-    peak_step = round(s.peak_epoch * total / epochs)
-    sched = lr_scheduler.OneCycleLR(
-        opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total, pct_start=(peak_step + 1) / total,
-        anneal_strategy=s.anneal, div_factor=s.div_factor, final_div_factor=s.final_div_factor, cycle_momentum=False,
-    )
-    return sched, "step"
 
 
 def limit(value: int | float | None, n: int) -> int:
@@ -111,13 +91,12 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
     train_dl, val_dl = loaders(cli, device, model.channels_last)
 
-    opt = model.optimizer_factory(net.parameters())
     lr = lr if lr is not None else model.lr
-    if lr is not None:
-        for group in opt.param_groups:
-            group["lr"] = lr
+    opt = make_optimizer(model.optimizer_factory, net.parameters(), lr)
     n_train, n_val = limit(trainer.limit_train_batches, len(train_dl)), limit(trainer.limit_val_batches, len(val_dl))
-    sched, interval = make_scheduler(opt, model, n_train, epochs)
+    # the module's own schedule, built by the same function as in ImageClassifier.configure_optimizers
+    sched = make_scheduler(opt, model.schedule, total_steps=n_train * epochs, epochs=epochs)
+    interval = model.schedule.interval
     weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
     result = {"train_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
@@ -165,7 +144,7 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
                 val_seen += len(y)
         sync(device)
         t2 = time.perf_counter()
-        if interval == "epoch" and sched is not None:
+        if interval == "epoch":
             sched.step()
         elif interval == "plateau":
             sched.step(float(val_loss) / val_seen)

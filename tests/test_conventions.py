@@ -20,7 +20,7 @@ class NeverImproves(TinyNet):
             return super().validation_step(batch, batch_idx)
         wrong = torch.nn.functional.one_hot((y + 1) % self.num_classes, self.num_classes).float()
         self.val_acc.update(wrong, y)
-        self._accumulate("val", torch.ones(1), y.shape[0])
+        self.val_loss.update(torch.ones(y.shape[0]))  # val/loss 1.0
 
 
 def fit(tmp_path, monkeypatch, config, *extra: str) -> EvaCLI:

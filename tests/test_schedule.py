@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import lightning as L
 import pytest
 import torch
@@ -65,3 +67,41 @@ def test_reduce_on_plateau_lowers_lr_after_patience_flat_epochs():
         seen.append(opt.param_groups[0]["lr"])
     # epoch 1 sets the best; 2 and 3 are flat epochs within patience; the 4th flat epoch drops it
     assert seen == [0.4, 0.4, 0.4, 0.2, 0.2]
+
+
+def test_make_scheduler_is_the_one_cycle_both_loops_step():
+    # what benchmarks/plain_loop.py builds without a trainer: 8 steps an epoch, 5 epochs, peak at epoch 2
+    from eva_lightning.core import make_optimizer, make_scheduler
+
+    schedule = Schedule(name="onecycle", peak_epoch=2, final_div_factor=1.0, div_factor=10)
+    assert schedule.interval == "step"
+    opt = make_optimizer(lambda p: torch.optim.SGD(p, lr=0.01), [torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make_scheduler(opt, schedule, total_steps=40, epochs=5)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(range(40), key=lrs.__getitem__) == 16 and lrs[16] == pytest.approx(0.1, rel=1e-9)
+    assert lrs[0] == pytest.approx(0.01, rel=1e-9) and lrs[-1] == pytest.approx(0.01, rel=1e-9)
+    assert [Schedule(name=n).interval for n in ("none", "step", "cosine", "plateau")] == ["epoch", "epoch", "step", "plateau"]
+
+
+def test_a_schedule_pickled_under_its_old_module_path_loads_with_weights_only(tmp_path):
+    from eva_lightning.core import module
+
+    assert module.Schedule is Schedule  # the old import path still works
+    path = tmp_path / "hp.ckpt"
+    torch.save({"hyper_parameters": {"schedule": Schedule(name="step", step_size=3)}}, path)
+    assert torch.load(path, weights_only=True)["hyper_parameters"]["schedule"] == Schedule(name="step", step_size=3)
+    # a checkpoint written before the move names eva_lightning.core.module.Schedule
+    with zipfile.ZipFile(path) as z:
+        names = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in names if n.endswith("data.pkl"))
+    assert b"eva_lightning.core.schedules" in names[pkl]
+    names[pkl] = names[pkl].replace(b"eva_lightning.core.schedules", b"eva_lightning.core.module")
+    renamed = tmp_path / "old.ckpt"
+    with zipfile.ZipFile(renamed, "w", compression=zipfile.ZIP_STORED) as z:
+        for n, data in names.items():
+            z.writestr(n, data)
+    assert torch.load(renamed, weights_only=True)["hyper_parameters"]["schedule"].step_size == 3

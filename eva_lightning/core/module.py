@@ -6,70 +6,17 @@ optimiser and LR schedule are wired here once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torch.optim import lr_scheduler
 
+from eva_lightning.core.schedules import Schedule, make_optimizer, make_scheduler
 from eva_lightning.errors import EvaError
 
-
-@dataclass(frozen=True)
-class Schedule:
-    """The LR schedule.
-
-    Args:
-        name: ``none`` | ``step`` | ``cosine`` | ``plateau`` | ``onecycle``.
-        step_size: ``step``: epochs between drops.
-        gamma: ``step``: factor per drop.
-        factor: ``plateau``: factor per drop.
-        patience: ``plateau``: flat epochs of ``val/loss`` before a drop.
-        min_lr: ``cosine``/``plateau``: lower bound.
-        peak_epoch: ``onecycle``: the LR reaches the optimiser's LR (the max) at the first step
-            of this epoch (counted from 0).
-        anneal: ``onecycle``: ``linear`` or ``cos`` ramps.
-        div_factor: ``onecycle``: starting LR = max / div_factor.
-        final_div_factor: ``onecycle``: last LR = starting LR / final_div_factor (1: no annihilation).
-    """
-
-    name: Literal["none", "step", "cosine", "plateau", "onecycle"] = "none"
-    step_size: int = 10
-    gamma: float = 0.1
-    factor: float = 0.1
-    patience: int = 3
-    min_lr: float = 0.0
-    peak_epoch: float = 5
-    anneal: Literal["linear", "cos"] = "linear"
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-
-    def __post_init__(self) -> None:
-        # every field, whatever the name: a nonsense value is a mistake even where this schedule ignores it
-        problems = {
-            "step_size": (self.step_size >= 1, "at least 1 (epochs between LR drops)"),
-            "gamma": (self.gamma > 0, "> 0 (the factor per drop; 0.1 divides the LR by 10)"),
-            "factor": (0 < self.factor < 1, "in (0, 1) (the factor per drop; 0.1 divides the LR by 10)"),
-            "patience": (self.patience >= 0, ">= 0 (flat epochs before a drop)"),
-            "min_lr": (self.min_lr >= 0, ">= 0 (the lowest LR)"),
-            "peak_epoch": (self.peak_epoch > 0, "> 0 (the epoch, counted from 0, whose first step has the peak LR)"),
-            "div_factor": (self.div_factor >= 1, ">= 1 (starting LR = peak LR / div_factor)"),
-            "final_div_factor": (self.final_div_factor > 0, "> 0 (last LR = starting LR / final_div_factor)"),
-        }
-        for name, (ok, rule) in problems.items():
-            if not ok:
-                raise EvaError(
-                    f"model.init_args.schedule.{name}={getattr(self, name)} is impossible: it must be {rule}"
-                )
-
-
-# checkpoints keep the Schedule in their hyper-parameters; torch.load(weights_only=True) must accept it
-torch.serialization.add_safe_globals([Schedule])
+__all__ = ["ImageClassifier", "Schedule"]  # Schedule: also importable from here, where it lived before
 
 
 class ImageClassifier(L.LightningModule):
@@ -141,8 +88,9 @@ class ImageClassifier(L.LightningModule):
             task="multiclass", num_classes=num_classes, average="micro", validate_args=False
         )
         self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
-        self._sums: dict[str, torch.Tensor] = {}  # stage -> device-side sums of the epoch so far
-        self._seen: dict[str, int] = {}
+        # nan_strategy="disable": the NaN check is an `if tensor.any()`, a device sync every step
+        mean = lambda: torchmetrics.MeanMetric(nan_strategy="disable")  # noqa: E731
+        self.train_loss, self.val_loss, self.test_loss, self.train_l1 = mean(), mean(), mean(), mean()
         self.net: nn.Module  # set by the subclass
 
     # ------------------------------------------------------------------ forward
@@ -166,17 +114,14 @@ class ImageClassifier(L.LightningModule):
         weights = [m.weight for m in self.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         return self.l1 * sum(w.abs().sum() for w in weights)
 
-    # Per step only device-side sums: each self.log costs about a millisecond of Python in Lightning
-    # (its result collection moves every value to the device), more than a small net's step on a
-    # GPU. Epoch means go out once per epoch under the plain names (train/loss, val/acc ...).
-    def _accumulate(self, stage: str, values: torch.Tensor, n: int) -> None:
-        sums = values.detach() * n
-        self._sums[stage] = sums if stage not in self._sums else self._sums[stage] + sums
-        self._seen[stage] = self._seen.get(stage, 0) + n
-
-    def _epoch_means(self, stage: str) -> torch.Tensor | None:
-        sums, seen = self._sums.pop(stage, None), self._seen.pop(stage, 0)
-        return None if sums is None else sums / seen
+    # Per step only metric updates on the device: each self.log costs about a millisecond of Python
+    # in Lightning (its result collection moves every value to the device), more than a small net's
+    # step on a GPU. Epoch means go out once per epoch under the plain names (train/loss, val/acc ...).
+    @staticmethod
+    def _update_mean(metric: torchmetrics.MeanMetric, value: torch.Tensor, n: int) -> None:
+        # the batch mean once per sample, so the epoch mean weighs every sample alike (a short last
+        # batch counts for its size); a weight= argument would be ignored under nan_strategy="disable"
+        metric.update(value.detach().expand(n))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         # train/* are logged with the epoch's last batch (not in on_train_epoch_end), so callbacks
@@ -185,46 +130,55 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.train_acc.update(logits.detach(), y)
+        self._update_mean(self.train_loss, loss, y.shape[0])
         penalty = self.l1_penalty() if self.l1 > 0 else None
-        self._accumulate("train", loss[None] if penalty is None else torch.stack([loss, penalty]), y.shape[0])
+        if penalty is not None:
+            self._update_mean(self.train_l1, penalty, y.shape[0])
         if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         if batch_idx + 1 >= self.trainer.num_training_batches:
-            means = self._epoch_means("train")
-            self.log("train/loss", means[0], on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+            # compute() gathers across processes itself: no sync_dist on these
+            self.log("train/loss", self.train_loss.compute(), on_step=False, on_epoch=True, prog_bar=True)
             self.log("train/acc", self.train_acc.compute(), on_step=False, on_epoch=True, prog_bar=True)
-            if self.l1 > 0:
-                self.log("train/l1", means[1], on_step=False, on_epoch=True, sync_dist=True)
-            self.train_acc.reset()
+            if penalty is not None:
+                self.log("train/l1", self.train_l1.compute(), on_step=False, on_epoch=True)
+            self._reset_train_metrics()
         return loss if penalty is None else loss + penalty
 
-    def on_train_epoch_start(self) -> None:
-        self._epoch_means("train")  # drop an interrupted epoch's leftovers
+    def _reset_train_metrics(self) -> None:
+        for metric in (self.train_loss, self.train_acc, self.train_l1):
+            metric.reset()
 
-    def _eval_step(self, batch, stage: str, metric: torchmetrics.Metric) -> None:
+    def on_train_epoch_start(self) -> None:
+        self._reset_train_metrics()  # drop an interrupted epoch's leftovers
+
+    def _eval_step(self, batch, loss_metric: torchmetrics.MeanMetric, acc_metric: torchmetrics.Metric) -> dict:
         x, y = batch
         logits = self(x)
-        metric.update(logits, y)
-        self._accumulate(stage, F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)[None], y.shape[0])
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        acc_metric.update(logits, y)
+        self._update_mean(loss_metric, loss, y.shape[0])
+        # what the image callbacks draw from (MisclassifiedGrid, ConfusionMatrixFigure): no second forward
+        return {"loss": loss, "logits": logits}
 
-    def _eval_epoch_end(self, stage: str, metric: torchmetrics.Metric) -> None:
-        means = self._epoch_means(stage)
-        if means is not None:
-            self.log(f"{stage}/loss", means[0], prog_bar=True, sync_dist=True)
-            self.log(f"{stage}/acc", metric.compute(), prog_bar=True)
-        metric.reset()
+    def _eval_epoch_end(self, stage: str, loss_metric: torchmetrics.MeanMetric, acc_metric: torchmetrics.Metric) -> None:
+        if loss_metric.update_called:
+            self.log(f"{stage}/loss", loss_metric.compute(), prog_bar=True)
+            self.log(f"{stage}/acc", acc_metric.compute(), prog_bar=True)
+        loss_metric.reset()
+        acc_metric.reset()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_acc)
+    def validation_step(self, batch, batch_idx: int) -> dict:
+        return self._eval_step(batch, self.val_loss, self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val", self.val_acc)
+        self._eval_epoch_end("val", self.val_loss, self.val_acc)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_acc)
+    def test_step(self, batch, batch_idx: int) -> dict:
+        return self._eval_step(batch, self.test_loss, self.test_acc)
 
     def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test", self.test_acc)
+        self._eval_epoch_end("test", self.test_loss, self.test_acc)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -232,48 +186,16 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ optimiser and schedule
     def configure_optimizers(self):
-        opt = self.optimizer_factory(self.parameters())
-        if self.lr is not None:
-            for group in opt.param_groups:
-                group["lr"] = self.lr
+        opt = make_optimizer(self.optimizer_factory, self.parameters(), self.lr)
         s = self.schedule
-        interval = "epoch"
-        if s.name == "none":
-            # a constant schedule, so the LR monitor logs it under the same name `lr` as the others
-            sched = lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
-        elif s.name == "step":
-            sched = lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
-        elif s.name == "cosine":
-            sched = lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.estimated_stepping_batches, eta_min=s.min_lr)
-            interval = "step"
-        elif s.name == "plateau":
-            sched = lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience, min_lr=s.min_lr)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "name": "lr"}}
-        else:
-            sched, interval = self._one_cycle(opt), "step"
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "name": "lr"}}
-
-    def _one_cycle(self, opt: torch.optim.Optimizer) -> lr_scheduler.LRScheduler:
-        """One-cycle stepped every batch, peaking exactly at the first step of ``peak_epoch``."""
-        s = self.schedule
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = max(1, self.trainer.max_epochs or 1)
-        peak_step = round(s.peak_epoch * total / epochs)
-        if self.trainer.fast_dev_run or total < 3:  # too few steps for a cycle: hold the LR
-            return lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
-        if not 0 < peak_step < total - 1:
-            raise EvaError(
-                f"schedule.peak_epoch={s.peak_epoch} is outside the run ({epochs} epochs, {total} steps): "
-                "choose a peak epoch between 0 and trainer.max_epochs"
+        if s.interval == "step":  # only these need the run's length (and a trainer)
+            trainer = self.trainer
+            sched = make_scheduler(
+                opt, s, total_steps=int(trainer.estimated_stepping_batches),
+                epochs=max(1, trainer.max_epochs or 1), hold=bool(trainer.fast_dev_run),
             )
-        # OneCycleLR's warm-up ends at step pct_start*total - 1, so +1 puts the max on peak_step
-        return lr_scheduler.OneCycleLR(
-            opt,
-            max_lr=[g["lr"] for g in opt.param_groups],
-            total_steps=total,
-            pct_start=(peak_step + 1) / total,
-            anneal_strategy=s.anneal,
-            div_factor=s.div_factor,
-            final_div_factor=s.final_div_factor,
-            cycle_momentum=False,
-        )
+        else:
+            sched = make_scheduler(opt, s)
+        if s.interval == "plateau":
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "name": "lr"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": s.interval, "name": "lr"}}

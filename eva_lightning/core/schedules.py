@@ -1,0 +1,146 @@
+"""The LR schedule: its configuration (``Schedule``) and the optimiser and scheduler built from it.
+
+One home for the dispatch: ``ImageClassifier.configure_optimizers`` and ``benchmarks/plain_loop.py``
+both call :func:`make_optimizer` and :func:`make_scheduler`, so both train with the same schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.optim import lr_scheduler
+
+from eva_lightning.errors import EvaError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The LR schedule.
+
+    Args:
+        name: ``none`` | ``step`` | ``cosine`` | ``plateau`` | ``onecycle``.
+        step_size: ``step``: epochs between drops.
+        gamma: ``step``: factor per drop.
+        factor: ``plateau``: factor per drop.
+        patience: ``plateau``: flat epochs of ``val/loss`` before a drop.
+        min_lr: ``cosine``/``plateau``: lower bound.
+        peak_epoch: ``onecycle``: the LR reaches the optimiser's LR (the max) at the first step
+            of this epoch (counted from 0).
+        anneal: ``onecycle``: ``linear`` or ``cos`` ramps.
+        div_factor: ``onecycle``: starting LR = max / div_factor.
+        final_div_factor: ``onecycle``: last LR = starting LR / final_div_factor (1: no annihilation).
+    """
+
+    name: Literal["none", "step", "cosine", "plateau", "onecycle"] = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    factor: float = 0.1
+    patience: int = 3
+    min_lr: float = 0.0
+    peak_epoch: float = 5
+    anneal: Literal["linear", "cos"] = "linear"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+    def __post_init__(self) -> None:
+        # every field, whatever the name: a nonsense value is a mistake even where this schedule ignores it
+        problems = {
+            "step_size": (self.step_size >= 1, "at least 1 (epochs between LR drops)"),
+            "gamma": (self.gamma > 0, "> 0 (the factor per drop; 0.1 divides the LR by 10)"),
+            "factor": (0 < self.factor < 1, "in (0, 1) (the factor per drop; 0.1 divides the LR by 10)"),
+            "patience": (self.patience >= 0, ">= 0 (flat epochs before a drop)"),
+            "min_lr": (self.min_lr >= 0, ">= 0 (the lowest LR)"),
+            "peak_epoch": (self.peak_epoch > 0, "> 0 (the epoch, counted from 0, whose first step has the peak LR)"),
+            "div_factor": (self.div_factor >= 1, ">= 1 (starting LR = peak LR / div_factor)"),
+            "final_div_factor": (self.final_div_factor > 0, "> 0 (last LR = starting LR / final_div_factor)"),
+        }
+        for name, (ok, rule) in problems.items():
+            if not ok:
+                raise EvaError(
+                    f"model.init_args.schedule.{name}={getattr(self, name)} is impossible: it must be {rule}"
+                )
+
+    @property
+    def interval(self) -> Literal["step", "epoch", "plateau"]:
+        """When the scheduler steps: after every batch, every epoch, or every epoch with ``val/loss``."""
+        if self.name in ("cosine", "onecycle"):
+            return "step"
+        return "plateau" if self.name == "plateau" else "epoch"
+
+
+# checkpoints may keep a Schedule in their hyper-parameters; torch.load(weights_only=True) must accept it,
+# also under the path it was pickled with before it moved here
+torch.serialization.add_safe_globals([Schedule, (Schedule, "eva_lightning.core.module.Schedule")])
+
+Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
+
+
+def make_optimizer(
+    factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    params: Iterable[torch.nn.Parameter],
+    lr: float | None = None,
+) -> torch.optim.Optimizer:
+    """The configured optimiser over ``params``; ``lr``, if set, replaces its LR in every group."""
+    opt = factory(params)
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    return opt
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer,
+    schedule: Schedule,
+    total_steps: int | None = None,
+    epochs: int | None = None,
+    hold: bool = False,
+) -> Scheduler:
+    """The scheduler for ``schedule``; step it as ``schedule.interval`` says.
+
+    Args:
+        opt: the optimiser; its LR is the peak of a one-cycle schedule.
+        schedule: the configuration.
+        total_steps: optimiser steps of the whole run (needed by ``cosine`` and ``onecycle``).
+        epochs: epochs of the run (``onecycle``: places the peak).
+        hold: keep the LR constant instead of a one-cycle (e.g. a ``fast_dev_run``).
+    """
+    s = schedule
+    if s.name == "none":
+        # a constant schedule, so the LR monitor logs it under the same name `lr` as the others
+        return lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    if s.name == "step":
+        return lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience, min_lr=s.min_lr)
+    if total_steps is None or epochs is None:
+        raise ValueError(f"a {s.name} schedule needs total_steps and epochs")
+    if s.name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=s.min_lr)
+    return _one_cycle(opt, s, total_steps, epochs, hold)
+
+
+def _one_cycle(opt: torch.optim.Optimizer, s: Schedule, total: int, epochs: int, hold: bool = False) -> Scheduler:
+    """One-cycle stepped every batch, peaking exactly at the first step of ``s.peak_epoch``."""
+    epochs = max(1, epochs)
+    peak_step = round(s.peak_epoch * total / epochs)
+    if hold or total < 3:  # too few steps for a cycle: hold the LR
+        return lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    if not 0 < peak_step < total - 1:
+        raise EvaError(
+            f"schedule.peak_epoch={s.peak_epoch} is outside the run ({epochs} epochs, {total} steps): "
+            "choose a peak epoch between 0 and trainer.max_epochs"
+        )
+    # OneCycleLR's warm-up ends at step pct_start*total - 1, so +1 puts the max on peak_step
+    return lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=[g["lr"] for g in opt.param_groups],
+        total_steps=total,
+        pct_start=(peak_step + 1) / total,
+        anneal_strategy=s.anneal,
+        div_factor=s.div_factor,
+        final_div_factor=s.final_div_factor,
+        cycle_momentum=False,
+    )
