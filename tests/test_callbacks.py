@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from eva_lightning.callbacks import ConfusionMatrixFigure, CurvesFigure, GradCAMGrid, MisclassifiedGrid
 from eva_lightning.data import VisionDataModule
+from eva_lightning.errors import EvaError
 from tiny import TinyNet
 
 NUM_CLASSES = 4
@@ -50,7 +51,7 @@ class Oracle(L.LightningModule):
         return nn.functional.one_hot(pred, NUM_CLASSES).float() * 10
 
     def validation_step(self, batch, batch_idx):
-        return None
+        return {"logits": self(batch[0])}  # what the image callbacks draw from, as ImageClassifier returns it
 
 
 def tb_tags(log_dir: Path) -> dict[str, list[str]]:
@@ -133,3 +134,51 @@ def test_gradcam_sample_spans_the_classes_of_a_class_sorted_set():
     # every class once, in validation order, then the first remaining images
     assert sample == [0, 1, 2, 3, 0, 0]
     assert [float(image.flatten()[0]) for image, _ in cam._picked] == [0.0, 1.0, 2.0, 3.0]
+
+
+class CountedTinyNet(TinyNet):
+    """TinyNet that counts the batches its network is run on."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.forward_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward_calls += 1
+        return super().forward(x)
+
+
+def test_image_callbacks_reuse_the_steps_logits(tmp_path):
+    # 40 images in batches of 16: 3 validation batches, so 3 forward passes and not one more
+    grid, confusion = MisclassifiedGrid(num_images=4), ConfusionMatrixFigure()
+    model = CountedTinyNet(num_classes=NUM_CLASSES, in_channels=1)
+    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[grid, confusion],
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    dm = LabelledPixels()
+    trainer.validate(model, datamodule=dm)
+    assert model.forward_calls == 3
+    # and they drew from those logits: the matrix holds exactly the module's predictions
+    model.eval()
+    with torch.no_grad():
+        pred = model(dm.x).argmax(1)
+    expected = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    for t, p in zip(dm.y.tolist(), pred.tolist()):
+        expected[t, p] += 1
+    torch.testing.assert_close(confusion.last, expected)
+    assert grid.last_count == min(4, int((pred != dm.y).sum()))
+    model.forward_calls = 0
+    trainer.test(model, dataloaders=dm.val_dataloader())
+    assert model.forward_calls == 3
+    torch.testing.assert_close(confusion.last, expected)
+
+
+@pytest.mark.parametrize("make", [lambda: MisclassifiedGrid(), lambda: ConfusionMatrixFigure()])
+def test_image_callback_names_a_step_that_returns_no_logits(tmp_path, make):
+    class Silent(Oracle):
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[make()], enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(EvaError, match="Silent's validation/test step returned NoneType: return"):
+        trainer.validate(Silent(shift=1), datamodule=LabelledPixels())

@@ -149,3 +149,15 @@ def test_gradcam_callback_leaves_model_unchanged_and_writes_png(tmp_path):
         assert im.size[0] > 300 and im.size[1] > 300
     with pytest.raises(EvaError, match="not a module"):
         GradCAMGrid(target_layer="net.99").setup(trainer, module, "fit")
+
+
+def test_eval_mode_gives_every_module_its_own_mode_back_even_after_an_error():
+    from eva_lightning.analysis.gradcam import eval_mode
+
+    net = small_bn_net().train()
+    net[1].eval()  # frozen on purpose: must stay in eval mode afterwards
+    before = [m.training for m in net.modules()]
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(net):
+        assert not any(m.training for m in net.modules())
+        raise RuntimeError("boom")
+    assert [m.training for m in net.modules()] == before

@@ -7,12 +7,31 @@ callbacks and ``eva predict`` rely on (model left exactly as found) is explicit 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from eva_lightning.errors import EvaError
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module of ``model`` in eval mode inside the block; afterwards each gets its own mode back.
+
+    ``model.train()`` afterwards would not do: a module frozen in eval mode on purpose (a mixed
+    state) must stay so.
+    """
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
 
 
 def gradcam(
@@ -44,7 +63,6 @@ def gradcam(
     except AttributeError as exc:
         names = [n for n, _ in model.named_modules() if n][:20]
         raise EvaError(f"GradCAM target layer {target_layer!r} not found in the model; some layer names: {names}") from exc
-    modes = {m: m.training for m in model.modules()}
     store: dict[str, torch.Tensor] = {}
 
     def keep_activation(_module, _inputs, output):
@@ -57,9 +75,8 @@ def gradcam(
 
     handle = layer.register_forward_hook(keep_activation)
     try:
-        model.eval()
         # callbacks run inside Lightning's inference_mode; autograd needs it switched off
-        with torch.inference_mode(False), torch.enable_grad():
+        with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             x = images.detach().clone()
             logits = model(x)
             if class_idx is None:
@@ -73,8 +90,6 @@ def gradcam(
             cam = F.relu((weights * act).sum(dim=1, keepdim=True)).detach()
     finally:
         handle.remove()
-        for module, training in modes.items():
-            module.training = training
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     lo = cam.amin(dim=(1, 2), keepdim=True)
     span = cam.amax(dim=(1, 2), keepdim=True) - lo

@@ -1,6 +1,8 @@
 """Image callbacks: misclassified grid, GradCAM overlays, confusion matrix.
 
 Each writes a PNG into the run's log dir and the same picture as a TensorBoard image, on rank 0.
+MisclassifiedGrid and ConfusionMatrixFigure draw from the logits the validation/test step returned
+(``ImageClassifier``'s steps return ``{"loss", "logits"}``): they never run the network again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torchmetrics
 from matplotlib import pyplot as plt
 
 from eva_lightning.analysis.figures import class_name, data_stats, denormalize, publish, show
-from eva_lightning.analysis.gradcam import gradcam, overlay
+from eva_lightning.analysis.gradcam import eval_mode, gradcam, overlay
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,17 @@ def _check_every(owner: str, every_n_epochs: int, least: int = 1) -> int:
             "(1 draws after every epoch's validation)"
         )
     return every_n_epochs
+
+
+def _step_logits(owner: str, pl_module: L.LightningModule, outputs) -> torch.Tensor:
+    """The logits the validation/test step returned for this batch."""
+    logits = outputs.get("logits") if isinstance(outputs, dict) else None
+    if not isinstance(logits, torch.Tensor):
+        raise EvaError(
+            f"{owner} draws from the logits the step computed, but {type(pl_module).__name__}'s validation/test "
+            f"step returned {type(outputs).__name__}: return {{'loss': loss, 'logits': logits}} (as ImageClassifier does)"
+        )
+    return logits
 
 
 def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
@@ -63,12 +76,14 @@ class MisclassifiedGrid(L.Callback):
         return sum(len(t) for t in self._true)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)) or self._collected() >= self.num_images:
+        if not trainer.is_global_zero:
+            return
+        logits = _step_logits("MisclassifiedGrid", pl_module, outputs)  # checked in the sanity check too
+        if not _due(trainer, self.every_n_epochs) or self._collected() >= self.num_images:
             return
         x, y = batch[0], batch[1]
-        # validation_step returns nothing, so predict again; stops once enough are found
-        pred = pl_module(x).argmax(dim=1)
-        wrong = pred != y
+        pred = logits.argmax(dim=1)
+        wrong = pred != y  # the boolean indexing below reads back to the host: only until enough are found
         self._images.append(x[wrong].detach().cpu())
         self._pred.append(pred[wrong].cpu())
         self._true.append(y[wrong].cpu())
@@ -168,12 +183,9 @@ class GradCAMGrid(L.Callback):
         x = torch.stack([image for image, _ in sample])
         y = torch.tensor([label for _, label in sample], device=x.device)
         layer = self.layer_for(pl_module)
-        modes = {m: m.training for m in pl_module.modules()}
-        pl_module.eval()
-        with torch.no_grad():
+        # GradCAM needs gradients, so these few images go through the network again
+        with eval_mode(pl_module), torch.no_grad():
             pred = pl_module(x).argmax(dim=1)
-        for module, training in modes.items():
-            module.training = training
         maps = gradcam(pl_module, x, layer, class_idx=pred)
         maps_true = gradcam(pl_module, x, layer, class_idx=y) if self.true_class else None
         self.last_maps = maps.cpu()
@@ -220,11 +232,14 @@ class ConfusionMatrixFigure(L.Callback):
         if num_classes is None:
             raise EvaError("ConfusionMatrixFigure needs a module with num_classes")
         norm = None if self.normalize == "none" else self.normalize
-        self.matrix = torchmetrics.ConfusionMatrix(task="multiclass", num_classes=num_classes, normalize=norm).to(pl_module.device)
+        # validate_args=False: the checks read the targets back to the host, a device sync every batch
+        self.matrix = torchmetrics.ConfusionMatrix(
+            task="multiclass", num_classes=num_classes, normalize=norm, validate_args=False
+        ).to(pl_module.device)
 
-    def _update(self, pl_module, batch) -> None:
-        x, y = batch[0], batch[1]
-        self.matrix.update(pl_module(x).argmax(dim=1), y)  # the step returns nothing: predict again
+    def _update(self, pl_module, outputs, batch) -> None:
+        logits = _step_logits("ConfusionMatrixFigure", pl_module, outputs)
+        self.matrix.update(logits.argmax(dim=1), batch[1])
 
     def _draw(self, trainer, stage: str) -> None:
         value = self.matrix.compute()  # collective across processes: every rank calls it
@@ -245,7 +260,7 @@ class ConfusionMatrixFigure(L.Callback):
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if _due(trainer, self.every_n_epochs):
-            self._update(pl_module, batch)
+            self._update(pl_module, outputs, batch)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if _due(trainer, self.every_n_epochs):
@@ -255,7 +270,7 @@ class ConfusionMatrixFigure(L.Callback):
         self._reset(pl_module)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._update(pl_module, batch)
+        self._update(pl_module, outputs, batch)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self._draw(trainer, "test")
