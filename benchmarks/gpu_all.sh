@@ -49,21 +49,21 @@ fit() {  # [RUN=label] fit "PART... CONFIG" TIMEOUT [overrides...]: one run of t
 echo "== training streams ($STREAMS) start at +$(( $(date +%s) - t0 )) s"
 case "$STREAMS" in
   all)
-    ( fit "cifar10_data s10" 300 ) &
-    ( fit "cifar10_data s9" 200; fit "cifar10_data s7" 100 ) &
-    ( fit "cifar10_data s8" 170 ) &
+    ( fit s10 300 ) &
+    ( fit s9 200; fit s7 100 ) &
+    ( fit s8 170 ) &
     ( for r in l1_bn l2_bn l1_l2_bn gbn l1_l2_gbn; do fit "s6_base s6_$r" 60 --data.loader gpu; done ) &
     ;;
   cifar_next)
     # issue 5's open targets: S8 (89.33% < 90) and S10 (90.17% < 91), two candidates each, four
     # concurrent streams (SKIP_BENCH=1 leaves the GPU to them; about 6 minutes on one H100).
     # S8: the linear-scaling peak for batch 512 (0.1 x 512/128 = 0.4) instead of 0.2.
-    ( RUN=s8_lr0.4 fit "cifar10_data s8" 330 --model.init_args.optimizer.init_args.lr 0.4 ) &
-    ( RUN=s8_lr0.4_cos fit "cifar10_data s8" 330 --model.init_args.optimizer.init_args.lr 0.4 --model.init_args.schedule.anneal cos ) &
+    ( RUN=s8_lr0.4 fit s8 330 --model.init_args.optimizer.init_args.lr 0.4 ) &
+    ( RUN=s8_lr0.4_cos fit s8 330 --model.init_args.optimizer.init_args.lr 0.4 --model.init_args.schedule.anneal cos ) &
     # S10: the plateau decay came late (15 epochs at the range test's LR) and its last 18 epochs
     # changed nothing: quicker, smaller drops.
-    ( RUN=s10_f0.2_p2 fit "cifar10_data s10" 330 --model.init_args.schedule.factor 0.2 --model.init_args.schedule.patience 2 ) &
-    ( RUN=s10_f0.3_p1 fit "cifar10_data s10" 330 --model.init_args.schedule.factor 0.3 --model.init_args.schedule.patience 1 ) &
+    ( RUN=s10_f0.2_p2 fit s10 330 --model.init_args.schedule.factor 0.2 --model.init_args.schedule.patience 2 ) &
+    ( RUN=s10_f0.3_p1 fit s10 330 --model.init_args.schedule.factor 0.3 --model.init_args.schedule.patience 1 ) &
     ;;
   *) echo "gpu_all.sh: unknown STREAMS=$STREAMS (all, cifar_next)" >&2; exit 2 ;;
 esac

@@ -86,20 +86,20 @@ dm = VisionDataModule(dataset='cifar10', download=False); dm.setup('fit')
 print(f'data ready in {time.time() - t:.1f} s: {len(dm.train_set)} train, {len(dm.val_set)} test')"
 
   echo "== 1. S11, loader gpu, bf16, eva fit vs plain loop"
-  timeout 300 $py benchmarks/run.py --config configs/cifar10_data.yaml --config configs/s11.yaml --workdir $work --out "$out/s11_gpu.json" \
+  timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_gpu.json" \
     ${EPOCHS:+--epochs $EPOCHS} -- $EXTRA > /dev/null
   summarize > /dev/null
   dl=${DL_CONFIG:-s11} workers=${DL_WORKERS:-15}
   echo "== 2. $dl, DataLoader + albumentations, $workers workers, 2 epochs"
   nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 > "$out/gpu_util.txt" 2>/dev/null &
   smi=$!
-  timeout 150 $py benchmarks/run.py --config configs/cifar10_data.yaml --config configs/$dl.yaml --workdir $work --out "$out/dataloader.json" \
+  timeout 150 $py benchmarks/run.py --config configs/$dl.yaml --workdir $work --out "$out/dataloader.json" \
     --epochs 2 --skip-plain -- --data.loader=torch --data.num_workers=$workers --data.pin_memory=true \
     --model.init_args.schedule.peak_epoch=1 $EXTRA > /dev/null
   kill $smi 2>/dev/null
   if [ "${COMPILE:-0}" = 1 ]; then
     echo "== 3. S11, loader gpu, bf16, compile"
-    timeout 300 $py benchmarks/run.py --config configs/cifar10_data.yaml --config configs/s11.yaml --workdir $work --out "$out/s11_compile.json" \
+    timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_compile.json" \
       --skip-plain ${EPOCHS:+--epochs $EPOCHS} -- --model.init_args.compile=true $EXTRA > /dev/null
   fi
   echo "== done in $(( $(date +%s) - t0 )) s"

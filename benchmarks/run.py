@@ -11,7 +11,7 @@ whole epoch (eva's: validation, checkpointing and epoch-end logging too; plain: 
 left out of the steady-state figures (warm-up: cuDNN autotuning, allocator, compile).
 
     python benchmarks/run.py --config configs/s5.yaml --epochs 1 --repeats 2 --out results/s5.json
-    python benchmarks/run.py --config configs/cifar10_data.yaml --config configs/s11.yaml --out results/s11.json \
+    python benchmarks/run.py --config configs/s11.yaml --out results/s11.json \
         -- --data.loader=torch
 
 ``--config`` repeats as in ``eva fit``: the files are merged in order (S6 and S7-S11 are compositions).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -101,6 +102,44 @@ def run_eva(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) 
         [sys.executable, "-m", "eva_lightning", *args],
         cwd=cwd, env=eva_env(env), capture_output=True, text=True, timeout=timeout,
     )
+
+
+# runs each argv through main() and records (exit code, stderr, traceback?) as JSON
+MAIN_CASES = r"""
+import contextlib, io, json, logging, sys, traceback
+logging.basicConfig(level=logging.INFO, stream=sys.__stderr__)
+from eva_lightning.cli import main
+cases, out = json.loads(open(sys.argv[1]).read()), {}
+for name, argv in cases.items():
+    err = io.StringIO()
+    code, tb = 0, None
+    with contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:
+            code, tb = 1, traceback.format_exc()
+    out[name] = {"code": code, "stderr": err.getvalue(), "traceback": tb}
+open(sys.argv[2], "w").write(json.dumps(out))
+"""
+
+
+def start_main_cases(cases: dict[str, list[str]], cwd: Path, tag: str, env: dict | None = None):
+    """Start one subprocess that runs each argv through ``eva_lightning.cli.main`` in ``cwd`` (an
+    ``eva`` start costs seconds of imports on a small CPU); its case and result files go beside ``cwd``."""
+    spec, out = cwd.parent / f"{tag}.json", cwd.parent / f"{tag}.out.json"
+    spec.write_text(json.dumps(cases))
+    proc = subprocess.Popen([sys.executable, "-c", MAIN_CASES, str(spec), str(out)], cwd=cwd, env=env or eva_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, out
+
+
+def finish_main_cases(proc: subprocess.Popen, out: Path) -> dict:
+    """Each case's ``{"code", "stderr", "traceback"}`` once the subprocess of :func:`start_main_cases` ends."""
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and out.exists(), err[-3000:]
+    return json.loads(out.read_text())
 
 
 TINY_CONFIG = """\

@@ -11,6 +11,7 @@ import yaml
 
 from conftest import write_cifar_jpeg
 from eva_lightning.analysis import summary
+from eva_lightning.tools.summary import main as summary_main
 from eva_lightning.assignments.s7 import S7Net
 from eva_lightning.assignments.s8 import BasicBlock, resnet18
 from eva_lightning.assignments.s11 import CustomResNet
@@ -18,7 +19,7 @@ from eva_lightning.cli import EvaCLI
 from eva_lightning.data import gpu_loader
 from eva_lightning.data.datamodule import KNOWN
 from eva_lightning.data.transforms import build_pipeline
-from test_configs import config_args, config_chain
+from test_configs import config_args, files_read
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MEAN, STD = KNOWN["cifar10"][1], KNOWN["cifar10"][2]
@@ -35,10 +36,13 @@ def one_thread():
 
 
 def _config(name: str) -> dict:
-    """The config as its header's command composes it (configs/cifar10_data.yaml, then the assignment's file)."""
+    """The config as eva reads it: configs/cifar10_data.yaml (its ``config:`` include), then the assignment's file."""
     cfg: dict = {}
-    for path in config_chain(CONFIGS / f"{name}.yaml"):
+    for path in files_read(CONFIGS / f"{name}.yaml"):
         for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            group, _, inner = key.partition(".")
+            if inner:  # a dotted key such as data.train_transforms overrides one entry of its group
+                key, value = group, {inner: value}
             cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
 
@@ -55,7 +59,7 @@ def test_s7_meets_the_assignment_constraints():
 
 
 def test_eva_summary_reports_the_s7_config(capsys):
-    summary.main(config_args(CONFIGS / "s7.yaml"))
+    summary_main(config_args(CONFIGS / "s7.yaml"))
     out = capsys.readouterr().out
     assert "S7Model" in out
     assert f"parameters: {sum(p.numel() for p in S7Net().parameters()):,}" in out

@@ -1,9 +1,10 @@
 """Every config under configs/ parses, builds and trains one fast_dev_run step on tiny synthetic data.
 
 A config whose header shows an ``eva fit --config A --config B`` command is a composition (the S5
-steps on configs/s5_base.yaml, the S6 runs on configs/s6_base.yaml, S7-S11 on configs/cifar10_data.yaml):
-it is tested as that command composes it. A file that comes before the last one in another config's
-command (``*_base.yaml``, ``cifar10_data.yaml``) is only a part of such compositions, not a run.
+steps on configs/s5_base.yaml, the S6 runs on configs/s6_base.yaml): it is tested as that command
+composes it. S7-S11 include configs/cifar10_data.yaml through their own ``config:`` key. A file that
+comes before the last one in another config's command, or that another config includes
+(``*_base.yaml``, ``cifar10_data.yaml``), is only a part of a run.
 """
 
 from __future__ import annotations
@@ -37,9 +38,22 @@ def config_chain(config: Path) -> list[Path]:
     return [config]
 
 
+def included(config: Path) -> list[Path]:
+    """Files a config includes through its top-level ``config:`` key (jsonargparse merges them first)."""
+    names = (yaml.safe_load(config.read_text()) or {}).get("config") or []
+    return [(config.parent / n).resolve() for n in ([names] if isinstance(names, str) else names)]
+
+
+def files_read(config: Path) -> list[Path]:
+    """Every file the composed config reads, in merge order (includes first)."""
+    return [f for p in config_chain(config) for f in (*included(p), p)]
+
+
 def composition_parts() -> set[Path]:
-    """Files that another config's command puts in front of it: parts of a run, not runs."""
-    return {p for c in (ROOT / "configs").glob("*.yaml") for p in config_chain(c)[:-1] if config_chain(c)[-1] == c}
+    """Files that another config's command puts in front of it, or includes: parts of a run, not runs."""
+    configs = list((ROOT / "configs").glob("*.yaml"))
+    chained = {p for c in configs for p in config_chain(c)[:-1] if config_chain(c)[-1] == c}
+    return chained | {p for c in configs for p in included(c)}
 
 
 PARTS = composition_parts()
@@ -75,7 +89,7 @@ S5FINAL_HAS_NORM = {"norm", "virtual_batch_size"} <= set(inspect.signature(S5Fin
 
 def sets_s5final_norm(config: Path) -> bool:
     """Whether the composed config builds ``S5Final`` and sets ``model.init_args.norm``."""
-    models = [(yaml.safe_load(p.read_text()) or {}).get("model") or {} for p in config_chain(config)]
+    models = [(yaml.safe_load(p.read_text()) or {}).get("model") or {} for p in files_read(config)]
     classes = [m["class_path"] for m in models if "class_path" in m]
     return classes[-1:] == ["eva_lightning.assignments.s5.S5Final"] and any("norm" in (m.get("init_args") or {}) for m in models)
 
@@ -91,14 +105,14 @@ def as_param(config: Path):
 def test_compositions_name_existing_files():
     """Every run's composed command names files that exist; a part is never a run."""
     for config in CONFIGS:
-        assert all(p.is_file() for p in config_chain(config)), config.name
+        assert all(p.is_file() for p in files_read(config)), config.name
     assert {p.name for p in PARTS} == {"s5_base.yaml", "s6_base.yaml", "cifar10_data.yaml"}
 
 
 @pytest.mark.parametrize("config", [as_param(c) for c in CONFIGS])
 def test_config_trains_one_step(config, synthetic_roots, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    datasets = [(yaml.safe_load(p.read_text()).get("data") or {}).get("dataset") for p in config_chain(config)]
+    datasets = [(yaml.safe_load(p.read_text()).get("data") or {}).get("dataset") for p in files_read(config)]
     dataset = next((d for d in reversed(datasets) if d), "mnist")
     cli = EvaCLI(args=[*config_args(config), "--data.data_dir", str(synthetic_roots[dataset]), *CPU_OVERRIDES], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)

@@ -9,7 +9,6 @@ side by side.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -20,42 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY_CONFIG, eva_env, write_folder, write_mnist
-
-# runs each argv through main() and records (exit code, stderr, traceback?) as JSON
-DRIVER = r"""
-import contextlib, io, json, logging, sys, traceback
-logging.basicConfig(level=logging.INFO, stream=sys.__stderr__)
-from eva_lightning.cli import main
-cases, out = json.loads(open(sys.argv[1]).read()), {}
-for name, argv in cases.items():
-    err = io.StringIO()
-    code, tb = 0, None
-    with contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code
-        except BaseException:
-            code, tb = 1, traceback.format_exc()
-    out[name] = {"code": code, "stderr": err.getvalue(), "traceback": tb}
-open(sys.argv[2], "w").write(json.dumps(out))
-"""
-
-
-def _start_driver(cases: dict[str, list[str]], work: Path, tag: str) -> tuple[subprocess.Popen, Path]:
-    (work / f"{tag}.json").write_text(json.dumps(cases))
-    out = work / f"{tag}.out.json"
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(work / f"{tag}.json"), str(out)], cwd=work, env=eva_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return proc, out
-
-
-def _finish_driver(proc: subprocess.Popen, out: Path) -> dict:
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0 and out.exists(), err[-3000:]
-    return json.loads(out.read_text())
-
+from conftest import TINY_CONFIG, eva_env, finish_main_cases, start_main_cases, write_folder, write_mnist
 
 def _eva(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "eva_lightning", *args], cwd=cwd, env=eva_env(),
@@ -109,7 +73,7 @@ def runs(tmp_path_factory) -> dict:
         "sync_bn_cpu": ["fit", "--config", str(tiny), "--trainer.strategy", "ddp", "--trainer.devices", "2",
                         "--trainer.sync_batchnorm", "true"],
     }
-    driver = _start_driver(cases, work, "parse")
+    driver = start_main_cases(cases, work, "parse")
     # a schedule whose LR becomes infinite after epoch 0: the first step of epoch 1 ruins the weights
     nan_dir = base / "nan"
     nan_dir.mkdir()
@@ -119,7 +83,7 @@ def runs(tmp_path_factory) -> dict:
     corrupt_dir.mkdir()
     corrupt = _eva(["fit", "--config", str(tiny), *folder, str(folders["corrupt"])], corrupt_dir)
 
-    results = _finish_driver(*driver)
+    results = finish_main_cases(*driver)
     results["work"] = work
     results["nan"] = dict(zip(("stdout", "stderr"), nan.communicate(timeout=600)), code=nan.returncode, dir=nan_dir)
     results["corrupt_image"] = dict(zip(("stdout", "stderr"), corrupt.communicate(timeout=600)),
@@ -138,7 +102,7 @@ def runs(tmp_path_factory) -> dict:
         "other_model_ckpt": ["test", "--config", str(base / "s4.yaml"), "--ckpt_path", str(good)],
     }
     before = {p: _md5(p) for p in (good, truncated, garbage)}
-    results.update(_finish_driver(*_start_driver(ckpt_cases, work, "ckpt")))
+    results.update(finish_main_cases(*start_main_cases(ckpt_cases, work, "ckpt")))
     results["ckpt_unchanged"] = before == {p: _md5(p) for p in before}
     return results
 

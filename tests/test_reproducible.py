@@ -11,10 +11,10 @@ import torch
 import yaml
 
 from conftest import TINY_CONFIG
+from test_configs import CONFIGS, config_args
 from eva_lightning.cli import EvaCLI
 from eva_lightning.checkpoints import SafeCheckpointIO
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def _restore_determinism_flag():
 
 
 def _fit(config: Path, *extra: str) -> EvaCLI:
-    cli = EvaCLI(args=["--config", str(config), "--trainer.deterministic", "true", *extra], run=False)
+    cli = EvaCLI(args=[*config_args(config), "--trainer.deterministic", "true", *extra], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     return cli
 
@@ -59,7 +59,7 @@ def test_deterministic_mode_runs_every_config_on_cpu(config, tmp_path, monkeypat
     batch of zeros goes straight through the configured model.
     """
     monkeypatch.chdir(tmp_path)
-    cli = EvaCLI(args=["--config", str(config), "--trainer.deterministic", "true", "--trainer.accelerator", "cpu",
+    cli = EvaCLI(args=[*config_args(config), "--trainer.deterministic", "true", "--trainer.accelerator", "cpu",
                        "--trainer.devices", "1", "--trainer.precision", "32-true", "--model.init_args.compile", "false",
                        "--data.data_dir", str(tmp_path), "--data.download", "false"], run=False)
     assert torch.are_deterministic_algorithms_enabled()

@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_CONFIG, eva_env, run_eva, write_mnist
-
-# one process runs every case through eva_lightning.cli.main (imports cost seconds each on a small CPU)
-DRIVER = r"""
-import contextlib, io, json, sys, traceback
-from eva_lightning.cli import main
-cases, out = json.loads(open(sys.argv[1]).read()), {}
-for name, argv in cases.items():
-    err, code, tb = io.StringIO(), 0, None
-    with contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code
-        except BaseException:
-            code, tb = 1, traceback.format_exc()
-    out[name] = {"code": code, "stderr": err.getvalue(), "traceback": tb}
-open(sys.argv[2], "w").write(json.dumps(out))
-"""
+from conftest import ROOT, TINY_CONFIG, eva_env, finish_main_cases, run_eva, start_main_cases, write_mnist
 
 EVIL_MODULE = """\
 from pathlib import Path
@@ -47,18 +27,8 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def _main_cases(cases: dict[str, list[str]], cwd: Path, env: dict) -> dict:
-    import json
-
-    spec, out = cwd / "cases.json", cwd / "out.json"
-    spec.write_text(json.dumps(cases))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(spec), str(out)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
-    spec.unlink()
-    result = json.loads(out.read_text())
-    out.unlink()
-    return result
+def _main_cases(cases: dict[str, list[str]], cwd: Path, env: dict, tag: str) -> dict:
+    return finish_main_cases(*start_main_cases(cases, cwd, tag, env))
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +67,11 @@ def attack(tmp_path_factory):
         "predict": ["predict", *common, *evil_args],
         "fit": ["fit", *common[:2], *evil_args],
         "foreign_class": ["test", *common[:2], "--ckpt_path", str(base / "foreign_class.ckpt")],
-    }, work, env)
+    }, work, env, "refused")
     state = {"refused": refused, "payload_ran": marker.exists(), "module_imported": import_marker.exists(),
              "work": sorted(p.name for p in work.iterdir())}
     trusted = _main_cases({"test": ["test", *common[:2], *evil_args, "--trust_checkpoint", "true",
-                                    "--trainer.logger", "false"]}, work, env)
+                                    "--trainer.logger", "false"]}, work, env, "trusted")
     state.update(trusted=trusted["test"], payload_ran_trusted=marker.exists(), run=run)
     return state
 

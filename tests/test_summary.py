@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from eva_lightning.analysis.summary import main, summarize
+from eva_lightning.analysis.summary import summarize
+from eva_lightning.tools.summary import main
 
 
 def conv(cin: int, cout: int, k: int = 3, **kw) -> nn.Conv2d:

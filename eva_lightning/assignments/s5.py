@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from eva_lightning.core import ImageClassifier
-from eva_lightning.core.layers import NormKind, check_dropout, norm2d
+from eva_lightning.core.layers import NormKind, check_dropout, check_virtual_batch_size, norm2d
 from eva_lightning.errors import EvaError
 
 
@@ -104,6 +104,8 @@ class FinalNet(nn.Module):
         num_classes: outputs.
         widths: output channels of the seven conv blocks, in the order above.
         dropout: dropout after every conv block (not the head).
+        norm: ``bn`` or ``gbn`` (Ghost BN).
+        virtual_batch_size: ghost batch size for ``gbn``.
     """
 
     def __init__(
@@ -112,6 +114,8 @@ class FinalNet(nn.Module):
         num_classes: int = 10,
         widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16),
         dropout: float = 0.02,
+        norm: NormKind = "bn",
+        virtual_batch_size: int = 32,
     ) -> None:
         super().__init__()
         if len(widths) != 7 or min(widths) < 1:
@@ -120,7 +124,8 @@ class FinalNet(nn.Module):
 
         def block(cin: int, cout: int, k: int = 3, padding: int = 0) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(cin, cout, k, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.Dropout(dropout)
+                nn.Conv2d(cin, cout, k, padding=padding, bias=False), norm2d(norm, cout, virtual_batch_size), nn.ReLU(),
+                nn.Dropout(dropout),
             )
 
         self.block1 = nn.Sequential(block(in_channels, w[0]), block(w[0], w[1]))
@@ -162,12 +167,9 @@ class S5Model(ImageClassifier):
 
     def __init__(self, dropout: float = 0.05, norm: NormKind = "bn", virtual_batch_size: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
-        if virtual_batch_size < 1:
-            raise EvaError(
-                f"model.init_args.virtual_batch_size={virtual_batch_size} is impossible: use at least 1 "
-                "(samples per ghost batch, e.g. 32)"
-            )
-        self.net = S5Net(self.in_channels, self.num_classes, check_dropout(dropout), norm, virtual_batch_size)
+        self.net = S5Net(
+            self.in_channels, self.num_classes, check_dropout(dropout), norm, check_virtual_batch_size(virtual_batch_size)
+        )
 
 
 class S5Final(ImageClassifier):
@@ -176,11 +178,23 @@ class S5Final(ImageClassifier):
     Args:
         widths: output channels of the seven conv blocks.
         dropout: dropout after every conv block.
+        norm: ``bn`` or ``gbn`` (S6's Ghost BN runs).
+        virtual_batch_size: ghost batch size for ``gbn``.
         **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
     """
 
     gradcam_layer = "net.block2"
 
-    def __init__(self, widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16), dropout: float = 0.02, **kwargs) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16),
+        dropout: float = 0.02,
+        norm: NormKind = "bn",
+        virtual_batch_size: int = 32,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
-        self.net = FinalNet(self.in_channels, self.num_classes, tuple(widths), check_dropout(dropout))
+        self.net = FinalNet(
+            self.in_channels, self.num_classes, tuple(widths), check_dropout(dropout), norm,
+            check_virtual_batch_size(virtual_batch_size),
+        )

@@ -18,6 +18,13 @@ def check_dropout(p: float, option: str = "model.init_args.dropout") -> float:
     return p
 
 
+def check_virtual_batch_size(n: int, option: str = "model.init_args.virtual_batch_size") -> int:
+    """``n`` when it is a usable ghost-batch size; else an :class:`EvaError` naming ``option``."""
+    if n < 1:
+        raise EvaError(f"{option}={n} is impossible: use at least 1 (samples per ghost batch, e.g. 32)")
+    return n
+
+
 class GhostBatchNorm(nn.BatchNorm2d):
     """Batch norm over virtual batches ("ghost" batches) of ``virtual_batch_size`` samples.
 
