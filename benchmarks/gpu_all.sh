@@ -52,7 +52,7 @@ case "$STREAMS" in
     ( fit s10 300 ) &
     ( fit s9 200; fit s7 100 ) &
     ( fit s8 170 ) &
-    ( for r in l1_bn l2_bn l1_l2_bn gbn l1_l2_gbn; do fit "s6_base s6_$r" 60 --data.loader gpu; done ) &
+    ( for r in l1_bn l2_bn l1_l2_bn gbn l1_l2_gbn; do fit "s6_$r" 60 --data.loader gpu; done ) &
     ;;
   cifar_next)
     # issue 5's open targets: S8 (89.33% < 90) and S10 (90.17% < 91), two candidates each, four

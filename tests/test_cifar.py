@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import write_cifar_jpeg
 from eva_lightning.analysis import summary
@@ -19,7 +18,7 @@ from eva_lightning.cli import EvaCLI
 from eva_lightning.data import gpu_loader
 from eva_lightning.data.datamodule import KNOWN
 from eva_lightning.data.transforms import build_pipeline
-from test_configs import config_args, files_read
+from test_configs import config_args, read_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MEAN, STD = KNOWN["cifar10"][1], KNOWN["cifar10"][2]
@@ -36,15 +35,7 @@ def one_thread():
 
 
 def _config(name: str) -> dict:
-    """The config as eva reads it: configs/cifar10_data.yaml (its ``config:`` include), then the assignment's file."""
-    cfg: dict = {}
-    for path in files_read(CONFIGS / f"{name}.yaml"):
-        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
-            group, _, inner = key.partition(".")
-            if inner:  # a dotted key such as data.train_transforms overrides one entry of its group
-                key, value = group, {inner: value}
-            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return cfg
+    return read_config(CONFIGS / f"{name}.yaml")
 
 
 # --------------------------------------------------------------------------- S7 constraints

@@ -49,6 +49,33 @@ def files_read(config: Path) -> list[Path]:
     return [f for p in config_chain(config) for f in (*included(p), p)]
 
 
+def merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, nested dicts merged key by key (as jsonargparse merges configs)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def expand(cfg: dict) -> dict:
+    """One file's keys with dotted ones (``data.train_transforms``) nested, without its ``config:`` include."""
+    out: dict = {}
+    for key, value in cfg.items():
+        if key != "config":
+            for part in reversed(key.split(".")):
+                value = {part: value}
+            out = merge(out, value)
+    return out
+
+
+def read_config(config: Path) -> dict:
+    """The config as eva reads it: its includes and command chain merged in order, dotted keys nested."""
+    cfg: dict = {}
+    for path in files_read(config):
+        cfg = merge(cfg, expand(yaml.safe_load(path.read_text()) or {}))
+    return cfg
+
+
 def composition_parts() -> set[Path]:
     """Files that another config's command puts in front of it, or includes: parts of a run, not runs."""
     configs = list((ROOT / "configs").glob("*.yaml"))
@@ -89,9 +116,8 @@ S5FINAL_HAS_NORM = {"norm", "virtual_batch_size"} <= set(inspect.signature(S5Fin
 
 def sets_s5final_norm(config: Path) -> bool:
     """Whether the composed config builds ``S5Final`` and sets ``model.init_args.norm``."""
-    models = [(yaml.safe_load(p.read_text()) or {}).get("model") or {} for p in files_read(config)]
-    classes = [m["class_path"] for m in models if "class_path" in m]
-    return classes[-1:] == ["eva_lightning.assignments.s5.S5Final"] and any("norm" in (m.get("init_args") or {}) for m in models)
+    model = read_config(config).get("model", {})
+    return model.get("class_path") == "eva_lightning.assignments.s5.S5Final" and "norm" in model.get("init_args", {})
 
 
 def as_param(config: Path):
@@ -112,8 +138,7 @@ def test_compositions_name_existing_files():
 @pytest.mark.parametrize("config", [as_param(c) for c in CONFIGS])
 def test_config_trains_one_step(config, synthetic_roots, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    datasets = [(yaml.safe_load(p.read_text()).get("data") or {}).get("dataset") for p in files_read(config)]
-    dataset = next((d for d in reversed(datasets) if d), "mnist")
+    dataset = read_config(config).get("data", {}).get("dataset", "mnist")
     cli = EvaCLI(args=[*config_args(config), "--data.data_dir", str(synthetic_roots[dataset]), *CPU_OVERRIDES], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.state.finished

@@ -14,7 +14,7 @@ from torch import nn
 
 from eva_lightning.assignments.s4 import S4Net
 from eva_lightning.assignments.s5 import S5Net, SkeletonNet
-from test_configs import as_param, config_chain
+from test_configs import as_param, expand, files_read, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_CONFIGS = sorted(p for p in (ROOT / "configs").glob("s[456]*.yaml") if not p.stem.endswith("_base"))
@@ -66,18 +66,7 @@ def test_step2_adds_only_batch_norm():
 
 
 def resolved(config: str) -> dict:
-    """The config as its header's command composes it (later files override earlier ones, as jsonargparse does)."""
-
-    def merge(base: dict, over: dict) -> dict:
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        return out
-
-    cfg: dict = {}
-    for path in config_chain(ROOT / "configs" / config):
-        cfg = merge(cfg, yaml.safe_load(path.read_text()) or {})
-    return cfg
+    return read_config(ROOT / "configs" / config)
 
 
 #: the course's S5 steps: parameters and test accuracy of its solution
@@ -96,9 +85,9 @@ def test_s5_steps_match_the_course_parameter_counts(config):
 def test_s5_steps_share_one_optimiser_and_schedule_and_change_one_thing_each():
     steps = {name: resolved(f"{name}.yaml") for name in sorted(COURSE_STEPS)}
     for name in steps:  # the step files hold only the model (and step 4 its rotation): the rest is s5_base.yaml
-        own = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        own = expand(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()))
         assert set(own) <= {"model", "data"} and set(own["model"]["init_args"]).isdisjoint({"optimizer", "schedule", "lr"})
-        assert [p.name for p in config_chain(ROOT / "configs" / f"{name}.yaml")] == ["s5_base.yaml", f"{name}.yaml"]
+        assert [p.name for p in files_read(ROOT / "configs" / f"{name}.yaml")] == ["s5_base.yaml", f"{name}.yaml"]
 
     def without(cfg: dict, *keys: str) -> dict:
         cfg = yaml.safe_load(yaml.safe_dump(cfg))
@@ -184,8 +173,8 @@ def test_s6_runs_are_step5_plus_their_regulariser():
     assert names == ["s6_gbn", "s6_l1_bn", "s6_l1_l2_bn", "s6_l1_l2_gbn", "s6_l2_bn"]
     step5 = resolved("s5.yaml")
     for name in names:
-        assert [p.name for p in config_chain(ROOT / "configs" / f"{name}.yaml")] == ["s6_base.yaml", f"{name}.yaml"]
-        own = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        assert [p.name for p in files_read(ROOT / "configs" / f"{name}.yaml")] == ["s6_base.yaml", f"{name}.yaml"]
+        own = expand(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()))
         assert flat_keys(own) <= S6_DELTA_KEYS, f"{name} sets more than its regulariser"
         cfg = resolved(f"{name}.yaml")
         args = cfg["model"]["init_args"]
