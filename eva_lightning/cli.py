@@ -66,15 +66,8 @@ LOG_ROOT = "lightning_logs"
 SUBCOMMAND_KEY = "eva_subcommand"  # in a subcommand's parser_kwargs: see EvaCLI.init_parser
 
 
-def run_name(argv: list[str]) -> str:
-    """The run's name in ``lightning_logs/<name>/version_N``: the stem of the last ``--config``."""
-    name = "default"
-    for i, arg in enumerate(argv):
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            name = Path(argv[i + 1]).stem
-        elif arg.startswith("--config="):
-            name = Path(arg.split("=", 1)[1]).stem
-    return name
+#: the default logger's name until the config names the run (``lightning_logs/<config>/version_N``)
+UNNAMED = "default"
 
 
 PROGRESS_REFRESH = 10  # steps between progress-bar redraws
@@ -289,7 +282,6 @@ class EvaCLI(LightningCLI):
     """LightningCLI with the project's model base, data module, links and defaults."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
-        argv = list(sys.argv[1:] if args is None else args)
         self.subcommand_parsers: dict[str, Any] = {}  # filled by init_parser
         super().__init__(
             ImageClassifier,
@@ -301,7 +293,7 @@ class EvaCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             save_config_callback=SaveConfig,
             trainer_defaults={
-                "logger": lazy_instance(TensorBoardLogger, save_dir=LOG_ROOT, name=run_name(argv)),
+                "logger": lazy_instance(TensorBoardLogger, save_dir=LOG_ROOT, name=UNNAMED),
                 "callbacks": default_callbacks(),
             },
             args=args,
@@ -393,6 +385,8 @@ class EvaCLI(LightningCLI):
     def _place_default_logger(self) -> None:
         """Where the default TensorBoard logger writes, set in the config (so ``config.yaml`` records it).
 
+        - its name: the stem of the last ``--config`` (``lightning_logs/s5/version_N``).
+
         - ``--trainer.default_root_dir DIR``: ``DIR/<config>/version_N``. As in Lightning, that is
           where a run's files go unless a logger says otherwise; the default logger's fixed
           ``save_dir=lightning_logs`` would otherwise win.
@@ -406,6 +400,8 @@ class EvaCLI(LightningCLI):
         init = getattr(spec, "init_args", None)
         if init is None or import_dotted(spec.class_path) is not TensorBoardLogger:
             return
+        if init.name == UNNAMED and cfg.get("config"):  # the run is named after the last --config (its stem)
+            init.name = Path(str(cfg["config"][-1])).stem
         if cfg.get("trainer.default_root_dir") is not None and init.save_dir == LOG_ROOT:
             init.save_dir = str(cfg["trainer.default_root_dir"])
         if cfg.get("ckpt_path") != "last":
