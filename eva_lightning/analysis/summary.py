@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from eva_lightning.analysis.gradcam import eval_mode
 from eva_lightning.errors import EvaError
 
 
@@ -219,13 +220,11 @@ def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary
             ))
 
         handles.append(module.register_forward_hook(hook))
-    modes = {m: m.training for m in net.modules()}
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     try:
-        net.eval()
-        with torch.no_grad():
+        with eval_mode(net), torch.no_grad():
             x = torch.zeros(1, *input_shape, device=device, dtype=dtype)
             with tracker:
                 tracker.mark(x, _RF())
@@ -233,8 +232,6 @@ def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary
     finally:
         for h in handles:
             h.remove()
-        for m, training in modes.items():
-            m.training = training
     out_t = next(_tensors(out), None)
     final = tracker.get(out_t) if out_t is not None else None
     spatial = [r.rf for r in rows if r.rf is not None]
