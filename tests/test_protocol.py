@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from eva_lightning.cli import EvaCLI
+from test_configs import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,6 @@ def test_held_out_split_keeps_best_by_validation_and_tests_the_final_weights(tmp
 
 
 def test_s10_plateau_monitors_a_held_out_split_of_5000_images():
-    config = yaml.safe_load((ROOT / "configs" / "s10.yaml").read_text())
+    config = read_config(ROOT / "configs" / "s10.yaml")
     assert config["model"]["init_args"]["schedule"]["name"] == "plateau"
     assert config["data"]["val_split"] * 50_000 == 5_000  # of CIFAR-10's 50,000 training images
