@@ -67,25 +67,12 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._probs, self._indices = [], []
 
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int):
         probs = prediction.detach().float().cpu()
         self._probs.append(probs)
         start = len(self._indices)
         self._indices.extend(batch_indices if batch_indices is not None else range(start, start + len(probs)))
-
-    def _out_dir(self, trainer: L.Trainer) -> Path:
-        out = Path(self.output_dir or run_dir(trainer) or trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        return out
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
@@ -101,7 +88,8 @@ class PredictionWriter(BasePredictionWriter):
         classes = list(getattr(dm, "classes", None) or [str(i) for i in range(probs.shape[1])])
         names = [_relative(files[i], root) if i < len(files) else f"#{i}" for i in indices]
 
-        out = self._out_dir(trainer)
+        out = Path(self.output_dir or run_dir(trainer) or trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
         self.csv_path = out / CSV_NAME
         conf, pred = probs.max(dim=1)
         with open(self.csv_path, "w", newline="") as f:
@@ -114,13 +102,11 @@ class PredictionWriter(BasePredictionWriter):
             self._write_gradcam(trainer, pl_module, out, indices, names, pred)
         self._summary(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
 
-    def _summary(
-        self, names: list[str], labels: list[str], conf: list[float], skipped: list[Path], root: Path | None
-    ) -> None:
+    def _summary(self, names: list[str], labels: list[str], conf: list[float], skipped: list[Path],
+                 root: Path | None) -> None:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(Counter(labels).items(), key=lambda kv: (-kv[1], kv[0])))
         lines = [f"predicted {len(names)} image(s) → {self.csv_path}", f"  classes: {counts}"]
-        for name, label, c in list(zip(names, labels, conf))[:10]:
-            lines.append(f"  {name}: {label} ({c:.3f})")
+        lines += [f"  {name}: {label} ({c:.3f})" for name, label, c in list(zip(names, labels, conf))[:10]]
         if len(names) > 10:
             lines.append(f"  ... {len(names) - 10} more in {CSV_NAME}")
         if skipped:
@@ -128,15 +114,8 @@ class PredictionWriter(BasePredictionWriter):
             lines.extend(f"  {_relative(p, root)}" for p in skipped)
         log.info("\n".join(lines))
 
-    def _write_gradcam(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        out: Path,
-        indices: list[int],
-        names: list[str],
-        pred: torch.Tensor,
-    ) -> None:
+    def _write_gradcam(self, trainer: L.Trainer, pl_module: L.LightningModule, out: Path, indices: list[int],
+                       names: list[str], pred: torch.Tensor) -> None:
         from eva_lightning.analysis.gradcam import gradcam, overlay
 
         layer = getattr(pl_module, "gradcam_layer", None)

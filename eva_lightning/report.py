@@ -94,11 +94,9 @@ def metric_table(scalars: runs.Scalars, held_out: bool = False) -> list[tuple[st
     tags = [t for t in METRIC_ORDER if t in scalars]
     skip = ("epoch", "hp_metric")  # Lightning's bookkeeping, not results
     tags += sorted(t for t in scalars if t not in tags and t not in skip and not t.endswith("_step"))
-    rows = []
-    for tag in tags:
-        best = runs.best_point(scalars, tag) if held_out and tag in ("val/acc", "val/loss") else None
-        rows.append((tag, scalars[tag][-1][1], f"{_fmt_value(best[0])} ({best[1]})" if best else ""))
-    return rows
+    bests = {tag: runs.best_point(scalars, tag) for tag in ("val/acc", "val/loss")} if held_out else {}
+    shown = {tag: f"{_fmt_value(b[0])} ({b[1]})" for tag, b in bests.items() if b}
+    return [(tag, scalars[tag][-1][1], shown.get(tag, "")) for tag in tags]
 
 
 @dataclass
@@ -124,15 +122,13 @@ class RunSummary:
     def from_run_dir(cls, run_dir: str | Path) -> "RunSummary":
         run = runs.resolve(run_dir)
         scalars = runs.read_scalars(run)
-        result = json.loads((run / RESULT_NAME).read_text()) if (run / RESULT_NAME).exists() else {}
-        config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
+        result = _fit_result(run)
         split = runs.val_split(run)
         trained = bool(result) or any(t.startswith("train/") for t in scalars)
         epochs = result.get("epochs")
         if epochs is None and scalars.get("val/acc"):  # a run still going (or killed): validated epochs
             epochs = len({step for step, _, _ in scalars["val/acc"]})
-        wall = result.get("wall_time_s")
-        max_epochs = _config_summary(config).get("max_epochs")
+        max_epochs = _config_summary(runs.read_config(run)).get("max_epochs")
         return cls(
             stage="fit" if trained else "test",
             final={tag: points[-1][1] for tag, points in scalars.items()},
@@ -140,7 +136,7 @@ class RunSummary:
             best_val_acc=runs.best_point(scalars, "val/acc") if split > 0 else None,
             epochs=epochs if trained else None,
             max_epochs=int(max_epochs) if max_epochs else None,
-            wall_time_s=wall,
+            wall_time_s=result.get("wall_time_s"),
             status=result.get("status") if result else ("running or stopped (no end of fit recorded)" if trained else None),
             run=run,
         )
@@ -149,14 +145,9 @@ class RunSummary:
     def from_trainer(cls, trainer: L.Trainer, stage: str, split: float = 0.0) -> "RunSummary":
         """From the trainer's last logged metrics (``callback_metrics``): a run that wrote no files."""
         final = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-        return cls(
-            stage=stage,
-            final=final,
-            val_split=split,
-            epochs=trainer.current_epoch if stage == "fit" else None,
-            max_epochs=trainer.max_epochs if stage == "fit" else None,
-            status="interrupted" if trainer.interrupted else None,
-        )
+        fit = stage == "fit"
+        return cls(stage, final, split, epochs=trainer.current_epoch if fit else None,
+                   max_epochs=trainer.max_epochs if fit else None, status="interrupted" if trainer.interrupted else None)
 
     def rows(self) -> list[tuple[str, str]]:
         """``(label, value)`` lines, test accuracy first."""
@@ -175,13 +166,9 @@ class RunSummary:
         if loss is not None:
             rows.append(("test loss", f"{loss:.4f}"))
         if self.val_split > 0 and "val/acc" in f:
-            best = ""
-            if self.best_val_acc:
-                best = f"; best {100 * self.best_val_acc[0]:.2f}% at {self.best_val_acc[1]}"
-            rows.append((
-                "validation accuracy",
-                f"{100 * f['val/acc']:.2f}% final{best} (held-out {self.val_split:g} of the training set)",
-            ))
+            best = f"; best {100 * self.best_val_acc[0]:.2f}% at {self.best_val_acc[1]}" if self.best_val_acc else ""
+            held_out = f"(held-out {self.val_split:g} of the training set)"
+            rows.append(("validation accuracy", f"{100 * f['val/acc']:.2f}% final{best} {held_out}"))
         if self.stage == "fit" and self.epochs is not None:
             of = f" of {self.max_epochs}" if self.max_epochs else ""
             took = f" in {_fmt_seconds(self.wall_time_s)}" if self.wall_time_s is not None else ""
@@ -190,9 +177,8 @@ class RunSummary:
             rows.append(("status", self.status))
         if self.run is not None:
             run = _shown(self.run)
-            rows.append(("run folder", str(run)))
-            rows.append(("TensorBoard", f"tensorboard --logdir {run}"))
-            rows.append(("report", str(run / REPORT_NAME)))
+            rows += [("run folder", str(run)), ("TensorBoard", f"tensorboard --logdir {run}"),
+                     ("report", str(run / REPORT_NAME))]
             if self.stage == "fit" and (self.run / "checkpoints" / "last.ckpt").exists():
                 rows.append(("checkpoint", str(run / "checkpoints" / "last.ckpt")))
         return rows
@@ -206,8 +192,17 @@ class RunSummary:
 
     def markdown(self) -> list[str]:
         """The ``report.md`` form: a two-column table (without the line pointing at the report itself)."""
-        rows = [(k, f"`{v}`" if k == "TensorBoard" else v) for k, v in self.rows() if k != "report"]
-        return ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+        return _table([(k, f"`{v}`" if k == "TensorBoard" else v) for k, v in self.rows() if k != "report"])
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    """A two-column markdown table without a heading."""
+    return ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+
+
+def _fit_result(run: Path) -> dict[str, Any]:
+    """``fit_result.json`` of the run, or {} when fitting did not end there."""
+    return json.loads((run / RESULT_NAME).read_text()) if (run / RESULT_NAME).exists() else {}
 
 
 def _shown(path: Path) -> Path:
@@ -262,15 +257,9 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
 
 
-def _config_summary(config: str) -> dict[str, str]:
-    """Model class and data set out of the resolved YAML, for the header table."""
-    try:
-        cfg = yaml.safe_load(config) or {}
-    except yaml.YAMLError:
-        return {}
-    model = cfg.get("model") or {}
-    data = cfg.get("data") or {}
-    trainer = cfg.get("trainer") or {}
+def _config_summary(cfg: dict[str, Any]) -> dict[str, str]:
+    """Model class, data set and max_epochs out of the resolved config (:func:`runs.read_config`)."""
+    model, data, trainer = (cfg.get(k) or {} for k in ("model", "data", "trainer"))
     out = {}
     if isinstance(model, dict) and model.get("class_path"):
         out["model"] = f"`{model['class_path']}`"
@@ -289,54 +278,46 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         title: page heading; default ``<run name>/version_N``.
     """
     run = runs.resolve(run_dir)
-    result = json.loads((run / RESULT_NAME).read_text()) if (run / RESULT_NAME).exists() else {}
     info = read_run_info(run)
     config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
     scalars = runs.read_scalars(run)
+    times = [t for points in scalars.values() for _, _, t in points]
     summary = RunSummary.from_run_dir(run)
-    if summary.stage == "fit" and summary.wall_time_s is None:  # no fit_result.json: the events' span
-        all_points = [p for points in scalars.values() for p in points]
-        summary.wall_time_s = max(p[2] for p in all_points) - min(p[2] for p in all_points)
-    all_points = [p for points in scalars.values() for p in points]
+    if summary.stage == "fit" and summary.wall_time_s is None and times:  # no fit_result.json: the events' span
+        summary.wall_time_s = max(times) - min(times)
     started = info.get("started") or (
-        datetime.fromtimestamp(min(p[2] for p in all_points), timezone.utc).isoformat(timespec="seconds")
-        if all_points else None
+        datetime.fromtimestamp(min(times), timezone.utc).isoformat(timespec="seconds") if times else None
     )
 
-    lines = [f"# Run report: {title or f'{run.parent.name}/{run.name}'}", ""]
-    lines += summary.markdown()
-    head = _config_summary(config)
+    lines = [f"# Run report: {title or f'{run.parent.name}/{run.name}'}", ""] + summary.markdown()
+    head = _config_summary(runs.read_config(run))
     rows = [
         ("model", head.get("model")),
         ("data", head.get("data")),
-        ("steps", result.get("global_step")),
+        ("steps", _fit_result(run).get("global_step")),
         ("started (UTC)", started),
         ("starts", info.get("starts") if info.get("starts", 1) > 1 else None),  # resumed runs
+        *machine_rows(info),
     ]
-    rows += machine_rows(info)
-    lines += ["## Run", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows if v not in (None, "")] + [""]
-
-    lines += ["## Metrics", ""]
+    lines += ["## Run", ""] + _table([(k, v) for k, v in rows if v not in (None, "")]) + ["## Metrics", ""]
     held_out = summary.val_split > 0
     table = metric_table(scalars, held_out=held_out)
-    if table:
-        if held_out:
-            lines += [
-                f"Final values; best only for the held-out validation split ({summary.val_split:g} of the "
-                "training set), where choosing an epoch does not look at the test set.", "",
-                "| metric | final | best (held-out validation) |", "|---|---|---|",
-            ]
-            lines += [f"| `{tag}` | {_fmt_value(final)} | {best} |" for tag, final, best in table]
-        else:
-            if "val/acc" in scalars:
-                lines += [
-                    "Validation ran on the test split (`data.val_split: 0`): `val/*` are test-split figures, "
-                    "and the final epoch's is the result (no epoch is chosen on them).", "",
-                ]
-            lines += ["| metric | final |", "|---|---|"]
-            lines += [f"| `{tag}` | {_fmt_value(final)} |" for tag, final, _ in table]
-    else:
+    if not table:
         lines.append("No scalars logged.")
+    elif held_out:
+        lines += [
+            f"Final values; best only for the held-out validation split ({summary.val_split:g} of the "
+            "training set), where choosing an epoch does not look at the test set.", "",
+            "| metric | final | best (held-out validation) |", "|---|---|---|",
+        ]
+        lines += [f"| `{tag}` | {_fmt_value(final)} | {best} |" for tag, final, best in table]
+    else:
+        if "val/acc" in scalars:
+            lines += [
+                "Validation ran on the test split (`data.val_split: 0`): `val/*` are test-split figures, "
+                "and the final epoch's is the result (no epoch is chosen on them).", "",
+            ]
+        lines += ["| metric | final |", "|---|---|"] + [f"| `{tag}` | {_fmt_value(final)} |" for tag, final, _ in table]
     lines.append("")
 
     groups = figures(run)

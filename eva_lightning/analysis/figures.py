@@ -1,4 +1,4 @@
-"""Figure plumbing shared by the callbacks and tools: run dir, PNG + TensorBoard image, de-normalising."""
+"""Figure plumbing shared by the callbacks and tools: PNG + TensorBoard image, de-normalising."""
 
 from __future__ import annotations
 
@@ -15,34 +15,23 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from eva_lightning import runs  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
-def run_dir(trainer) -> Path:
-    """The run's log dir (``trainer.log_dir``'s rule, without its collective broadcast: rank 0 calls this alone)."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    path = None
-    if trainer.loggers:
-        first = trainer.loggers[0]
-        path = first.log_dir if isinstance(first, (TensorBoardLogger, CSVLogger)) else first.save_dir
-    return Path(path or trainer.default_root_dir)
-
-
-def figure_to_rgb(fig: Figure) -> np.ndarray:
-    """(H, W, 3) uint8 pixels of a drawn figure."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
 def publish(fig: Figure, trainer, tag: str, filename: str) -> Path:
-    """Save ``fig`` as ``<run dir>/<filename>`` and log it as TensorBoard image ``tag``; closes the figure."""
+    """Save ``fig`` as ``<run dir>/<filename>`` and log it as TensorBoard image ``tag``; closes the figure.
+
+    The run dir is :func:`eva_lightning.runs.run_dir` (rank 0 calls this alone), else ``trainer.default_root_dir``.
+    """
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    path = run_dir(trainer) / filename
+    path = (runs.run_dir(trainer) or Path(trainer.default_root_dir)) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=fig.dpi)
-    rgb = figure_to_rgb(fig)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
     plt.close(fig)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -55,8 +44,7 @@ def publish(fig: Figure, trainer, tag: str, filename: str) -> Path:
 def data_stats(trainer) -> tuple[Sequence[float] | None, Sequence[float] | None, Sequence[str] | None]:
     """(mean, std, class names) of the trainer's data module, or None where it has none."""
     dm = getattr(trainer, "datamodule", None)
-    get = lambda name: getattr(dm, name, None) if dm is not None else None  # noqa: E731
-    return get("mean"), get("std"), get("classes")
+    return tuple(getattr(dm, name, None) for name in ("mean", "std", "classes"))
 
 
 def denormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
