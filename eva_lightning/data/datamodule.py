@@ -25,6 +25,8 @@ KNOWN = {
     "mnist": (1, (0.1307,), (0.3081,)),
     "cifar10": (3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
+CLASSES = {"mnist": sources.MNIST_CLASSES, "cifar10": sources.CIFAR10_CLASSES}
+SIZES = {"mnist": 28, "cifar10": 32}
 FOLDER_NAMES = {"mnist": (), "cifar10": ("cifar10-jpeg", "cifar10"), "folder": ()}
 
 
@@ -122,11 +124,10 @@ class VisionDataModule(L.LightningDataModule):
         std: per-channel std; default the data set's own.
         predict_dir: folder of your own images for ``eva predict`` (any size, grey or colour;
             converted to the model's input with the test pipeline).
-        loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or
-            ``gpu``: the DataLoader yields index batches, and ``on_after_batch_transfer`` gathers
-            them from the uint8 split held on the training device and augments them there as a
-            batch (``eva_lightning.data.gpu_loader``); a pipeline without a batched version
-            falls back to ``torch`` for that split, with a logged reason.
+        loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or ``gpu``:
+            index batches, gathered from the split held on the training device and augmented there as a
+            batch (:class:`ImageSplit`, ``eva_lightning.data.gpu_loader``); a pipeline without a batched
+            version falls back to ``torch`` for that split, with a logged reason.
     """
 
     def __init__(
@@ -173,9 +174,7 @@ class VisionDataModule(L.LightningDataModule):
         self._channels = KNOWN[dataset][0] if dataset in KNOWN else channels
         self._mean = tuple(mean) if mean is not None else (KNOWN[dataset][1] if dataset in KNOWN else None)
         self._std = tuple(std) if std is not None else (KNOWN[dataset][2] if dataset in KNOWN else None)
-        self._classes: tuple[str, ...] | None = sources.MNIST_CLASSES if dataset == "mnist" else (
-            sources.CIFAR10_CLASSES if dataset == "cifar10" else None
-        )
+        self._classes: tuple[str, ...] | None = CLASSES.get(dataset)
         self.predict_dir = Path(predict_dir).expanduser() if predict_dir else None
         self.loader = loader
         self.predict_files: list[Path] = []  # the readable images, in prediction order
@@ -213,10 +212,7 @@ class VisionDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ finding the data
     def _folder_source(self) -> Path | None:
         if self.dataset == "folder":
-            root = self.data_dir
-            if (root / "train").is_dir():
-                return root
-            return root if root.is_file() else None
+            return self.data_dir if (self.data_dir / "train").is_dir() or self.data_dir.is_file() else None
         return sources.find_folder_source(self.data_dir, FOLDER_NAMES[self.dataset])
 
     def _looked_for(self) -> list[str]:
@@ -231,13 +227,10 @@ class VisionDataModule(L.LightningDataModule):
         return [f"{d}/{{train,test}}/<class>/<images> or a .tar.gz of that tree at {d}"]
 
     def _local_kind(self) -> str | None:
-        if self.dataset == "mnist" and sources.mnist_present(self.data_dir):
+        present = {"mnist": sources.mnist_present, "cifar10": sources.cifar10_present}.get(self.dataset)
+        if present is not None and present(self.data_dir):
             return "torchvision"
-        if self.dataset == "cifar10" and sources.cifar10_present(self.data_dir):
-            return "torchvision"
-        if self._folder_source() is not None:
-            return "folder"
-        return None
+        return "folder" if self._folder_source() is not None else None
 
     def _folder_classes(self) -> tuple[str, ...]:
         source = self._folder_source()
@@ -302,23 +295,16 @@ class VisionDataModule(L.LightningDataModule):
     @property
     def image_size(self) -> int:
         """Side of the square model input."""
-        if self.dataset == "mnist":
-            return 28
-        if self.dataset == "cifar10":
-            return 32
-        return self.hparams.image_size or self._load("train").images.shape[1]
+        return SIZES.get(self.dataset) or self.hparams.image_size or self._load("train").images.shape[1]
 
     def _setup_predict(self) -> None:
         if self.predict_dir is None or not self.predict_dir.is_dir():
             raise EvaError(f"data.predict_dir={self.predict_dir} is not a folder: point it at a folder of images")
         files = sorted(p for p in self.predict_dir.rglob("*") if p.is_file())
-        images = []
-        self.predict_files, self.predict_skipped = [], []
-        for path in files:
-            arr = sources.decode_image(path, str(path), self._channels, self.image_size)
-            (self.predict_skipped if arr is None else self.predict_files).append(path)
-            if arr is not None:
-                images.append(arr)
+        decoded = {p: sources.decode_image(p, str(p), self._channels, self.image_size) for p in files}
+        self.predict_files = [p for p, arr in decoded.items() if arr is not None]
+        self.predict_skipped = [p for p, arr in decoded.items() if arr is None]
+        images = [decoded[p] for p in self.predict_files]
         if not images:
             raise EvaError(f"no readable images in data.predict_dir={self.predict_dir}")
         labels = np.full(len(images), -1, dtype=np.int64)  # unknown

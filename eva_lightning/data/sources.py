@@ -97,7 +97,20 @@ def decode_image(data: bytes | Path, name: str, channels: int, size: int | None)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _stack(images: list[np.ndarray], labels: list[int], classes: tuple[str, ...], where: str) -> Split:
+def _decode_classes(per_class: dict[str, list[tuple[str, bytes | Path]]], channels: int, size: int | None,
+                    where: str) -> Split:
+    """Decode ``{class: [(name, file or bytes), ...]}`` (classes sorted); files that are not images are skipped."""
+    classes = tuple(sorted(per_class))
+    images, labels = [], []
+    for idx, cls in enumerate(classes):
+        for name, data in per_class[cls]:
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                log.warning("skipping %s: not an image file (suffix %r)", name, Path(name).suffix)
+                continue
+            arr = decode_image(data, name, channels, size)
+            if arr is not None:
+                images.append(arr)
+                labels.append(idx)
     if not images:
         raise EvaError(f"no readable images in {where}")
     shapes = {im.shape for im in images}
@@ -114,20 +127,11 @@ def read_folder(split_dir: Path, channels: int, size: int | None) -> Split:
     classes = tuple(sorted(d.name for d in split_dir.iterdir() if d.is_dir()))
     if not classes:
         raise EvaError(f"{split_dir} has no class folders (expected {split_dir}/<class>/<image files>)")
-    images, labels = [], []
-    for idx, cls in enumerate(classes):
-        files = sorted(p for p in (split_dir / cls).rglob("*") if p.is_file())
+    per_class = {cls: [(str(p), p) for p in sorted((split_dir / cls).rglob("*")) if p.is_file()] for cls in classes}
+    for cls, files in per_class.items():
         if not files:
             raise EvaError(f"class folder {split_dir / cls} is empty: add images or remove the folder")
-        for path in files:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                log.warning("skipping %s: not an image file (suffix %r)", path, path.suffix)
-                continue
-            arr = decode_image(path, str(path), channels, size)
-            if arr is not None:
-                images.append(arr)
-                labels.append(idx)
-    return _stack(images, labels, classes, str(split_dir))
+    return _decode_classes(per_class, channels, size, str(split_dir))
 
 
 def read_folder_archive(archive: Path, split: str, channels: int, size: int | None) -> Split:
@@ -142,23 +146,14 @@ def read_folder_archive(archive: Path, split: str, channels: int, size: int | No
             cls = parts[parts.index(split) + 1]
             per_class.setdefault(cls, [])
             if member.isfile():
-                per_class[cls].append((member.name, tar.extractfile(member).read()))
+                per_class[cls].append((f"{archive}:{member.name}", tar.extractfile(member).read()))
     if not per_class:
         raise EvaError(f"{archive} has no {split}/<class>/ folders")
-    classes = tuple(sorted(per_class))
-    images, labels = [], []
-    for idx, cls in enumerate(classes):
-        if not per_class[cls]:
+    for cls, files in sorted(per_class.items()):
+        if not files:
             raise EvaError(f"class folder {split}/{cls} in {archive} is empty")
-        for name, data in sorted(per_class[cls]):
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                log.warning("skipping %s in %s: not an image file", name, archive)
-                continue
-            arr = decode_image(data, f"{archive}:{name}", channels, size)
-            if arr is not None:
-                images.append(arr)
-                labels.append(idx)
-    return _stack(images, labels, classes, f"{archive}:{split}")
+        files.sort()
+    return _decode_classes(per_class, channels, size, f"{archive}:{split}")
 
 
 def _cache_path(source: Path, split: str, channels: int, size: int | None) -> Path:
