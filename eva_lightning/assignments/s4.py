@@ -10,6 +10,8 @@ pooling and a 1x1 conv as the classifier. Shapes as channels x size, receptive f
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
 
 from eva_lightning.core import ImageClassifier
@@ -17,9 +19,11 @@ from eva_lightning.core.layers import check_dropout
 from eva_lightning.errors import EvaError
 
 
-def conv_bn(cin: int, cout: int, k: int = 3, padding: int = 0, dropout: float = 0.0) -> nn.Sequential:
-    """conv (no bias: BN shifts) - BN - ReLU - dropout."""
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.Dropout(dropout))
+def conv_bn(cin: int, cout: int, k: int = 3, padding: int = 0, dropout: float | None = 0.0,
+            norm: Callable[[int], nn.Module] | None = nn.BatchNorm2d) -> nn.Sequential:
+    """conv (no bias: the norm shifts) - norm - ReLU - dropout; ``norm`` / ``dropout`` None leaves that layer out."""
+    layers = [nn.Conv2d(cin, cout, k, padding=padding, bias=False), *([norm(cout)] if norm else []), nn.ReLU()]
+    return nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout is not None else []))
 
 
 class S4Net(nn.Module):

@@ -16,8 +16,11 @@ Shapes are written as channels x size, with the receptive field (RF) after each 
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 
+from eva_lightning.assignments.s4 import conv_bn
 from eva_lightning.core import ImageClassifier
 from eva_lightning.core.layers import NormKind, check_dropout, check_virtual_batch_size, norm2d
 from eva_lightning.errors import EvaError
@@ -35,11 +38,7 @@ class SkeletonNet(nn.Module):
 
         # no conv biases in either step: step 2 differs from step 1 by its BN layers alone, as in the
         # course (its step 2 adds 208 parameters, exactly its BN layers')
-        def block(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-            if batch_norm:
-                return nn.Sequential(nn.Conv2d(cin, cout, k, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-            return nn.Sequential(nn.Conv2d(cin, cout, k, bias=False), nn.ReLU())
-
+        block = partial(conv_bn, dropout=None, norm=nn.BatchNorm2d if batch_norm else None)
         self.block1 = nn.Sequential(block(in_channels, 16), block(16, 32))
         self.transition = nn.Sequential(nn.MaxPool2d(2), block(32, 16, k=1))
         self.block2 = nn.Sequential(block(16, 32), block(32, 32))
@@ -64,24 +63,10 @@ class S5Net(nn.Module):
         virtual_batch_size: ghost batch size when ``norm="gbn"``.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        dropout: float = 0.05,
-        norm: NormKind = "bn",
-        virtual_batch_size: int = 32,
-    ) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.05, norm: NormKind = "bn",
+                 virtual_batch_size: int = 32) -> None:
         super().__init__()
-
-        def block(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, k, bias=False),
-                norm2d(norm, cout, virtual_batch_size),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-            )
-
+        block = partial(conv_bn, dropout=dropout, norm=partial(norm2d, norm, virtual_batch_size=virtual_batch_size))
         self.block1 = nn.Sequential(block(in_channels, 8), block(8, 16))
         # the 1x1 halves the channels after the pool: the cheapest place to cut parameters
         self.transition = nn.Sequential(nn.MaxPool2d(2), block(16, 8, k=1))
@@ -108,26 +93,14 @@ class FinalNet(nn.Module):
         virtual_batch_size: ghost batch size for ``gbn``.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16),
-        dropout: float = 0.02,
-        norm: NormKind = "bn",
-        virtual_batch_size: int = 32,
-    ) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 10,
+                 widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16), dropout: float = 0.02,
+                 norm: NormKind = "bn", virtual_batch_size: int = 32) -> None:
         super().__init__()
         if len(widths) != 7 or min(widths) < 1:
             raise EvaError(f"model.init_args.widths={list(widths)} is impossible: give 7 positive channel counts (one per conv block)")
         w = widths
-
-        def block(cin: int, cout: int, k: int = 3, padding: int = 0) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, k, padding=padding, bias=False), norm2d(norm, cout, virtual_batch_size), nn.ReLU(),
-                nn.Dropout(dropout),
-            )
-
+        block = partial(conv_bn, dropout=dropout, norm=partial(norm2d, norm, virtual_batch_size=virtual_batch_size))
         self.block1 = nn.Sequential(block(in_channels, w[0]), block(w[0], w[1]))
         self.transition = nn.Sequential(nn.MaxPool2d(2), block(w[1], w[2], k=1))
         # the last conv is padded: the GAP then averages a 6x6 map, not 4x4, at the same receptive field cost
@@ -185,14 +158,8 @@ class S5Final(ImageClassifier):
 
     gradcam_layer = "net.block2"
 
-    def __init__(
-        self,
-        widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16),
-        dropout: float = 0.02,
-        norm: NormKind = "bn",
-        virtual_batch_size: int = 32,
-        **kwargs,
-    ) -> None:
+    def __init__(self, widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16), dropout: float = 0.02,
+                 norm: NormKind = "bn", virtual_batch_size: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
         self.net = FinalNet(
             self.in_channels, self.num_classes, tuple(widths), check_dropout(dropout), norm,

@@ -49,14 +49,8 @@ class ResNet(nn.Module):
             the identity (Goyal et al.; torchvision notes +0.2-0.3%).
     """
 
-    def __init__(
-        self,
-        layers: list[int],
-        in_channels: int = 3,
-        num_classes: int = 10,
-        width: int = 64,
-        zero_init_residual: bool = True,
-    ) -> None:
+    def __init__(self, layers: list[int], in_channels: int = 3, num_classes: int = 10, width: int = 64,
+                 zero_init_residual: bool = True) -> None:
         super().__init__()
         self.inplanes = width
         self.conv1 = conv3x3(in_channels, width)
@@ -71,10 +65,8 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
+            elif zero_init_residual and isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
