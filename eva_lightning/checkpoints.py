@@ -171,13 +171,8 @@ def check_checkpoint(path, model: torch.nn.Module, trusted: bool = False) -> Non
         return
     saved_class = ckpt.get("hyper_parameters", {}).get("_class_path", "an unknown model class")
     ours = f"{type(model).__module__}.{type(model).__qualname__}"
-    details = []
-    if missing:
-        details.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
-    if unexpected:
-        details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if reshaped:
-        details.append(f"{len(reshaped)} of another shape (e.g. {reshaped[0]})")
+    found = ((missing, "weights missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+    details = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in found if keys]
     raise EvaError(
         f"checkpoint {path} was saved from {saved_class}, which does not match the configured model {ours}: "
         f"{'; '.join(details)}. Pass the config the checkpoint was trained with (--config), or another checkpoint"

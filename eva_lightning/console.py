@@ -37,12 +37,8 @@ HARMLESS_LOG_MESSAGES = (
 LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
-class _DropMessages(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(HARMLESS_LOG_MESSAGES)
-
-
-_DROP = _DropMessages()
+def _keep(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(HARMLESS_LOG_MESSAGES)
 
 
 def quiet_known_notices() -> None:
@@ -51,8 +47,8 @@ def quiet_known_notices() -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in LIGHTNING_INFO_LOGGERS:
         logger = logging.getLogger(name)
-        if _DROP not in logger.filters:
-            logger.addFilter(_DROP)
+        if _keep not in logger.filters:
+            logger.addFilter(_keep)
 
 
 class NetworkSummary(ModelSummary):
@@ -72,27 +68,12 @@ class NetworkSummary(ModelSummary):
         }
         super().on_fit_start(trainer, pl_module)
 
-    def summarize(  # the base class's static method, called through the instance
-        self,
-        summary_data: list[tuple[str, list[str]]],
-        total_parameters: int,
-        trainable_parameters: int,
-        model_size: float,
-        total_training_modes: dict[str, int],
-        total_flops: int = 0,
-        **summarize_kwargs: Any,
-    ) -> None:
-        log.info("\n%s", self.format_table(summary_data, total_parameters, trainable_parameters, model_size, total_flops))
+    def summarize(self, summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int = 0, **kwargs: Any) -> None:
+        """Log the layer table: metric rows dropped, the Mode column only when modes differ, FLOPs only when counted.
 
-    def format_table(
-        self,
-        summary_data: list[tuple[str, list[str]]],
-        total_parameters: int,
-        trainable_parameters: int,
-        model_size: float,
-        total_flops: int,
-    ) -> str:
-        """The layer table: metric rows dropped, the Mode column only when modes differ, FLOPs only when counted."""
+        The base class's static method, called through the instance.
+        """
         columns = dict(summary_data)
         keep = [i for i, name in enumerate(columns.get("Name", [])) if name not in self._metric_names]
         drop = {" "}  # the row index: renumbered below
@@ -116,4 +97,4 @@ class NetworkSummary(ModelSummary):
         if total_flops:
             totals.append((get_human_readable_count(total_flops), "Total FLOPs"))
         rows += [f"{value:<10}{label}" for value, label in totals]
-        return "\n".join(rows)
+        log.info("\n%s", "\n".join(rows))

@@ -32,9 +32,9 @@ def run_dir(trainer: L.Trainer) -> Path | None:
     of several hangs, or fails once the others have exited). Other ranks' loggers may have picked
     another version number: only rank 0 writes files.
     """
-    logger = trainer.logger
-    if trainer.fast_dev_run or logger is None:
+    if not trainer.loggers or trainer.fast_dev_run:
         return None
+    logger = trainer.loggers[0]  # trainer.logger
     log_dir = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
     return None if log_dir is None else Path(log_dir)
 

@@ -77,22 +77,18 @@ class ModelSummary:
             lines.append((r.name, r.type, "x".join(map(str, r.output_shape)), f"{r.params:,}", rf, "-" if r.jump is None else str(r.jump)))
         widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
         fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
-        out = [fmt(lines[0]), "-" * (sum(widths) + 2 * (len(widths) - 1))]
-        out += [fmt(row) for row in lines[1:]]
-        out += [
-            "-" * (sum(widths) + 2 * (len(widths) - 1)),
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        return "\n".join([
+            fmt(lines[0]), rule, *map(fmt, lines[1:]), rule,
             f"input {'x'.join(map(str, self.input_shape))} -> output {'x'.join(map(str, self.output_shape))}",
             f"parameters: {self.params:,} ({self.trainable_params:,} trainable)",
             f"receptive field: {self.receptive_field} (jump {self.jump})",
             self.flags(),
-        ]
-        return "\n".join(out)
+        ])
 
 
 def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any) -> Any:
-    if len(args) > i:
-        return args[i]
-    return kwargs.get(name, default)
+    return args[i] if len(args) > i else kwargs.get(name, default)
 
 
 def _first(v: Any) -> int:
@@ -105,11 +101,8 @@ def _first(v: Any) -> int:
 def _tensors(obj: Any):
     if isinstance(obj, torch.Tensor):
         yield obj
-    elif isinstance(obj, (tuple, list)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
+    elif isinstance(obj, (tuple, list, dict)):
+        for o in obj.values() if isinstance(obj, dict) else obj:
             yield from _tensors(o)
 
 
@@ -210,13 +203,9 @@ def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary
             t = next(_tensors(output), None)
             info = tracker.get(t) if t is not None else None
             rows.append(LayerRow(
-                name=name or type(mod).__name__,
-                type=type(mod).__name__,
-                output_shape=tuple(t.shape[1:]) if t is not None else (),
-                params=sum(p.numel() for p in mod.parameters(recurse=False)),
-                rf=info.rf if info else None,
-                jump=info.jump if info else None,
-                is_global=bool(info and info.is_global),
+                name or type(mod).__name__, type(mod).__name__, tuple(t.shape[1:]) if t is not None else (),
+                sum(p.numel() for p in mod.parameters(recurse=False)),
+                info.rf if info else None, info.jump if info else None, bool(info and info.is_global),
             ))
 
         handles.append(module.register_forward_hook(hook))

@@ -64,9 +64,7 @@ class MisclassifiedGrid(L.Callback):
             raise EvaError(f"MisclassifiedGrid.num_images must be at least 1, got {num_images}")
         self.num_images = num_images
         self.every_n_epochs = _check_every("MisclassifiedGrid", every_n_epochs)
-        self._images: list[torch.Tensor] = []
-        self._pred: list[torch.Tensor] = []
-        self._true: list[torch.Tensor] = []
+        self._images, self._pred, self._true = [], [], []  # per batch: wrong images, predicted and true labels
         self.last_count = 0  # tiles in the last grid drawn (0: none found)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -81,8 +79,7 @@ class MisclassifiedGrid(L.Callback):
         logits = _step_logits("MisclassifiedGrid", pl_module, outputs)  # checked in the sanity check too
         if not _due(trainer, self.every_n_epochs) or self._collected() >= self.num_images:
             return
-        x, y = batch[0], batch[1]
-        pred = logits.argmax(dim=1)
+        x, y, pred = batch[0], batch[1], logits.argmax(dim=1)
         wrong = pred != y  # the boolean indexing below reads back to the host: only until enough are found
         self._images.append(x[wrong].detach().cpu())
         self._pred.append(pred[wrong].cpu())
@@ -96,13 +93,10 @@ class MisclassifiedGrid(L.Callback):
             self.last_count = 0
             log.info("MisclassifiedGrid: no misclassified validation images in epoch %d, nothing written", epoch)
             return
-        images = torch.cat(self._images)[: self.num_images]
-        pred = torch.cat(self._pred)[: self.num_images]
-        true = torch.cat(self._true)[: self.num_images]
+        images, pred, true = (torch.cat(parts)[: self.num_images] for parts in (self._images, self._pred, self._true))
         mean, std, classes = data_stats(trainer)
         images = denormalize(images, mean, std)
-        n = len(images)
-        cols = math.ceil(math.sqrt(self.num_images))
+        n, cols = len(images), math.ceil(math.sqrt(self.num_images))
         rows = math.ceil(n / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
         for i, ax in enumerate(axes.flat):

@@ -102,14 +102,8 @@ class LRRangeTest(LearningRateFinder):
         early_stop_threshold: stop when the loss exceeds this multiple of the best loss (None: never).
     """
 
-    def __init__(
-        self,
-        min_lr: float = 1e-5,
-        max_lr: float = 1.0,
-        num_training: int = 100,
-        mode: str = "exponential",
-        early_stop_threshold: float | None = 4.0,
-    ) -> None:
+    def __init__(self, min_lr: float = 1e-5, max_lr: float = 1.0, num_training: int = 100, mode: str = "exponential",
+                 early_stop_threshold: float | None = 4.0) -> None:
         if mode not in ("exponential", "linear"):
             raise EvaError(f"LRRangeTest mode={mode!r}: use 'exponential' or 'linear'")
         if not 0 < min_lr < max_lr:
@@ -119,16 +113,9 @@ class LRRangeTest(LearningRateFinder):
         if early_stop_threshold is not None and early_stop_threshold <= 0:
             raise EvaError(f"LRRangeTest early_stop_threshold={early_stop_threshold}: use a positive factor (e.g. 4) or null")
         # update_attr=False: Lightning would set model.lr from its own suggestion(); ours is set below
-        super().__init__(
-            min_lr=min_lr,
-            max_lr=max_lr,
-            num_training_steps=num_training,
-            mode=mode,
-            early_stop_threshold=early_stop_threshold,
-            update_attr=False,
-        )
-        self.num_training = num_training
-        self.mode = mode
+        super().__init__(min_lr=min_lr, max_lr=max_lr, num_training_steps=num_training, mode=mode,
+                         early_stop_threshold=early_stop_threshold, update_attr=False)
+        self.num_training, self.mode = num_training, mode
         self.suggested_lr: float | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

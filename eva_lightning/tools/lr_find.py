@@ -2,8 +2,7 @@
 
 Lightning's ``Tuner.lr_find`` on the configured model and data: it saves the model and
 optimiser state, runs the range test, and restores them. The suggestion is the project's rule
-(:func:`eva_lightning.callbacks.lr_range.suggest_lr`: steepest descent of the smoothed loss against
-log LR in exponential mode, against LR in linear mode), not Lightning's ``suggestion()``. This
+(:func:`eva_lightning.callbacks.lr_range.suggest_lr`), not Lightning's ``suggestion()``. This
 tool saves the loss-vs-LR plot with the suggestion marked, prints the suggested LR and, with
 ``--apply``, writes a copy of the config with ``model.init_args.lr`` set to it exactly
 (``ImageClassifier.lr`` overrides the optimiser's LR and is the one-cycle peak; an ``LRRangeTest``
@@ -44,10 +43,9 @@ class LRFindOptions:
 
 
 def apply_lr(config: Path, lr: float, out: Path) -> Path:
-    """Copy ``config`` to ``out`` with ``model.init_args.lr = lr`` (YAML comments are not kept).
+    """Copy ``config`` to ``out`` with ``model.init_args.lr = lr`` in full (YAML floats round-trip exactly).
 
-    The value is written in full (YAML floats round-trip exactly), so the copy's fit uses exactly
-    ``lr``; an ``LRRangeTest`` callback in the copy stays and skips itself since the LR is set.
+    YAML comments are not kept; an ``LRRangeTest`` callback in the copy stays and skips itself.
     """
     data = yaml.safe_load(config.read_text()) or {}
     model = data.setdefault("model", {})
@@ -91,23 +89,16 @@ def range_test(trainer, model, datamodule, opts: LRFindOptions):
     trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateFinder)]
     # the test stops after num_training steps, but also at max_epochs: let it cross epochs on small data
     trainer.fit_loop.max_epochs = max(trainer.fit_loop.max_epochs or 1, opts.num_training)
-    return Tuner(trainer).lr_find(
-        model,
-        datamodule=datamodule,
-        min_lr=opts.min_lr,
-        max_lr=opts.max_lr,
-        num_training=opts.num_training,
-        mode=opts.mode,
-        early_stop_threshold=opts.early_stop_threshold,
-        update_attr=False,
-    )
+    return Tuner(trainer).lr_find(model, datamodule=datamodule, min_lr=opts.min_lr, max_lr=opts.max_lr,
+                                  num_training=opts.num_training, mode=opts.mode,
+                                  early_stop_threshold=opts.early_stop_threshold, update_attr=False)
 
 
 def main(argv: list[str]) -> float:
     """Run the range test; returns the suggested LR."""
     from jsonargparse import ActionYesNo
 
-    from eva_lightning.analysis.figures import publish
+    from eva_lightning.analysis.figures import plt, publish
     from eva_lightning.callbacks.lr_range import lr_plot, suggestion
     from eva_lightning.cli import EvaCLI
 
@@ -133,8 +124,6 @@ def main(argv: list[str]) -> float:
             out = Path(opts.plot)
             out.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(out)
-            from matplotlib import pyplot as plt
-
             plt.close(fig)
         else:
             out = publish(fig, trainer, "lr_find", "lr_find.png")

@@ -30,25 +30,15 @@ LOG_ROOT = "lightning_logs"
 
 @dataclass
 class SeedRun:
-    """One run's final-epoch test accuracy.
+    """One run's final-epoch test accuracy."""
 
-    Args:
-        seed: ``seed_everything`` of the run (None if its config.yaml does not say).
-        run_dir: the run directory.
-        metric: the tag read (``test/acc`` or ``val/acc``).
-        epochs: epochs the run completed.
-        final: the metric after the last epoch.
-        last3: the metric's last three values, oldest first (one when ``test/acc`` is tested once, after fit).
-        wall_s: seconds from the first to the last logged scalar.
-    """
-
-    seed: int | None
+    seed: int | None  # seed_everything of the run (None if its config.yaml does not say)
     run_dir: str
-    metric: str
-    epochs: int
-    final: float
-    last3: list[float]
-    wall_s: float
+    metric: str  # the tag read: test/acc or val/acc
+    epochs: int  # epochs the run completed
+    final: float  # the metric after the last epoch
+    last3: list[float]  # its last three values, oldest first (one when test/acc is tested once, after fit)
+    wall_s: float  # seconds from the first to the last logged scalar
 
 
 def read_seed_run(run_dir: str | Path) -> SeedRun:
@@ -87,15 +77,9 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
         )
     times = [t for pts in scalars.values() for _, _, t in pts]
     seed = config.get("seed_everything")
-    return SeedRun(
-        seed=int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
-        run_dir=str(run),
-        metric=metric,
-        epochs=epochs,
-        final=points[-1][1],
-        last3=[v for _, v in points[-3:]],
-        wall_s=round(max(times) - min(times), 1),
-    )
+    seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+    last3 = [v for _, v in points[-3:]]
+    return SeedRun(seed, str(run), metric, epochs, points[-1][1], last3, wall_s=round(max(times) - min(times), 1))
 
 
 def summary(runs: list[SeedRun]) -> dict:
@@ -118,18 +102,14 @@ def markdown(runs: list[SeedRun], title: str) -> str:
     stats = summary(runs)
     metrics = sorted({r.metric for r in runs})
     lines = [
-        f"### {title}",
-        "",
-        f"Final-epoch test accuracy (%, `{'`, `'.join(metrics)}`), one run per seed.",
-        "",
+        f"### {title}", "", f"Final-epoch test accuracy (%, `{'`, `'.join(metrics)}`), one run per seed.", "",
         "| seed | run | epochs | final | last 3 epochs | min of last 3 | wall |",
         "| ---: | --- | ---: | ---: | --- | ---: | ---: |",
     ]
-    for r in runs:
-        lines.append(
-            f"| {r.seed if r.seed is not None else '?'} | {r.run_dir} | {r.epochs} | {_pct(r.final)} "
-            f"| {' / '.join(_pct(v) for v in r.last3)} | {_pct(min(r.last3))} | {r.wall_s:.0f} s |"
-        )
+    lines += [
+        f"| {r.seed if r.seed is not None else '?'} | {r.run_dir} | {r.epochs} | {_pct(r.final)} "
+        f"| {' / '.join(_pct(v) for v in r.last3)} | {_pct(min(r.last3))} | {r.wall_s:.0f} s |" for r in runs
+    ]
     sd = "–" if stats["sd"] is None else _pct(stats["sd"])
     lines += ["", f"**mean ± sd (n = {stats['n']}, sample sd): {_pct(stats['mean'])} ± {sd}**"
               f"; lowest of any seed's last 3 epochs: {_pct(stats['min_last3'])}", ""]
@@ -172,9 +152,7 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
     dirs = []
     for seed in seeds:
         run_dir = root / name / f"seed_{seed}"
-        cmd = [sys.executable, "-m", "eva_lightning", "fit"]
-        for config in configs:
-            cmd += ["--config", config]
+        cmd = [sys.executable, "-m", "eva_lightning", "fit", *(a for c in configs for a in ("--config", c))]
         cmd += [
             "--seed_everything", str(seed),
             "--trainer.logger.init_args.save_dir", str(root),
