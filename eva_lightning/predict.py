@@ -81,9 +81,8 @@ class PredictionWriter(BasePredictionWriter):
         root: Path | None = getattr(dm, "predict_dir", None)
         if not self._probs or not trainer.is_global_zero:  # one device: files and rows stay in order
             return
-        probs = torch.cat(self._probs)
         order = np.argsort(np.asarray(self._indices), kind="stable")
-        probs = probs[torch.from_numpy(order)]
+        probs = torch.cat(self._probs)[torch.from_numpy(order)]
         indices = [self._indices[i] for i in order]
         classes = list(getattr(dm, "classes", None) or [str(i) for i in range(probs.shape[1])])
         names = [_relative(files[i], root) if i < len(files) else f"#{i}" for i in indices]

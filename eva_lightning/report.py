@@ -1,8 +1,5 @@
 """``report.md`` per run: summary, config, metrics, epochs, wall time, machine, versions and figures.
 
-    eva report lightning_logs/s5/version_0      # (re)write report.md of a run
-    eva report lightning_logs/s5                # the latest version of that run
-
 :class:`RunReport` (a default callback of ``eva fit``) records wall time, epochs and status in
 ``fit_result.json`` and writes ``report.md`` when fitting (or testing) ends; everything else is
 read back from the run directory itself (``config.yaml``, ``run_info.yaml`` with machine and
@@ -215,18 +212,11 @@ def _shown(path: Path) -> Path:
 
 def figures(run_dir: Path) -> list[tuple[str, list[Path]]]:
     """The run's PNGs grouped into sections, paths relative to ``run_dir``."""
-    pngs = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.png"))
-    groups: dict[str, list[Path]] = {title: [] for title, _ in FIGURE_GROUPS}
-    other: list[Path] = []
-    for png in pngs:
-        for title, pattern in FIGURE_GROUPS:
-            if re.search(pattern, png.as_posix(), re.IGNORECASE):
-                groups[title].append(png)
-                break
-        else:
-            other.append(png)
-    out = [(title, files) for title, files in groups.items() if files]
-    return out + ([("Other figures", other)] if other else [])
+    groups: dict[str, list[Path]] = {title: [] for title, _ in (*FIGURE_GROUPS, ("Other figures", ""))}
+    for png in sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.png")):
+        matches = (title for title, pattern in FIGURE_GROUPS if re.search(pattern, png.as_posix(), re.IGNORECASE))
+        groups[next(matches, "Other figures")].append(png)
+    return [(title, files) for title, files in groups.items() if files]
 
 
 def _natural_key(path: Path) -> list:
@@ -349,8 +339,6 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
 
 class RunReport(Callback):
     """Writes ``fit_result.json`` (wall time, epochs, steps, status) and ``report.md`` when fitting ends.
-
-    Machine, versions and command come from ``run_info.yaml`` (``RunInfo``, another default callback).
 
     The page is written in ``teardown``, after every callback's ``on_fit_end``, so figures other
     callbacks save at the end of training are on it. It is written again when a test ends in the

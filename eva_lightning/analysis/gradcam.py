@@ -34,12 +34,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def gradcam(
-    model: nn.Module,
-    images: torch.Tensor,
-    target_layer: str,
-    class_idx: torch.Tensor | None = None,
-) -> torch.Tensor:
+def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
+            class_idx: torch.Tensor | None = None) -> torch.Tensor:
     """GradCAM heat maps for a batch.
 
     Gradients of the class score (the logit) w.r.t. the target layer's activations; channel
@@ -79,10 +75,8 @@ def gradcam(
         with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             x = images.detach().clone()
             logits = model(x)
-            if class_idx is None:
-                target = logits.argmax(dim=1)
-            else:
-                target = torch.as_tensor(class_idx, device=logits.device).detach().clone().long().reshape(-1)
+            target = logits.argmax(dim=1) if class_idx is None else (
+                torch.as_tensor(class_idx, device=logits.device).detach().clone().long().reshape(-1))
             score = logits.gather(1, target[:, None]).sum()  # per-image scores are independent, so the sum's grad is per image
             act = store["act"]
             (grad,) = torch.autograd.grad(score, act)

@@ -44,8 +44,6 @@ class CustomResNet(nn.Module):
     """ResNet-9: 6,573,120 parameters (3x32x32 input, 10 classes).
 
     Args:
-        in_channels: input channels.
-        num_classes: outputs.
         width: channels of the prep layer (doubled by each layer); 64 is Page's.
         logit_scale: multiplies the logits. Page's network scales them by 0.125, which keeps the
             early softmax soft and trains faster than the plain FC.

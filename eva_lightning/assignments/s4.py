@@ -30,8 +30,6 @@ class S4Net(nn.Module):
     """6,570 parameters.
 
     Args:
-        in_channels: input channels.
-        num_classes: outputs.
         dropout: dropout after every conv block.
     """
 
@@ -75,8 +73,6 @@ class LiteralNet(nn.Module):
     -> conv w4x4 (padded) -> conv w5x4 (padded) -> GAP w5x1 -> 1x1 10x1 -> logits
 
     Args:
-        in_channels: input channels.
-        num_classes: outputs.
         widths: output channels of the six 3x3 convs.
     """
 

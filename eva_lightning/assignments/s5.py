@@ -56,8 +56,6 @@ class S5Net(nn.Module):
     -> conv 16x10 (10) -> conv 16x8 (14) -> conv 16x6 (18) -> GAP 16x1 -> 1x1 10x1 -> logits
 
     Args:
-        in_channels: input channels.
-        num_classes: outputs.
         dropout: dropout after every conv block (not the head).
         norm: ``bn`` or ``gbn`` (Ghost BN, S6).
         virtual_batch_size: ghost batch size when ``norm="gbn"``.
@@ -85,8 +83,6 @@ class FinalNet(nn.Module):
     -> GAP w6x1 -> 1x1 10x1 -> logits
 
     Args:
-        in_channels: input channels.
-        num_classes: outputs.
         widths: output channels of the seven conv blocks, in the order above.
         dropout: dropout after every conv block (not the head).
         norm: ``bn`` or ``gbn`` (Ghost BN).

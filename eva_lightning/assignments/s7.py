@@ -25,8 +25,6 @@ class S7Net(nn.Module):
     """744,490 parameters (3x32x32 input, 10 classes).
 
     Args:
-        in_channels: input channels.
-        num_classes: outputs.
         dropout: dropout after every conv block (0: none; the augmentation regularises).
     """
 

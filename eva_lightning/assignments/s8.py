@@ -19,8 +19,6 @@ from eva_lightning.errors import EvaError
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the (projected) input, then ReLU."""
 
-    expansion = 1
-
     def __init__(self, cin: int, cout: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = conv3x3(cin, cout, stride)
@@ -42,8 +40,6 @@ class ResNet(nn.Module):
 
     Args:
         layers: blocks per stage ([2, 2, 2, 2] is ResNet18).
-        in_channels: input channels.
-        num_classes: outputs.
         width: channels of the stem and ``layer1`` (doubled per stage); 64 is the paper's.
         zero_init_residual: start each block's last BN at zero, so every residual block begins as
             the identity (Goyal et al.; torchvision notes +0.2-0.3%).

@@ -44,8 +44,7 @@ class WarmupEMA(WeightAveraging):
     ``decay`` from ``n = (10·decay - 1) / (1 - decay)`` on (4,490 steps for 0.998). Lightning's
     ``EMAWeightAveraging(decay=0.998)`` uses 0.998 from the first step, so after MNIST's first
     epoch (469 steps of 128) the average still holds 0.998^469 ≈ 39% of the random initialisation
-    and validates at about 11%;
-    with the warm-up it follows the model early and settles into the long average later.
+    and validates at about 11%; with the warm-up it follows the model early, then settles into the long average.
 
     Everything else is Lightning's ``WeightAveraging``: validation runs on the average, checkpoints
     hold it as ``state_dict`` (the live weights in ``current_model_state``, the update count in

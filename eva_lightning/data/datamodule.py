@@ -51,10 +51,7 @@ class ImageSplit(Dataset):
     torch RNGs of their own (seeded per worker by the DataLoader), so each worker draws its own.
 
     Args:
-        images: uint8 (N, H, W, C).
-        labels: class indices (N,).
-        pipeline: the albumentations pipeline.
-        augment: its batched form, if it has one and the split is to be batched.
+        augment: the pipeline's batched form, if it has one and the split is to be batched.
         reseed: draw a new seed for every batch (the training split).
     """
 
@@ -161,16 +158,11 @@ class VisionDataModule(L.LightningDataModule):
         if std is not None and not all(s > 0 for s in std):
             raise EvaError(f"data.std={list(std)} is impossible: every channel's std must be > 0, or leave it unset")
         self.save_hyperparameters()
-        self.dataset = dataset
+        self.dataset, self.download = dataset, download
         self.data_dir = Path(data_dir or os.environ.get("EVA_DATA_DIR") or "data").expanduser()
-        self.download = download
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.seed = seed
-        self.val_split = val_split
-        self.train_specs = train_transforms
-        self.test_specs = test_transforms
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.seed, self.val_split = seed, val_split
+        self.train_specs, self.test_specs = train_transforms, test_transforms
         self._channels = KNOWN[dataset][0] if dataset in KNOWN else channels
         self._mean = tuple(mean) if mean is not None else (KNOWN[dataset][1] if dataset in KNOWN else None)
         self._std = tuple(std) if std is not None else (KNOWN[dataset][2] if dataset in KNOWN else None)

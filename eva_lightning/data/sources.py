@@ -73,9 +73,7 @@ def load_torchvision(name: str, root: Path, train: bool, download: bool = False)
 
     if name == "mnist":
         ds = datasets.MNIST(str(root), train=train, download=download)
-        images = ds.data.numpy()[..., None]
-        labels = ds.targets.numpy().astype(np.int64)
-        return Split(images, labels, MNIST_CLASSES)
+        return Split(ds.data.numpy()[..., None], ds.targets.numpy().astype(np.int64), MNIST_CLASSES)
     ds = datasets.CIFAR10(str(root), train=train, download=download)
     return Split(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))
 

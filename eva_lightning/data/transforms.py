@@ -18,13 +18,16 @@ from eva_lightning.errors import EvaError
 TransformSpec = dict[str, Any]
 
 
+def _hint(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def _transform_class(name: str) -> type:
     cls = getattr(A, name, None)
     if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
         choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
-        close = difflib.get_close_matches(name, choices, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise EvaError(f"unknown albumentations transform '{name}'.{hint}")
+        raise EvaError(f"unknown albumentations transform '{name}'.{_hint(name, choices)}")
     return cls
 
 
@@ -35,13 +38,10 @@ def build_transform(spec: TransformSpec) -> A.BasicTransform:
     args = {k: v for k, v in spec.items() if k != "name"}
     cls = _transform_class(spec["name"])
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
-    for key in args:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise EvaError(
-                f"{spec['name']} has no argument '{key}'.{hint} Valid arguments: {', '.join(sorted(allowed))}"
-            )
+    unknown = [key for key in args if key not in allowed]
+    if unknown:
+        raise EvaError(f"{spec['name']} has no argument '{unknown[0]}'.{_hint(unknown[0], sorted(allowed))} "
+                       f"Valid arguments: {', '.join(sorted(allowed))}")
     try:
         return cls(**args)
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError

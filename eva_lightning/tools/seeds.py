@@ -193,10 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1 :]
     parser = argparse.ArgumentParser(
-        prog="eva seeds",
-        description="Train a config once per seed and tabulate final-epoch test accuracy (mean ± sd).",
-        epilog="Arguments after -- go to every `eva fit`, e.g. -- --trainer.max_epochs 2",
-    )
+        prog="eva seeds", epilog="Arguments after -- go to every `eva fit`, e.g. -- --trainer.max_epochs 2",
+        description="Train a config once per seed and tabulate final-epoch test accuracy (mean ± sd).")
     parser.add_argument("--config", action="append", default=[], help="config file (repeat to compose, as eva fit)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default 1 2 3)")
     parser.add_argument("--from-runs", nargs="+", metavar="DIR",
