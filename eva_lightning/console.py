@@ -1,12 +1,4 @@
-"""What ``eva`` prints besides the progress bar: a layer table without noise, and no known-harmless notices.
-
-:class:`NetworkSummary` is Lightning's ``ModelSummary`` callback without the rows that are not
-layers (the module's torchmetrics objects) and without a FLOPs column when nothing was counted
-(Lightning counts FLOPs only for a module with an ``example_input_array``: otherwise every row
-and the total read 0). :func:`quiet_known_notices` silences, by message and category, the
-third-party notices a user of this project can neither act on nor needs; every other warning
-still prints.
-"""
+"""What ``eva`` prints besides the progress bar: a layer table without noise, and no known-harmless notices."""
 
 from __future__ import annotations
 
@@ -42,7 +34,10 @@ def _keep(record: logging.LogRecord) -> bool:
 
 
 def quiet_known_notices() -> None:
-    """Silence :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOG_MESSAGES` in this process (idempotent)."""
+    """Silence :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOG_MESSAGES` in this process (idempotent).
+
+    By message and category: third-party notices a user can neither act on nor needs. Every other warning still prints.
+    """
     for message, category in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in LIGHTNING_INFO_LOGGERS:
@@ -52,7 +47,10 @@ def quiet_known_notices() -> None:
 
 
 class NetworkSummary(ModelSummary):
-    """Lightning's model summary listing layers only: no metric objects, no all-zero FLOPs.
+    """Lightning's model summary listing layers only: no metric objects (torchmetrics), no all-zero FLOPs.
+
+    Lightning counts FLOPs only for a module with an ``example_input_array``: otherwise every row
+    and the total read 0, so the column is left out when nothing was counted.
 
     Args:
         max_depth: nesting depth of the layers listed (Lightning's default 1: the module's children).
@@ -63,9 +61,8 @@ class NetworkSummary(ModelSummary):
         self._metric_names: set[str] = set()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._metric_names = {
-            name for name, module in pl_module.named_modules() if name and isinstance(module, torchmetrics.Metric)
-        }
+        modules = pl_module.named_modules()
+        self._metric_names = {name for name, module in modules if name and isinstance(module, torchmetrics.Metric)}
         super().on_fit_start(trainer, pl_module)
 
     def summarize(self, summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,

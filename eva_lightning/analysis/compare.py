@@ -1,9 +1,8 @@
 """``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure.
 
-Reads the TensorBoard event files (``eva_lightning.runs.read_scalars``) and prints a table of
-each run's final value per metric. A best value over epochs (lowest loss, highest accuracy) is
-shown only for ``val/*`` of a run with a held-out validation split (``data.val_split > 0`` in its
-``config.yaml``): with validation on the test split a best epoch would be chosen on the test set.
+Reads the runs' event files and prints each run's final value per metric. A best over epochs is
+shown only for ``val/*`` of a run with a held-out validation split (``data.val_split > 0``):
+with validation on the test split a best epoch would be chosen on the test set.
 """
 
 from __future__ import annotations

@@ -36,23 +36,19 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
             class_idx: torch.Tensor | None = None) -> torch.Tensor:
-    """GradCAM heat maps for a batch.
+    """GradCAM heat maps for a batch: (N, H, W) in [0, 1] on the images' device.
 
-    Gradients of the class score (the logit) w.r.t. the target layer's activations; channel
-    weights are the spatial mean of those gradients; the map is the ReLU of the weighted channel
-    sum, upsampled bilinearly to the input size and min-max normalised to [0, 1] per image (a flat
-    map is all zeros). Computed in eval mode, one image's map does not depend on the rest of the
-    batch. The model is left exactly as found: each module's train/eval mode, weights, buffers and
-    ``.grad`` (gradients are taken with ``torch.autograd.grad``, which does not accumulate).
+    Gradients of the class score (the logit) w.r.t. the target layer's activations, averaged over
+    space, weight its channels; the map is the ReLU of the weighted sum, upsampled bilinearly to the
+    input size and min-max normalised per image (a flat map is all zeros). In eval mode, one image's
+    map does not depend on the rest of the batch. The model is left exactly as found: each module's
+    train/eval mode, weights, buffers and ``.grad`` (``torch.autograd.grad`` does not accumulate).
 
     Args:
         model: a module that maps ``images`` to logits (N, classes).
         images: input batch (N, C, H, W), already normalised as the model expects.
         target_layer: module path of the layer to look at, e.g. ``net.layer3``.
         class_idx: (N,) class per image; default the predicted class.
-
-    Returns:
-        (N, H, W) float tensor in [0, 1] on the images' device.
     """
     try:
         layer = model.get_submodule(target_layer)
@@ -91,16 +87,11 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
 
 
 def overlay(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
-    """Blend a heat map over an image.
+    """Blend a heat map over an image: (H, W, 3) uint8 RGB.
 
     Args:
-        image: (H, W, 3) or (H, W) or (C, H, W) image, float in [0, 1] or uint8.
-        cam: (H, W) heat map in [0, 1].
-        alpha: weight of the heat map.
-        colormap: matplotlib colormap name.
-
-    Returns:
-        (H, W, 3) uint8 RGB.
+        image: (H, W, 3), (H, W) or (C, H, W), float in [0, 1] or uint8.
+        cam: (H, W) heat map in [0, 1], drawn in matplotlib's ``colormap`` with weight ``alpha``.
     """
     from matplotlib import colormaps
 

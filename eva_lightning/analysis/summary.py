@@ -144,8 +144,7 @@ class _Tracker(TorchFunctionMode):
             groups = int(_arg(args, kwargs, 6, "groups", 1))
             self.has_dilated |= dilation > 1 and k > 1
             depthwise = groups > 1 and groups == x.shape[1]
-            if k == 1 and groups == 1 and src.depthwise:
-                self.has_depthwise_separable = True
+            self.has_depthwise_separable |= k == 1 and groups == 1 and src.depthwise
             new = _RF(src.rf + (k - 1) * dilation * src.jump, src.jump * stride, depthwise, src.is_global)
         elif name in ("max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d"):
             is_max = "max" in name
@@ -181,14 +180,10 @@ class _Tracker(TorchFunctionMode):
 
 
 def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
-    """Run one zero image through ``net`` and report every leaf module.
+    """Run one zero image of ``input_shape`` (C, H, W) through ``net`` and report every leaf module.
 
     The network's train/eval modes are restored; nothing is learnt (no grad, eval mode, so
     BatchNorm statistics are untouched).
-
-    Args:
-        net: the network (any ``nn.Module`` taking (N, C, H, W)).
-        input_shape: (C, H, W).
     """
     if len(input_shape) != 3:
         raise EvaError(f"input_shape must be (C, H, W), got {input_shape}")

@@ -39,19 +39,15 @@ class CurvesFigure(L.Callback):
         if not trainer.is_global_zero or not any(self.history.get(t) for t in METRICS):
             return
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        for ax, title in zip(axes, ("loss", "acc", "learning rate")):
+            ax.set(xlabel="epoch", title=title)
+            ax.grid(alpha=0.3)
         for ax, kind in zip(axes[:2], ("loss", "acc")):
             for stage in ("train", "val"):
-                points = self.history[f"{stage}/{kind}"]
-                if points:
+                if points := self.history[f"{stage}/{kind}"]:
                     ax.plot(*zip(*points), marker="o", label=stage)
-            ax.set_xlabel("epoch")
-            ax.set_title(kind)
-            ax.grid(alpha=0.3)
             ax.legend()
         if self.history["lr"]:
             axes[2].plot(*zip(*self.history["lr"]))
-        axes[2].set_xlabel("epoch")
-        axes[2].set_title("learning rate")
-        axes[2].grid(alpha=0.3)
         fig.tight_layout()
         publish(fig, trainer, "curves", "curves.png")

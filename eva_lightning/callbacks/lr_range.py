@@ -143,14 +143,11 @@ class LRRangeTest(LearningRateFinder):
         pl_module.lr = self.suggested_lr
         # the schedule was built from the old LR before fit start: build optimiser and schedule again
         trainer.strategy.setup_optimizers(trainer)
-        schedule = getattr(pl_module, "schedule", None)
+        schedule, peak = getattr(pl_module, "schedule", None), ""
         if schedule is not None and schedule.name == "onecycle":
-            log.info(
-                "LRRangeTest: using LR %.4g from the range test as the one-cycle peak (start %.4g = peak/%g)",
-                self.suggested_lr, self.suggested_lr / schedule.div_factor, schedule.div_factor,
-            )
-        else:
-            log.info("LRRangeTest: using LR %.4g from the range test", self.suggested_lr)
+            start = self.suggested_lr / schedule.div_factor
+            peak = f" as the one-cycle peak (start {start:.4g} = peak/{schedule.div_factor:g})"
+        log.info("LRRangeTest: using LR %.4g from the range test%s", self.suggested_lr, peak)
         if trainer.is_global_zero:
             title = f"LR range test: suggested {self.suggested_lr:.3g}"
             publish(lr_plot(finder, title, self.mode), trainer, "lr_find", "lr_find.png")

@@ -75,9 +75,6 @@ class Op:
 
     random = True  # draws from the generator
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
 
 class Pad(Op):
     """PadIfNeeded / RandomCrop(pad_if_needed): pad to at least (min_h, min_w), centred.
