@@ -150,10 +150,12 @@ def check_checkpoint_class(path, saved: str | None, configured: str | None, allo
         return
     if (saved.startswith(PROJECT) or saved in allowed) and import_dotted(saved) is import_dotted(configured):
         return
-    raise EvaError(
-        f"checkpoint {path} was saved from {saved}, which does not match the configured model {configured}. "
-        "Pass the config the checkpoint was trained with (--config), or another checkpoint"
-    )
+    raise _mismatch(path, saved, configured)
+
+
+def _mismatch(path, saved: str, configured: str, details: str = "") -> EvaError:
+    return EvaError(f"checkpoint {path} was saved from {saved}, which does not match the configured model {configured}"
+                    f"{details}. Pass the config the checkpoint was trained with (--config), or another checkpoint")
 
 
 def check_checkpoint(path, model: torch.nn.Module, trusted: bool = False) -> None:
@@ -172,9 +174,6 @@ def check_checkpoint(path, model: torch.nn.Module, trusted: bool = False) -> Non
     saved_class = ckpt.get("hyper_parameters", {}).get("_class_path", "an unknown model class")
     ours = f"{type(model).__module__}.{type(model).__qualname__}"
     found = ((missing, "weights missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
-    details = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in found if keys]
-    raise EvaError(
-        f"checkpoint {path} was saved from {saved_class}, which does not match the configured model {ours}: "
-        f"{'; '.join(details)}. Pass the config the checkpoint was trained with (--config), or another checkpoint"
-    )
+    details = "; ".join(f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in found if keys)
+    raise _mismatch(path, saved_class, ours, f": {details}")
 

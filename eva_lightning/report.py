@@ -219,17 +219,13 @@ def figures(run_dir: Path) -> list[tuple[str, list[Path]]]:
     return [(title, files) for title, files in groups.items() if files]
 
 
-def _natural_key(path: Path) -> list:
-    """``misclassified_epoch2`` before ``misclassified_epoch10``."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
-
-
 def figure_families(files: list[Path]) -> list[list[Path]]:
-    """PNGs whose names differ only in numbers (``misclassified_epoch{N}``), each family oldest first."""
+    """PNGs whose names differ only in numbers (``misclassified_epoch{N}``), each family oldest first (2 before 10)."""
     families: dict[str, list[Path]] = {}
     for png in files:
         families.setdefault((png.parent / re.sub(r"\d+", "#", png.name)).as_posix(), []).append(png)
-    return [sorted(f, key=_natural_key) for _, f in sorted(families.items())]
+    natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())]  # noqa: E731
+    return [sorted(f, key=natural) for _, f in sorted(families.items())]
 
 
 # --------------------------------------------------------------------------- writing the page

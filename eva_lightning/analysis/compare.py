@@ -51,8 +51,7 @@ def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
     results = []
     for run in runs:
         for metric in metrics:
-            points = run.scalars.get(metric)
-            if not points:
+            if not (points := run.scalars.get(metric)):
                 continue
             result = Result(run.name, metric, final=points[-1][1], final_epoch=points[-1][0], val_split=run.val_split)
             if run.val_split > 0 and metric.startswith("val/"):
@@ -73,11 +72,9 @@ def compare(run_dirs: list[str | Path], metrics: list[str], out: str | Path) -> 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for run in runs:
-            points = run.scalars.get(metric)
-            if points:
+            if points := run.scalars.get(metric):
                 ax.plot(*zip(*points), marker="o" if len(points) < 40 else None, markersize=3, label=run.name)
-        ax.set_title(metric)
-        ax.set_xlabel("epoch" if all("epoch" in r.scalars for r in runs) else "step")
+        ax.set(title=metric, xlabel="epoch" if all("epoch" in r.scalars for r in runs) else "step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -104,7 +101,6 @@ def table(results: list[Result]) -> str:
 def notes(results: list[Result]) -> list[str]:
     """What ``val/*`` means for the runs whose validation was the test split."""
     on_test = list(dict.fromkeys(r.run for r in results if r.val_split == 0 and r.metric.startswith("val/")))
-    if not on_test:
-        return []
-    return [f"val/* of {', '.join(on_test)}: the test split (data.val_split 0); the final epoch is the result, no best is chosen on it"]
+    return [f"val/* of {', '.join(on_test)}: the test split (data.val_split 0); the final epoch is the result, "
+            "no best is chosen on it"] if on_test else []
 

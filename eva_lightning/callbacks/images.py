@@ -24,13 +24,15 @@ log = logging.getLogger(__name__)
 NORMALIZE = ("true", "pred", "all", "none")  # ConfusionMatrixFigure: torchmetrics' choices, "none" = counts
 
 
+def _at_least(least: int, owner: str, option: str, value: int, example: str) -> int:
+    """``value`` if it is at least ``least``, else an :class:`EvaError` naming ``owner.option``."""
+    if value < least:
+        raise EvaError(f"{owner}.{option}={value} is impossible: use at least {least} ({example})")
+    return value
+
+
 def _check_every(owner: str, every_n_epochs: int, least: int = 1) -> int:
-    if every_n_epochs < least:
-        raise EvaError(
-            f"{owner}.every_n_epochs={every_n_epochs} is impossible: use at least {least} "
-            "(1 draws after every epoch's validation)"
-        )
-    return every_n_epochs
+    return _at_least(least, owner, "every_n_epochs", every_n_epochs, "1 draws after every epoch's validation")
 
 
 def _step_logits(owner: str, pl_module: L.LightningModule, outputs) -> torch.Tensor:
@@ -60,9 +62,7 @@ class MisclassifiedGrid(L.Callback):
     """
 
     def __init__(self, num_images: int = 25, every_n_epochs: int = 1) -> None:
-        if num_images < 1:
-            raise EvaError(f"MisclassifiedGrid.num_images must be at least 1, got {num_images}")
-        self.num_images = num_images
+        self.num_images = _at_least(1, "MisclassifiedGrid", "num_images", num_images, "25: a 5×5 grid")
         self.every_n_epochs = _check_every("MisclassifiedGrid", every_n_epochs)
         self._images, self._pred, self._true = [], [], []  # per batch: wrong images, predicted and true labels
         self.last_count = 0  # tiles in the last grid drawn (0: none found)
@@ -126,10 +126,8 @@ class GradCAMGrid(L.Callback):
     """
 
     def __init__(self, target_layer: str | None = None, num_images: int = 8, every_n_epochs: int = 1, true_class: bool = False) -> None:
-        if num_images < 1:
-            raise EvaError(f"GradCAMGrid.num_images={num_images} is impossible: use at least 1 (8: one row per image)")
         self.target_layer = target_layer
-        self.num_images = num_images
+        self.num_images = _at_least(1, "GradCAMGrid", "num_images", num_images, "8: one row per image")
         self.every_n_epochs = _check_every("GradCAMGrid", every_n_epochs)
         self.true_class = true_class
         self._picked: list[tuple[torch.Tensor, int]] = []  # (image, label), one per class
@@ -139,10 +137,8 @@ class GradCAMGrid(L.Callback):
     def layer_for(self, pl_module: L.LightningModule) -> str:
         layer = self.target_layer or getattr(pl_module, "gradcam_layer", None)
         if not layer:
-            raise EvaError(
-                f"GradCAMGrid needs a target layer: {type(pl_module).__name__} names no gradcam_layer; "
-                "set trainer.callbacks[...].init_args.target_layer (e.g. net.layer3)"
-            )
+            raise EvaError(f"GradCAMGrid needs a target layer: {type(pl_module).__name__} names no gradcam_layer; "
+                           "set trainer.callbacks[...].init_args.target_layer (e.g. net.layer3)")
         return layer
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

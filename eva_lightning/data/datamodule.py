@@ -258,10 +258,8 @@ class VisionDataModule(L.LightningDataModule):
             else:
                 raise sources.data_missing(self.data_dir, self._looked_for(), self.download)
             if self._classes is not None and self.dataset == "folder" and out.classes != self._classes:
-                raise EvaError(
-                    f"train and test class folders differ in {self.data_dir}: "
-                    f"{sorted(set(out.classes) ^ set(self._classes))} appear in only one of them"
-                )
+                raise EvaError(f"train and test class folders differ in {self.data_dir}: "
+                               f"{sorted(set(out.classes) ^ set(self._classes))} appear in only one of them")
             self._classes = self._classes or out.classes
             self._splits[split] = out
         return self._splits[split]

@@ -113,10 +113,8 @@ def _decode_classes(per_class: dict[str, list[tuple[str, bytes | Path]]], channe
         raise EvaError(f"no readable images in {where}")
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
-        raise EvaError(
-            f"images in {where} have different sizes {sorted(shapes)[:3]}...; "
-            "set data.image_size to resize them to one square size"
-        )
+        raise EvaError(f"images in {where} have different sizes {sorted(shapes)[:3]}...; "
+                       "set data.image_size to resize them to one square size")
     return Split(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
 
 

@@ -114,10 +114,8 @@ def main(argv: list[str]) -> float:
     finder = range_test(trainer, model, cli.datamodule, opts)
     lr = suggestion(finder, opts.mode) if finder is not None else None
     if lr is None:
-        raise EvaError(
-            f"the range test gave no suggestion ({len(finder.results['lr']) if finder else 0} points): "
-            "raise --lr_find.num_training or use more training batches"
-        )
+        raise EvaError(f"the range test gave no suggestion ({len(finder.results['lr']) if finder else 0} points): "
+                       "raise --lr_find.num_training or use more training batches")
     if trainer.is_global_zero:
         fig = lr_plot(finder, f"{type(model).__name__}: suggested LR {lr:.3g}", opts.mode)
         if opts.plot:

@@ -57,10 +57,8 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
     if "test/acc" in scalars:
         metric = "test/acc"
     elif val_split > 0:
-        raise EvaError(
-            f"{run}: validation was held out of the training set (data.val_split={val_split}) but the run "
-            "logged no test/acc, so it holds no test accuracy to tabulate"
-        )
+        raise EvaError(f"{run}: validation was held out of the training set (data.val_split={val_split}) but the run "
+                       "logged no test/acc, so it holds no test accuracy to tabulate")
     elif "val/acc" in scalars:
         metric = "val/acc"
     else:
@@ -71,10 +69,8 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
     epochs = run_files.epoch_at(scalars).get(per_epoch[-1][0], len(per_epoch) - 1) + 1
     max_epochs = (config.get("trainer") or {}).get("max_epochs")
     if max_epochs and epochs < max_epochs:
-        raise EvaError(
-            f"{run}: stopped after epoch {epochs} of {max_epochs}; its last epoch is not the schedule's "
-            "final one: finish it (eva fit ... --ckpt_path <its checkpoints/last.ckpt>) or leave it out"
-        )
+        raise EvaError(f"{run}: stopped after epoch {epochs} of {max_epochs}; its last epoch is not the schedule's "
+                       "final one: finish it (eva fit ... --ckpt_path <its checkpoints/last.ckpt>) or leave it out")
     times = [t for pts in scalars.values() for _, _, t in pts]
     seed = config.get("seed_everything")
     seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
@@ -162,10 +158,8 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
         ]
         if run_dir.exists():
             if not resume:
-                raise EvaError(
-                    f"{run_dir} already exists: remove it, tabulate it with --from-runs, or pass --resume "
-                    "(finished runs are kept, unfinished ones continue from their last.ckpt)"
-                )
+                raise EvaError(f"{run_dir} already exists: remove it, tabulate it with --from-runs, or pass --resume "
+                               "(finished runs are kept, unfinished ones continue from their last.ckpt)")
             try:
                 read_seed_run(run_dir)
                 print(f"seed {seed}: {run_dir} is finished, kept", flush=True)
@@ -188,10 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    i = argv.index("--") if "--" in argv else len(argv)
+    argv, extra = argv[:i], argv[i + 1 :]
     parser = argparse.ArgumentParser(
         prog="eva seeds", epilog="Arguments after -- go to every `eva fit`, e.g. -- --trainer.max_epochs 2",
         description="Train a config once per seed and tabulate final-epoch test accuracy (mean ± sd).")

@@ -34,11 +34,8 @@ def main(argv: list[str] | None = None) -> None:
             return None
 
     cli = SummaryCLI(args=argv, run=False)
-    model = cli.model
+    model, dm = cli.model, cli.datamodule
     if input_shape is None:
-        dm = cli.datamodule
         input_shape = (dm.in_channels, dm.image_size, dm.image_size)
-    net = getattr(model, "net", model)
-    summary = summarize(net, input_shape)
-    print(f"{type(model).__name__} (model.net)")
-    print(summary.table())
+    table = summarize(getattr(model, "net", model), input_shape).table()
+    print(f"{type(model).__name__} (model.net)\n{table}")
