@@ -122,11 +122,9 @@ def check_class_paths(path, hparams: dict, allowed: set[str], trusted: bool = Fa
         return
     for name in class_paths(hparams):
         if not (name.startswith(PROJECT) or name in allowed):
-            raise EvaError(
-                f"checkpoint {path} names the class '{name}', which is neither an eva_lightning class nor one "
-                f"your config names, so eva will not import it; pass the config the checkpoint was trained "
-                f"with (--config), or {TRUST_HINT}"
-            )
+            raise EvaError(f"checkpoint {path} names the class '{name}', which is neither an eva_lightning class nor "
+                           "one your config names, so eva will not import it; pass the config the checkpoint was "
+                           f"trained with (--config), or {TRUST_HINT}")
 
 
 def import_dotted(class_path: str) -> Any:

@@ -94,8 +94,8 @@ class PredictionWriter(BasePredictionWriter):
         with open(self.csv_path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["file", "prediction", "probability", "top3"])
-            for name, p, c, row in zip(names, pred.tolist(), conf.tolist(), probs):
-                writer.writerow([name, classes[p], f"{c:.4f}", format_topk(row, classes)])
+            writer.writerows([name, classes[p], f"{c:.4f}", format_topk(row, classes)]
+                             for name, p, c, row in zip(names, pred.tolist(), conf.tolist(), probs))
 
         if self.gradcam:
             self._write_gradcam(trainer, pl_module, out, indices, names, pred)

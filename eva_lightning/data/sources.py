@@ -56,8 +56,6 @@ def data_missing(data_dir: Path, looked_for: list[str], download: bool) -> EvaEr
 
 
 # --------------------------------------------------------------------------- torchvision files
-
-
 def mnist_present(root: Path) -> bool:
     raw = root / "MNIST" / "raw"
     return all((raw / f).exists() for f in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
@@ -79,8 +77,6 @@ def load_torchvision(name: str, root: Path, train: bool, download: bool = False)
 
 
 # --------------------------------------------------------------------------- image folders
-
-
 def decode_image(data: bytes | Path, name: str, channels: int, size: int | None) -> np.ndarray | None:
     """Decode one image to (H, W, C) uint8, or None (with a warning) if it is not an image."""
     try:

@@ -125,8 +125,7 @@ def main(argv: list[str]) -> float:
             plt.close(fig)
         else:
             out = publish(fig, trainer, "lr_find", "lr_find.png")
-        print(f"suggested LR: {lr:.4g}")
-        print(f"plot: {out}")
+        print(f"suggested LR: {lr:.4g}\nplot: {out}")
         if cli.config_init.get("apply"):
             config = _config_path(argv)
             if config is None:
