@@ -299,10 +299,8 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         lines += [f"| `{tag}` | {_fmt_value(final)} | {best} |" for tag, final, best in table]
     else:
         if "val/acc" in scalars:
-            lines += [
-                "Validation ran on the test split (`data.val_split: 0`): `val/*` are test-split figures, "
-                "and the final epoch's is the result (no epoch is chosen on them).", "",
-            ]
+            lines += ["Validation ran on the test split (`data.val_split: 0`): `val/*` are test-split figures, "
+                      "and the final epoch's is the result (no epoch is chosen on them).", ""]
         lines += ["| metric | final |", "|---|---|"] + [f"| `{tag}` | {_fmt_value(final)} |" for tag, final, _ in table]
     lines.append("")
 

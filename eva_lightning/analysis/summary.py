@@ -63,11 +63,9 @@ class ModelSummary:
 
     def flags(self) -> str:
         yes = lambda b: "yes" if b else "no"  # noqa: E731
-        return (
-            f"Linear layer: {yes(self.has_linear)} | max-pools: {self.maxpools} | "
-            f"depthwise-separable: {yes(self.has_depthwise_separable)} | dilated conv: {yes(self.has_dilated)} | "
-            f"global pooling: {yes(self.has_gap)}"
-        )
+        return (f"Linear layer: {yes(self.has_linear)} | max-pools: {self.maxpools} | "
+                f"depthwise-separable: {yes(self.has_depthwise_separable)} | dilated conv: {yes(self.has_dilated)} | "
+                f"global pooling: {yes(self.has_gap)}")
 
     def table(self) -> str:
         header = ("layer", "type", "output shape", "params", "RF", "jump")

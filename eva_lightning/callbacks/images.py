@@ -223,9 +223,8 @@ class ConfusionMatrixFigure(L.Callback):
             raise EvaError("ConfusionMatrixFigure needs a module with num_classes")
         norm = None if self.normalize == "none" else self.normalize
         # validate_args=False: the checks read the targets back to the host, a device sync every batch
-        self.matrix = torchmetrics.ConfusionMatrix(
-            task="multiclass", num_classes=num_classes, normalize=norm, validate_args=False
-        ).to(pl_module.device)
+        self.matrix = torchmetrics.ConfusionMatrix(task="multiclass", num_classes=num_classes, normalize=norm,
+                                                   validate_args=False).to(pl_module.device)
 
     def _update(self, pl_module, outputs, batch) -> None:
         logits = _step_logits("ConfusionMatrixFigure", pl_module, outputs)

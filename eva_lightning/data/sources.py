@@ -46,13 +46,9 @@ def data_missing(data_dir: Path, looked_for: list[str], download: bool) -> EvaEr
         "allowing the download on a machine with internet: --data.download true" if not download
         else f"running once on a machine that reaches the internet, or copying the data into {data_dir} as listed above"
     )
-    return EvaError(
-        f"no data found in data_dir={data_dir} and {why}.\nLooked for:\n{tried}\n"
-        "Fix it by either:\n"
-        "  1. pointing at a folder that has the data: --data.data_dir /path/to/data "
-        "(or export EVA_DATA_DIR=/path/to/data), or\n"
-        f"  2. {second}"
-    )
+    return EvaError(f"no data found in data_dir={data_dir} and {why}.\nLooked for:\n{tried}\nFix it by either:\n"
+                    "  1. pointing at a folder that has the data: --data.data_dir /path/to/data "
+                    f"(or export EVA_DATA_DIR=/path/to/data), or\n  2. {second}")
 
 
 # --------------------------------------------------------------------------- torchvision files
