@@ -99,14 +99,14 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
     interval = model.schedule.interval
     weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
-    result = {"train_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
+    result = {"train_s": [], "train_cpu_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
     for epoch in range(epochs):
         net.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         sync(device)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for x, y in itertools.islice(train_dl, n_train):
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
@@ -129,7 +129,7 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         sync(device)
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         net.eval()
         val_correct = torch.zeros((), device=device, dtype=torch.long)
         val_loss = torch.zeros((), device=device)
@@ -150,6 +150,7 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
             sched.step(float(val_loss) / val_seen)
         acc = float(val_correct) / val_seen
         result["train_s"].append(t1 - t0)
+        result["train_cpu_s"].append(cpu1 - cpu0)
         result["eval_s"].append(t2 - t1)
         result["val_acc"].append(acc)
         result["train_loss"].append(float(loss_sum) / seen)
