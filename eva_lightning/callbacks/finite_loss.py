@@ -9,9 +9,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.errors import EvaError
 
 
+@batch_hooks_only_where_used
 class FiniteLossGuard(Callback):
     """Stop at the first NaN/inf training loss with where and the likely cause.
 
@@ -36,6 +38,8 @@ class FiniteLossGuard(Callback):
         if not isinstance(loss, torch.Tensor):
             return
         loss = loss.detach()
+        if loss.device.type == "cpu" and bool(torch.isfinite(loss).all()):
+            return  # the common case on a CPU, where the read is free: one op, nothing recorded
         if self._first is None or self._first["step"].device != loss.device:
             self._first = {k: torch.full((), -1, dtype=torch.long, device=loss.device) for k in ("epoch", "step", "batch", "nan")}
         new = ~torch.isfinite(loss).all() & (self._first["step"] < 0)

@@ -13,12 +13,14 @@ import torchmetrics
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.core.schedules import Schedule, make_optimizer, make_scheduler
 from eva_lightning.errors import EvaError
 
 __all__ = ["ImageClassifier", "Schedule"]  # Schedule: also importable from here, where it lived before
 
 
+@batch_hooks_only_where_used
 class ImageClassifier(L.LightningModule):
     """Base module: cross-entropy, micro accuracy, optional L1, scheduler by config.
 
@@ -87,11 +89,27 @@ class ImageClassifier(L.LightningModule):
         metric = lambda: torchmetrics.Accuracy(  # noqa: E731
             task="multiclass", num_classes=num_classes, average="micro", validate_args=False
         )
-        self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
+        self.val_acc, self.test_acc = metric(), metric()
         # nan_strategy="disable": the NaN check is an `if tensor.any()`, a device sync every step
         mean = lambda: torchmetrics.MeanMetric(nan_strategy="disable")  # noqa: E731
-        self.train_loss, self.val_loss, self.test_loss, self.train_l1 = mean(), mean(), mean(), mean()
+        self.val_loss, self.test_loss = mean(), mean()
+        # training: the epoch's sums on the device (loss·n, correct, L1·n), one in-place add a step. Two
+        # torchmetrics updates a step cost ~0.1-0.25 ms of Python each step here, a fifth of Lightning's
+        # whole per-step overhead (benchmarks/RESULTS.md, overhead benchmark); evaluation keeps them.
+        self._train_sums: torch.Tensor | None = None
+        self._train_seen = 0
         self.net: nn.Module  # set by the subclass
+
+    #: attributes set on every training step: by Lightning around each hook (~32 times a step) and by training_step
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_sums", "_train_seen"})
+
+    def __setattr__(self, name: str, value) -> None:
+        # nn.Module.__setattr__ first looks for a parameter, buffer or submodule of that name: ~4 µs a call
+        # on the 2-core VM, ~0.13 ms a step for these (none of them is one), so they are stored plainly
+        if name in self._PLAIN_ATTRIBUTES:
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ forward
     def setup(self, stage: str) -> None:
@@ -129,28 +147,32 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        self.train_acc.update(logits.detach(), y)
-        self._update_mean(self.train_loss, loss, y.shape[0])
-        penalty = self.l1_penalty() if self.l1 > 0 else None
-        if penalty is not None:
-            self._update_mean(self.train_l1, penalty, y.shape[0])
+        penalty = self.l1_penalty() if self.l1 > 0 else loss.new_zeros(())
+        n = y.shape[0]
+        correct = (logits.detach().argmax(1) == y).sum().to(loss.dtype)  # float32 counts: exact to 16.7M a rank
+        sums = torch.stack((loss.detach() * n, correct, penalty.detach() * n))
+        self._train_sums = sums if self._train_sums is None else self._train_sums.add_(sums)
+        self._train_seen += n
         if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         if batch_idx + 1 >= self.trainer.num_training_batches:
-            # compute() gathers across processes itself: no sync_dist on these
-            self.log("train/loss", self.train_loss.compute(), on_step=False, on_epoch=True, prog_bar=True)
-            self.log("train/acc", self.train_acc.compute(), on_step=False, on_epoch=True, prog_bar=True)
-            if penalty is not None:
-                self.log("train/l1", self.train_l1.compute(), on_step=False, on_epoch=True)
-            self._reset_train_metrics()
-        return loss if penalty is None else loss + penalty
+            # summed over processes (DDP) once an epoch; sample-weighted means
+            totals = self.trainer.strategy.reduce(
+                torch.cat((self._train_sums, self._train_sums.new_tensor([self._train_seen]))), reduce_op="sum"
+            )
+            loss_sum, correct_sum, l1_sum, seen = totals
+            self.log("train/loss", loss_sum / seen, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("train/acc", correct_sum / seen, on_step=False, on_epoch=True, prog_bar=True)
+            if self.l1 > 0:
+                self.log("train/l1", l1_sum / seen, on_step=False, on_epoch=True)
+            self._reset_train_sums()
+        return loss + penalty if self.l1 > 0 else loss
 
-    def _reset_train_metrics(self) -> None:
-        for metric in (self.train_loss, self.train_acc, self.train_l1):
-            metric.reset()
+    def _reset_train_sums(self) -> None:
+        self._train_sums, self._train_seen = None, 0
 
     def on_train_epoch_start(self) -> None:
-        self._reset_train_metrics()  # drop an interrupted epoch's leftovers
+        self._reset_train_sums()  # drop an interrupted epoch's leftovers
 
     def _eval_step(self, batch, loss_metric: torchmetrics.MeanMetric, acc_metric: torchmetrics.Metric) -> dict:
         x, y = batch
