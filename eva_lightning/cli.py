@@ -38,6 +38,7 @@ from eva_lightning.report import RunReport
 from eva_lightning.runinfo import RunInfo
 from eva_lightning.runs import newest_version, run_dir, version_number
 from eva_lightning.callbacks.finite_loss import FiniteLossGuard
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.callbacks.rng_state import RngState
 from eva_lightning.checkpoints import (
     LAST,
@@ -73,6 +74,16 @@ UNNAMED = "default"
 PROGRESS_REFRESH = 10  # steps between progress-bar redraws
 
 
+@batch_hooks_only_where_used
+class EpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint without the five batch hooks it leaves as no-ops (see callbacks/hooks.py)."""
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key ("ModelCheckpoint{...}"), so checkpoints resume across the two
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+
 def latest_checkpoint() -> ModelCheckpoint:
     """``last.ckpt`` after every epoch: the model of record, and what ``--ckpt_path last`` resumes.
 
@@ -80,12 +91,12 @@ def latest_checkpoint() -> ModelCheckpoint:
     metric that stops improving it stays at the last improvement. Without a monitor ModelCheckpoint
     saves at every epoch end; named ``last`` without a version counter, it overwrites that one file.
     """
-    return ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    return EpochCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
 
 
 def held_out_checkpoint() -> ModelCheckpoint:
     """``best-*.ckpt``: the epoch of best ``val/acc``, kept only when validation is held out of train."""
-    return ModelCheckpoint(
+    return EpochCheckpoint(
         monitor="val/acc",
         mode="max",
         filename="best-epoch{epoch:02d}-acc{val/acc:.4f}",
@@ -141,11 +152,16 @@ class EvaTrainer(Trainer):
         )
 
 
+@batch_hooks_only_where_used
+class LRMonitor(LearningRateMonitor):
+    """Lightning's LR monitor without the four batch hooks it leaves as no-ops (see callbacks/hooks.py)."""
+
+
 def default_callbacks() -> list:
     """Callbacks of every run. ``fit`` with ``data.val_split > 0`` also gets :func:`held_out_checkpoint`."""
     return [
         latest_checkpoint(),
-        LearningRateMonitor(logging_interval="step"),
+        LRMonitor(logging_interval="step"),
         RngState(),
         FiniteLossGuard(),
         RunInfo(),
@@ -266,6 +282,7 @@ def check_run_settings(config, subcommand: str | None) -> None:
         )
 
 
+@batch_hooks_only_where_used
 class SaveConfig(SaveConfigCallback):
     """LightningCLI's ``config.yaml``, written only into a logger's run directory.
 

@@ -11,6 +11,8 @@ import torchmetrics
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
+
 #: Lightning's summary logger: the table prints where (and as plainly as) Lightning's own would.
 log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
 
@@ -46,6 +48,7 @@ def quiet_known_notices() -> None:
             logger.addFilter(_keep)
 
 
+@batch_hooks_only_where_used
 class NetworkSummary(ModelSummary):
     """Lightning's model summary listing layers only: no metric objects (torchmetrics), no all-zero FLOPs.
 

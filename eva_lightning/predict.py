@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.runs import run_dir
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def format_topk(probs: torch.Tensor, classes: Sequence[str], k: int = TOP_K) -> 
     return "; ".join(f"{classes[int(i)]} ({float(v):.3f})" for v, i in zip(values, idx))
 
 
+@batch_hooks_only_where_used
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predictions.csv`` (file, prediction, probability, top3) in the run directory.
 

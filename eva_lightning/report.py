@@ -32,6 +32,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from eva_lightning import runinfo, runs
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,7 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     return path
 
 
+@batch_hooks_only_where_used
 class RunReport(Callback):
     """Writes ``fit_result.json`` (wall time, epochs, steps, status) and ``report.md`` when fitting ends.
 

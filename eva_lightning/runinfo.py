@@ -22,6 +22,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.runs import run_dir
 
 FILE = "run_info.yaml"
@@ -99,6 +100,7 @@ def run_info(trainer: L.Trainer | None = None) -> dict[str, Any]:
     }
 
 
+@batch_hooks_only_where_used
 class RunInfo(Callback):
     """Write (or, on resume, append to) ``run_info.yaml`` in the run's folder on rank 0."""
 

@@ -182,3 +182,48 @@ def test_image_callback_names_a_step_that_returns_no_logits(tmp_path, make):
                         enable_model_summary=False, default_root_dir=tmp_path)
     with pytest.raises(EvaError, match="Silent's validation/test step returned NoneType: return"):
         trainer.validate(Silent(shift=1), datamodule=LabelledPixels())
+
+
+# --------------------------------------------------------------------------- per-batch cost of callbacks (#15)
+class HookLog(L.pytorch.profilers.PassThroughProfiler):
+    """Records the callback and module hooks Lightning enters (it opens a profiler action for each call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.actions: list[str] = []
+        self.module_hooks: set[str] = set()
+
+    def start(self, action_name: str) -> None:
+        if action_name.startswith("[Callback]"):
+            self.actions.append(action_name[len("[Callback]"):])
+        elif action_name.startswith("[LightningModule]"):
+            self.module_hooks.add(action_name.rsplit(".", 1)[1])
+
+
+def test_callbacks_without_batch_hooks_cost_lightnings_batch_loop_nothing(tiny_config, tmp_path, monkeypatch):
+    """Lightning skips a None hook: the decorated callbacks' epoch hooks run, their batch hooks are not entered,
+    nor the LightningModule's own no-op training-batch hooks."""
+    from eva_lightning.callbacks.hooks import BATCH_HOOKS, TRAIN_BATCH_HOOKS, batch_hooks_only_where_used
+    from eva_lightning.cli import EvaCLI, LRMonitor
+
+    @batch_hooks_only_where_used
+    class EpochCounter(L.Callback):
+        epochs = 0
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            EpochCounter.epochs += 1
+
+    monkeypatch.chdir(tmp_path)
+    profiler = HookLog()
+    cli = EvaCLI(args=["--config", str(tiny_config), "--trainer.max_epochs", "2"], run=False)
+    cli.trainer.profiler = profiler
+    cli.trainer.callbacks.append(EpochCounter())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert EpochCounter.epochs == 2
+    entered = {action.rsplit(".", 1)[0].split("{")[0] for action in profiler.actions if action.rsplit(".", 1)[1] in BATCH_HOOKS}
+    # per batch, only the callbacks that act per batch: Lightning's checkpoint and LR monitor, the NaN guard
+    assert entered == {"ModelCheckpoint", LRMonitor.__qualname__, "FiniteLossGuard"}  # EpochCheckpoint keeps its key
+    assert any(a.endswith("EpochCounter.on_train_epoch_end") for a in profiler.actions)
+    assert {"RngState", "RunInfo", "RunReport", "NetworkSummary"} <= {a.split(".")[0] for a in profiler.actions}
+    assert {"on_before_batch_transfer", "lr_scheduler_step", "on_train_epoch_start"} <= profiler.module_hooks
+    assert not profiler.module_hooks & set(TRAIN_BATCH_HOOKS)

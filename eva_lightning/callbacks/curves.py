@@ -6,10 +6,12 @@ import lightning as L
 from matplotlib import pyplot as plt
 
 from eva_lightning.analysis.figures import publish
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 
 METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 
+@batch_hooks_only_where_used
 class CurvesFigure(L.Callback):
     """Records the epoch metrics as they are logged and draws them at fit end.
 

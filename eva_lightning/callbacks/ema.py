@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.errors import EvaError
 
 
@@ -36,6 +37,7 @@ def warmup_ema_multi_avg_fn(decay: float):
     return update
 
 
+@batch_hooks_only_where_used
 class WarmupEMA(WeightAveraging):
     """Exponential moving average of the weights (and buffers) with timm's decay warm-up.
 

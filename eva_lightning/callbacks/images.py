@@ -17,6 +17,7 @@ from matplotlib import pyplot as plt
 
 from eva_lightning.analysis.figures import class_name, data_stats, denormalize, publish, show
 from eva_lightning.analysis.gradcam import eval_mode, gradcam, overlay
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
     return not trainer.sanity_checking and every_n_epochs > 0 and (trainer.current_epoch + 1) % every_n_epochs == 0
 
 
+@batch_hooks_only_where_used
 class MisclassifiedGrid(L.Callback):
     """A grid of wrong validation predictions, captioned ``pred / true``.
 
@@ -111,6 +113,7 @@ class MisclassifiedGrid(L.Callback):
         self._images, self._pred, self._true = [], [], []
 
 
+@batch_hooks_only_where_used
 class GradCAMGrid(L.Callback):
     """GradCAM for a fixed sample of validation images: image, heat map and overlay per row.
 
@@ -198,6 +201,7 @@ class GradCAMGrid(L.Callback):
         publish(fig, trainer, "gradcam", f"gradcam_epoch{epoch}.png")
 
 
+@batch_hooks_only_where_used
 class ConfusionMatrixFigure(L.Callback):
     """Confusion matrix (torchmetrics) of the validation and test sets as a figure.
 

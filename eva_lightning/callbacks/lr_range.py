@@ -14,6 +14,7 @@ import numpy as np
 from lightning.pytorch.callbacks import LearningRateFinder
 
 from eva_lightning.analysis.figures import publish
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def lr_plot(finder, title: str, mode: str):
     return fig
 
 
+@batch_hooks_only_where_used
 class LRRangeTest(LearningRateFinder):
     """LR range test at the start of ``fit``; its suggestion becomes ``model.lr``.
 

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
+
 
 def _plain_rng_states() -> dict[str, Any]:
     """The global RNG states as tensors and Python scalars, which ``weights_only`` loading accepts."""
@@ -36,6 +38,7 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)  # a checkpoint from another machine keeps this machine's CUDA seeds
 
 
+@batch_hooks_only_where_used
 class RngState(Callback):
     """Global RNG states in the checkpoint, restored on resume.
 

@@ -1,0 +1,45 @@
+"""``batch_hooks_only_where_used``: a class leaves Lightning's per-batch loop alone unless it uses a batch hook.
+
+Lightning calls every per-batch hook of every callback and of the LightningModule, overridden or
+not, and each call costs about 6 µs (a callback's) to 10 µs (the module's: a profiler context, an
+action name, ``_current_fx_name`` set twice through ``nn.Module.__setattr__``) of Python on the
+2-core VM with lightning 2.6. A callback enters six hooks a training step: ~35 µs a step each, a
+tenth of a 0.3 ms step. Lightning skips a hook attribute that is not callable (``trainer/call.py``:
+``if callable(fn)`` / ``if not callable(fn): return None``), so a hook the class does not override
+is set to None there. No Lightning option does this; ``tests/test_callbacks.py`` checks it holds.
+Only hooks without a return value are listed (``on_after_batch_transfer`` returns the batch), and on
+a LightningModule only the training ones (Lightning reads the evaluation hooks' signatures).
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import lightning as L
+
+#: hooks Lightning calls once per training step, none returning a value
+TRAIN_BATCH_HOOKS = (
+    "on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+    "on_before_optimizer_step", "on_before_zero_grad",
+)
+#: and once per validation/test/predict batch
+BATCH_HOOKS = (
+    *TRAIN_BATCH_HOOKS, "on_validation_batch_start", "on_validation_batch_end",
+    "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
+)
+
+T = TypeVar("T", bound=type)
+
+
+def batch_hooks_only_where_used(cls: T) -> T:
+    """Class decorator for a Callback or LightningModule: the batch hooks it inherits unchanged become None.
+
+    A subclass that defines one of them gets it called as usual (its own method is callable); it
+    cannot call ``super()`` for it (there is nothing to call: the base's was a no-op).
+    """
+    module = issubclass(cls, L.LightningModule)
+    base = L.LightningModule if module else L.Callback
+    for name in TRAIN_BATCH_HOOKS if module else BATCH_HOOKS:
+        if getattr(cls, name) is getattr(base, name):
+            setattr(cls, name, None)
+    return cls
