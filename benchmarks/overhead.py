@@ -1,6 +1,6 @@
 """Lightning's per-step overhead alone: a tiny network and batch through ``eva fit`` against the plain loop.
 
-The network (:class:`Tiny`: one strided 3x3 conv, ReLU, global average pool, a 1x1 classifier; 90
+The network (:class:`Tiny`: one strided 3x3 conv, ReLU, global average pool, a 1x1 classifier; 170
 parameters) costs a fraction of a millisecond a step, so nearly all of a step's time is Python:
 the loop, hooks, callbacks, logging and metric updates on eva's side; forward, backward and step
 on the plain loop's. Both sides train the same net on the same batches with the same optimiser
