@@ -68,6 +68,14 @@ def resolve(path: str | Path) -> Path:
     return newest
 
 
+def seed_runs(path: str | Path) -> list[Path]:
+    """The ``seed_N`` runs of a folder ``eva seeds`` wrote (``lightning_logs/s5``), by N; [] for any other path."""
+    path = Path(path)
+    if not path.is_dir() or (path / "config.yaml").exists():
+        return []
+    return sorted((d for d in path.glob("seed_*") if d.is_dir() and d.name[5:].isdigit()), key=lambda d: int(d.name[5:]))
+
+
 def name(run: Path) -> str:
     """``<run name>/version_N`` of a version folder, else the folder's name."""
     return f"{run.parent.name}/{run.name}" if version_number(run) is not None else run.name

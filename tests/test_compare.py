@@ -82,3 +82,35 @@ def test_newest_version_and_errors(tmp_path):
         compare([tmp_path / "run"], ["val/nope"], tmp_path / "x.png")
     with pytest.raises(EvaError, match="no TensorBoard event files"):
         read_run(tmp_path)
+
+
+def test_a_folder_of_seed_runs_is_one_mean_curve_with_its_spread(tmp_path, capsys, monkeypatch):
+    """``eva seeds`` folders (seed_1, seed_2, ...): per-epoch mean ± sample sd, final as mean ± sd."""
+    import statistics
+
+    for seed, (acc, loss) in enumerate([([0.5, 0.8, 0.90], [1.0, 0.4, 0.30]), ([0.6, 0.7, 0.94], [0.9, 0.5, 0.20])], 1):
+        logger = TensorBoardLogger(save_dir=tmp_path, name="s6_gbn", version=f"seed_{seed}", default_hp_metric=False)
+        for epoch, (a, l) in enumerate(zip(acc, loss)):
+            logger.log_metrics({"val/acc": a, "val/loss": l, "epoch": epoch}, step=(epoch + 1) * 5 - 1)
+        logger.finalize("success")
+    single = write_run(tmp_path, "bn", acc=[0.5, 0.8, 0.7], loss=[1.0, 0.4, 0.6])
+    run = read_run(tmp_path / "s6_gbn")
+    assert run.name == "s6_gbn (2 seeds)" and run.seeds == 2
+    assert run.scalars["val/acc"] == [(0, pytest.approx(0.55)), (1, pytest.approx(0.75)), (2, pytest.approx(0.92))]
+    assert run.sd["val/acc"][-1] == pytest.approx(statistics.stdev([0.90, 0.94]))
+
+    from matplotlib.axes import Axes
+
+    bands = []
+    real_fill = Axes.fill_between
+    monkeypatch.setattr(Axes, "fill_between", lambda ax, x, lo, hi, **kw: bands.append((list(x), lo, hi)) or real_fill(ax, x, lo, hi, **kw))
+    (result, _) = compare([tmp_path / "s6_gbn", single], ["val/acc"], tmp_path / "banded.png")
+    assert (result.final, result.final_sd, result.seeds) == (pytest.approx(0.92), pytest.approx(0.0283, abs=1e-4), 2)
+    (band,) = bands  # one band, the seed folder's: mean ± sd at every epoch
+    sd = statistics.stdev([0.90, 0.94])
+    assert band[0] == [0, 1, 2] and band[1][-1] == pytest.approx(0.92 - sd) and band[2][-1] == pytest.approx(0.92 + sd)
+
+    main([str(tmp_path / "s6_gbn"), str(single), "--metrics", "val/acc", "--out", str(tmp_path / "both.png")])
+    out = capsys.readouterr().out
+    assert "| s6_gbn (2 seeds) | val/acc | 0.9200 ± 0.0283 | 2 |" in out
+    assert "| bn/version_0 | val/acc | 0.7000 | 2 |" in out

@@ -2,12 +2,15 @@
 
 Reads the runs' event files and prints each run's final value per metric. A best over epochs is
 shown only for ``val/*`` of a run with a held-out validation split (``data.val_split > 0``):
-with validation on the test split a best epoch would be chosen on the test set.
+with validation on the test split a best epoch would be chosen on the test set. A folder of
+``seed_N`` runs (``eva seeds``) is one curve: the mean over the seeds per epoch with a band of ±
+one sample standard deviation, and its final value as mean ± sd.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eva_lightning import runs as run_files
@@ -24,6 +27,8 @@ class Run:
     path: Path
     scalars: dict[str, list[tuple[float, float]]]
     val_split: float = 0.0  # data.val_split of its config: 0 = validation ran on the test split
+    seeds: int = 1  # > 1: scalars are means over seed runs, sd their spread (same x)
+    sd: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,13 +42,32 @@ class Result:
     best: float | None = None  # only val/* of a run with a held-out validation split
     best_epoch: float | None = None
     val_split: float = 0.0  # the run's data.val_split
+    final_sd: float | None = None  # over seeds, for a folder of seed runs
+    seeds: int = 1
 
 
 def read_run(run_dir: str | Path) -> Run:
-    """All scalars of a run (its newest version in a run-name folder), x = epoch where Lightning logged one, else the step."""
+    """All scalars of a run (its newest version in a run-name folder), x = epoch where Lightning logged one, else the step.
+
+    A folder of ``seed_N`` runs gives one Run of per-x means over the seeds (x present in every seed).
+    """
+    if seeds := run_files.seed_runs(run_dir):
+        return mean_run(Path(run_dir), [read_run(d) for d in seeds])
     folder = run_files.resolve(run_dir)
     scalars = run_files.read_scalars(folder)
     return Run(run_files.name(folder), folder, {tag: run_files.curve(scalars, tag) for tag in scalars}, run_files.val_split(folder))
+
+
+def mean_run(folder: Path, runs: list[Run]) -> Run:
+    """Mean and sample standard deviation (n - 1) over ``runs`` of every tag, at each x they all logged."""
+    scalars, sd = {}, {}
+    for tag in set.intersection(*(set(r.scalars) for r in runs)):
+        by_x = [dict(r.scalars[tag]) for r in runs]
+        xs = sorted(set.intersection(*(set(b) for b in by_x)))
+        values = [[b[x] for b in by_x] for x in xs]
+        scalars[tag] = [(x, statistics.fmean(v)) for x, v in zip(xs, values)]
+        sd[tag] = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    return Run(f"{folder.name} ({len(runs)} seeds)", folder, scalars, max(r.val_split for r in runs), len(runs), sd)
 
 
 def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
@@ -53,7 +77,8 @@ def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
         for metric in metrics:
             if not (points := run.scalars.get(metric)):
                 continue
-            result = Result(run.name, metric, final=points[-1][1], final_epoch=points[-1][0], val_split=run.val_split)
+            result = Result(run.name, metric, final=points[-1][1], final_epoch=points[-1][0], val_split=run.val_split,
+                            final_sd=run.sd[metric][-1] if run.seeds > 1 else None, seeds=run.seeds)
             if run.val_split > 0 and metric.startswith("val/"):
                 result.best_epoch, result.best = run_files.best(points, metric)
             results.append(result)
@@ -73,7 +98,12 @@ def compare(run_dirs: list[str | Path], metrics: list[str], out: str | Path) -> 
     for ax, metric in zip(axes[0], metrics):
         for run in runs:
             if points := run.scalars.get(metric):
-                ax.plot(*zip(*points), marker="o" if len(points) < 40 else None, markersize=3, label=run.name)
+                x, y = zip(*points)
+                line, = ax.plot(x, y, marker="o" if len(points) < 40 else None, markersize=3, label=run.name)
+                if run.seeds > 1:
+                    band = run.sd[metric]
+                    ax.fill_between(x, [v - d for v, d in zip(y, band)], [v + d for v, d in zip(y, band)],
+                                    color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set(title=metric, xlabel="epoch" if all("epoch" in r.scalars for r in runs) else "step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -91,7 +121,8 @@ def table(results: list[Result]) -> str:
     head = "| run | metric | final | at epoch |" + (" best (held-out val) | at epoch |" if with_best else "")
     lines = [head, "|---|---|---:|---:|" + ("---:|---:|" if with_best else "")]
     for r in results:
-        row = f"| {r.run} | {r.metric} | {r.final:.4f} | {r.final_epoch:g} |"
+        final = f"{r.final:.4f}" + (f" ± {r.final_sd:.4f}" if r.final_sd is not None else "")
+        row = f"| {r.run} | {r.metric} | {final} | {r.final_epoch:g} |"
         if with_best:
             row += f" {r.best:.4f} | {r.best_epoch:g} |" if r.best is not None else " – | – |"
         lines.append(row)

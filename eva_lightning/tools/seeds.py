@@ -132,14 +132,7 @@ def run_name(configs: list[str]) -> str:
 
 def expand_runs(paths: list[str]) -> list[Path]:
     """Each path as given, except a folder of ``seed_N`` runs (``lightning_logs/s5``): its seed runs, by N."""
-    out = []
-    for path in map(Path, paths):
-        seed_dirs = [d for d in path.glob("seed_*") if d.is_dir() and d.name[5:].isdigit()]
-        if path.is_dir() and not (path / "config.yaml").exists() and seed_dirs:
-            out += sorted(seed_dirs, key=lambda d: int(d.name[5:]))
-        else:
-            out.append(path)
-    return out
+    return [run for path in map(Path, paths) for run in (run_files.seed_runs(path) or [path])]
 
 
 def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Path, resume: bool) -> list[Path]:
