@@ -93,9 +93,9 @@ class ImageClassifier(L.LightningModule):
         # nan_strategy="disable": the NaN check is an `if tensor.any()`, a device sync every step
         mean = lambda: torchmetrics.MeanMetric(nan_strategy="disable")  # noqa: E731
         self.val_loss, self.test_loss = mean(), mean()
-        # training: the epoch's sums on the device (loss·n, correct, L1·n), one in-place add a step. Two
-        # torchmetrics updates a step cost ~0.1-0.25 ms of Python each step here, a fifth of Lightning's
-        # whole per-step overhead (benchmarks/RESULTS.md, overhead benchmark); evaluation keeps them.
+        # training: the epoch's sums on the device (loss·n, correct, L1·n), one in-place add a step. The
+        # two torchmetrics updates this replaces cost ≈ 0.25 ms of Python a step on the 2-core VM, a fifth
+        # of eva's per-step overhead then (benchmarks/RESULTS.md, #15); evaluation keeps torchmetrics.
         self._train_sums: torch.Tensor | None = None
         self._train_seen = 0
         self.net: nn.Module  # set by the subclass
