@@ -76,11 +76,19 @@ def read_config(config: Path) -> dict:
     return cfg
 
 
+def runs_itself(config: Path) -> bool:
+    """Its header's ``eva fit`` command ends with it (``s5_small.yaml``, which ``s4.yaml`` includes): a run too."""
+    header = [line for line in config.read_text().splitlines()[:3] if line.startswith("#")]
+    return any(re.search(rf"eva fit(?:\s+--config\s+\S+)*\s+--config\s+configs/{re.escape(config.name)}(\s|$)", line)
+               for line in header)
+
+
 def composition_parts() -> set[Path]:
-    """Files that another config's command puts in front of it, or includes: parts of a run, not runs."""
+    """Files that another config's command puts in front of it, or includes: parts of a run, not runs
+    (unless the file's own header trains it)."""
     configs = list((ROOT / "configs").glob("*.yaml"))
     chained = {p for c in configs for p in config_chain(c)[:-1] if config_chain(c)[-1] == c}
-    return chained | {p for c in configs for p in included(c)}
+    return {p for p in chained | {p for c in configs for p in included(c)} if not runs_itself(p)}
 
 
 PARTS = composition_parts()
