@@ -117,9 +117,10 @@ class RunSummary:
     run: Path | None = None
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> "RunSummary":
+    def from_run_dir(cls, run_dir: str | Path, scalars: runs.Scalars | None = None) -> "RunSummary":
+        """``scalars``: the run's events when the caller has read them already (they are the slow part)."""
         run = runs.resolve(run_dir)
-        scalars = runs.read_scalars(run)
+        scalars = runs.read_scalars(run) if scalars is None else scalars
         result = _fit_result(run)
         split = runs.val_split(run)
         trained = bool(result) or any(t.startswith("train/") for t in scalars)
@@ -269,7 +270,7 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
     scalars = runs.read_scalars(run)
     times = [t for points in scalars.values() for _, _, t in points]
-    summary = RunSummary.from_run_dir(run)
+    summary = RunSummary.from_run_dir(run, scalars)
     if summary.stage == "fit" and summary.wall_time_s is None and times:  # no fit_result.json: the events' span
         summary.wall_time_s = max(times) - min(times)
     started = info.get("started") or (
