@@ -1,4 +1,4 @@
-from eva_lightning.cli import main
+from eva_lightning.entry import main
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import logging
 import os
@@ -28,7 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import ParallelStrategy
 from jsonargparse import ArgumentError, lazy_instance
 
-from eva_lightning.console import NetworkSummary, quiet_known_notices
+from eva_lightning.console import NetworkSummary
 from eva_lightning.core import ImageClassifier
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
@@ -52,16 +51,6 @@ from eva_lightning.checkpoints import (
 )
 
 log = logging.getLogger(__name__)
-
-#: ``eva <tool>`` subcommands that are not Trainer methods: ``name: (module with a main(argv), one line
-#: for eva --help)``
-TOOLS = {
-    "lr_find": ("eva_lightning.tools.lr_find", "LR range test of a config: loss-vs-LR plot, suggested LR (--apply writes it)"),
-    "summary": ("eva_lightning.tools.summary", "a config's network: per-layer shapes, parameters, receptive field"),
-    "compare": ("eva_lightning.tools.compare", "several runs' curves in one figure and a table of final values"),
-    "report": ("eva_lightning.tools.report", "(re)write a run's report.md and print its summary"),
-    "seeds": ("eva_lightning.tools.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
-}
 
 LOG_ROOT = "lightning_logs"
 SUBCOMMAND_KEY = "eva_subcommand"  # in a subcommand's parser_kwargs: see EvaCLI.init_parser
@@ -606,57 +595,6 @@ def _init_args(class_path: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-#: one line per Lightning subcommand in ``eva --help`` (others: the Trainer method's first sentence).
-SUBCOMMAND_HELP = {
-    "fit": "train a config; logs, checkpoints, figures and report.md in lightning_logs/<config>/version_N",
-    "validate": "one evaluation epoch on the validation split (the test split unless data.val_split > 0)",
-    "test": "one evaluation epoch on the test split, e.g. of a checkpoint: --ckpt_path FILE",
-    "predict": "classify your own images: --data.predict_dir DIR (predictions.csv, --predict.gradcam true)",
-}
-
-
-def help_text() -> str:
-    """``eva --help``: every subcommand, LightningCLI's and the tools, one line each."""
-    from lightning import Trainer
-
-    subcommands = {}
-    for name in EvaCLI.subcommands():  # LightningCLI's own list: fit, validate, test, predict
-        doc = (getattr(Trainer, name).__doc__ or "").strip()
-        subcommands[name] = SUBCOMMAND_HELP.get(name) or doc.split(".")[0].replace("\n", " ")
-    width = max(len(n) for n in [*subcommands, *TOOLS])
-    lines = lambda d: [f"  {n:<{width}}  {h}" for n, h in d.items()]  # noqa: E731
-    return "\n".join([
-        "usage: eva SUBCOMMAND [options]      (eva SUBCOMMAND --help lists its options)",
-        "",
-        "The EVA5 assignments (MNIST, CIFAR-10; S4-S11) as one PyTorch Lightning project.",
-        "",
-        "Lightning subcommands (a LightningCLI: --config configs/<name>.yaml, then any --key value):",
-        *lines(subcommands),
-        "",
-        "tools:",
-        *lines({n: h for n, (_, h) in TOOLS.items()}),
-        "",
-        "options:",
-        "  -h, --help  this list",
-        "  --version   versions of eva-lightning, torch and lightning",
-        "",
-        "examples:",
-        "  eva fit --config configs/s5.yaml",
-        "  eva test --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt",
-        "  eva summary --config configs/s7.yaml",
-    ])
-
-
-def version_text() -> str:
-    """``eva --version``."""
-    import lightning
-    import torch
-
-    from eva_lightning import __version__
-
-    return f"eva-lightning {__version__} (torch {torch.__version__}, lightning {lightning.__version__})"
-
-
 def end_of_run_summary(cli: EvaCLI) -> str | None:
     """The lines ``eva fit`` / ``eva test`` end with (rank 0): final test accuracy, time, where the files are."""
     from eva_lightning.report import RunSummary
@@ -669,30 +607,3 @@ def end_of_run_summary(cli: EvaCLI) -> str | None:
         return RunSummary.from_run_dir(run).text()
     split = float(getattr(cli.datamodule, "val_split", 0.0) or 0.0)
     return RunSummary.from_trainer(trainer, cli.subcommand, split).text()  # no logger: nothing written
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``eva`` and ``python -m eva_lightning``."""
-    from_command_line = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    quiet_known_notices()
-    if not argv or argv[0] in ("-h", "--help"):
-        print(help_text())
-        return
-    if argv[0] == "--version":
-        print(version_text())
-        return
-    try:
-        if argv[0] in TOOLS:
-            importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
-        else:
-            # args=None lets LightningCLI read sys.argv itself (passing both makes it warn)
-            cli = EvaCLI(args=None if from_command_line else argv)
-            summary = end_of_run_summary(cli)
-            if summary:
-                # the result the user ran for, after Lightning's own tables: plain stdout, as those are
-                print(summary)
-    except EvaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)

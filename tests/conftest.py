@@ -108,7 +108,7 @@ def run_eva(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) 
 MAIN_CASES = r"""
 import contextlib, io, json, logging, sys, traceback
 logging.basicConfig(level=logging.INFO, stream=sys.__stderr__)
-from eva_lightning.cli import main
+from eva_lightning.entry import main
 cases, out = json.loads(open(sys.argv[1]).read()), {}
 for name, argv in cases.items():
     err = io.StringIO()
@@ -126,7 +126,7 @@ open(sys.argv[2], "w").write(json.dumps(out))
 
 
 def start_main_cases(cases: dict[str, list[str]], cwd: Path, tag: str, env: dict | None = None):
-    """Start one subprocess that runs each argv through ``eva_lightning.cli.main`` in ``cwd`` (an
+    """Start one subprocess that runs each argv through ``eva_lightning.entry.main`` in ``cwd`` (an
     ``eva`` start costs seconds of imports on a small CPU); its case and result files go beside ``cwd``."""
     spec, out = cwd.parent / f"{tag}.json", cwd.parent / f"{tag}.out.json"
     spec.write_text(json.dumps(cases))

@@ -1,6 +1,6 @@
 """The bad-input sweep: impossible numbers, settings this machine cannot run, contradictory settings.
 
-Every case runs ``eva fit`` in-process (``eva_lightning.cli.main``, the function behind
+Every case runs ``eva fit`` in-process (``eva_lightning.entry.main``, the function behind
 ``python -m eva_lightning``) from an empty working directory, and must end with exit status 2 and
 exactly one ``error: ...`` line that names the option (and the value), no traceback, and nothing
 written: the checks run before the Trainer starts, so no ``lightning_logs/`` or other file appears.
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG, write_mnist
-from eva_lightning.cli import main
+from eva_lightning.entry import main
 from eva_lightning.data import VisionDataModule, sources
 from eva_lightning.errors import EvaError
 

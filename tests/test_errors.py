@@ -1,7 +1,7 @@
 """Every bad input ends in one clear message, a non-zero exit, no traceback and nothing overwritten.
 
 Each ``eva`` start costs seconds of imports on a small CPU, so the cases that fail before any
-training run through ``eva_lightning.cli.main`` (the function behind ``python -m eva_lightning``)
+training run through ``eva_lightning.entry.main`` (the function behind ``python -m eva_lightning``)
 one after another in one subprocess, and the runs that train are separate subprocesses started
 side by side.
 """

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_CONFIG, write_mnist
-from eva_lightning.cli import EvaCLI, main
+from eva_lightning.cli import EvaCLI
+from eva_lightning.entry import main
 
 
 def write_own_images(root: Path) -> tuple[list[str], str]:

@@ -1,1 +1,1 @@
-"""The ``main(argv)`` behind each ``eva <tool>`` (``TOOLS`` in :mod:`eva_lightning.cli`)."""
+"""The ``main(argv)`` behind each ``eva <tool>`` (``TOOLS`` in :mod:`eva_lightning.entry`)."""

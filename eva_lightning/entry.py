@@ -1,0 +1,102 @@
+"""``eva`` and ``python -m eva_lightning``: dispatch to LightningCLI (:mod:`eva_lightning.cli`) or a tool.
+
+Kept free of torch and lightning imports (about 5 s on a 2-core VM), so ``eva``, ``eva --help`` and
+``eva --version`` answer at once; a subcommand or tool imports what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+#: LightningCLI's subcommands (``LightningCLI.subcommands()``; a test keeps the two in step), one line each
+SUBCOMMANDS = {
+    "fit": "train a config; logs, checkpoints, figures and report.md in lightning_logs/<config>/version_N",
+    "validate": "one evaluation epoch on the validation split (the test split unless data.val_split > 0)",
+    "test": "one evaluation epoch on the test split, e.g. of a checkpoint: --ckpt_path FILE",
+    "predict": "classify your own images: --data.predict_dir DIR (predictions.csv, --predict.gradcam true)",
+}
+
+#: ``eva <tool>`` subcommands that are not Trainer methods: ``name: (module with a main(argv), one line
+#: for eva --help)``
+TOOLS = {
+    "lr_find": ("eva_lightning.tools.lr_find", "LR range test of a config: loss-vs-LR plot, suggested LR (--apply writes it)"),
+    "summary": ("eva_lightning.tools.summary", "a config's network: per-layer shapes, parameters, receptive field"),
+    "compare": ("eva_lightning.tools.compare", "several runs' curves in one figure and a table of final values"),
+    "report": ("eva_lightning.tools.report", "(re)write a run's report.md and print its summary"),
+    "seeds": ("eva_lightning.tools.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
+}
+
+
+def help_text() -> str:
+    """``eva --help``: every subcommand, LightningCLI's and the tools, one line each."""
+    width = max(len(n) for n in [*SUBCOMMANDS, *TOOLS])
+    lines = lambda d: [f"  {n:<{width}}  {h}" for n, h in d.items()]  # noqa: E731
+    return "\n".join([
+        "usage: eva SUBCOMMAND [options]      (eva SUBCOMMAND --help lists its options)",
+        "",
+        "The EVA5 assignments (MNIST, CIFAR-10; S4-S11) as one PyTorch Lightning project.",
+        "",
+        "Lightning subcommands (a LightningCLI: --config configs/<name>.yaml, then any --key value):",
+        *lines(SUBCOMMANDS),
+        "",
+        "tools:",
+        *lines({n: h for n, (_, h) in TOOLS.items()}),
+        "",
+        "options:",
+        "  -h, --help  this list",
+        "  --version   versions of eva-lightning, torch and lightning",
+        "",
+        "examples:",
+        "  eva fit --config configs/s5.yaml",
+        "  eva test --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt",
+        "  eva summary --config configs/s7.yaml",
+    ])
+
+
+def _installed_version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # not installed as a distribution (e.g. on PYTHONPATH): ask the module
+        return importlib.import_module(package).__version__
+
+
+def version_text() -> str:
+    """``eva --version``."""
+    from eva_lightning import __version__
+
+    return f"eva-lightning {__version__} (torch {_installed_version('torch')}, lightning {_installed_version('lightning')})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``eva`` and ``python -m eva_lightning``."""
+    from_command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(help_text())
+        return
+    if argv[0] == "--version":
+        print(version_text())
+        return
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from eva_lightning.console import quiet_known_notices
+    from eva_lightning.errors import EvaError
+
+    quiet_known_notices()
+    try:
+        if argv[0] in TOOLS:
+            importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
+        else:
+            from eva_lightning.cli import EvaCLI, end_of_run_summary
+
+            # args=None lets LightningCLI read sys.argv itself (passing both makes it warn)
+            cli = EvaCLI(args=None if from_command_line else argv)
+            summary = end_of_run_summary(cli)
+            if summary:
+                # the result the user ran for, after Lightning's own tables: plain stdout, as those are
+                print(summary)
+    except EvaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
