@@ -1,7 +1,7 @@
 """``eva`` and ``python -m eva_lightning``: dispatch to LightningCLI (:mod:`eva_lightning.cli`) or a tool.
 
-Kept free of torch and lightning imports (seconds on a 2-core VM: 10.8 s measured under load), so ``eva``, ``eva --help`` and
-``eva --version`` answer at once; a subcommand or tool imports what it needs.
+Kept free of torch and lightning imports (10.8 s measured on the 2-core VM under load), so ``eva``,
+``eva --help`` and ``eva --version`` answer at once; a subcommand or tool imports what it needs.
 """
 
 from __future__ import annotations
