@@ -1,8 +1,7 @@
-"""``eva``: LightningCLI for fit/validate/test/predict, plus the analysis tools.
+"""EvaCLI: the LightningCLI behind ``eva fit | validate | test | predict`` (dispatched by :mod:`eva_lightning.entry`).
 
     eva fit --config configs/s5.yaml
     eva test --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt
-    eva lr_find | summary | compare | report ...   (see ``eva <tool> --help``)
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ action name, ``_current_fx_name`` set twice through ``nn.Module.__setattr__``) o
 2-core VM with lightning 2.6. A callback enters six hooks a training step, ~35 µs a step each: the
 default callbacks took ≈ 0.28 ms a step, a quarter of eva's overhead over a plain loop (#15).
 Lightning skips a hook attribute that is not callable (``trainer/call.py``: ``if callable(fn)`` /
-``if not callable(fn): return None``), so a hook the class does not override is set to None there. No Lightning option does this; ``tests/test_callbacks.py`` checks it holds.
+``if not callable(fn): return None``), so a hook the class does not override is set to None there.
+No Lightning option does this; ``tests/test_callbacks.py`` checks it holds.
 Only hooks without a return value are listed (``on_after_batch_transfer`` returns the batch), and on
 a LightningModule only the training ones (Lightning reads the evaluation hooks' signatures).
 """
