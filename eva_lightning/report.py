@@ -128,6 +128,9 @@ class RunSummary:
         if epochs is None and scalars.get("val/acc"):  # a run still going (or killed): validated epochs
             epochs = len({step for step, _, _ in scalars["val/acc"]})
         max_epochs = _config_summary(runs.read_config(run)).get("max_epochs")
+        wall = result.get("wall_time_s")
+        if trained and (wall is None or len(runs.fit_starts(run)) > 1):  # fit_result.json times its last start only
+            wall = runs.trained_seconds(run, scalars)
         return cls(
             stage="fit" if trained else "test",
             final={tag: points[-1][1] for tag, points in scalars.items()},
@@ -135,7 +138,7 @@ class RunSummary:
             best_val_acc=runs.best_point(scalars, "val/acc") if split > 0 else None,
             epochs=epochs if trained else None,
             max_epochs=int(max_epochs) if max_epochs else None,
-            wall_time_s=result.get("wall_time_s"),
+            wall_time_s=wall,
             status=result.get("status") if result else ("running or stopped (no end of fit recorded)" if trained else None),
             run=run,
         )
@@ -271,8 +274,6 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     scalars = runs.read_scalars(run)
     times = [t for points in scalars.values() for _, _, t in points]
     summary = RunSummary.from_run_dir(run, scalars)
-    if summary.stage == "fit" and summary.wall_time_s is None and times:  # no fit_result.json: the events' span
-        summary.wall_time_s = max(times) - min(times)
     started = info.get("started") or (
         datetime.fromtimestamp(min(times), timezone.utc).isoformat(timespec="seconds") if times else None
     )

@@ -23,9 +23,9 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
-from eva_lightning.runs import run_dir
+from eva_lightning.runs import RUN_INFO, run_dir
 
-FILE = "run_info.yaml"
+FILE = RUN_INFO
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "albumentations", "numpy", "jsonargparse")
 CODE_DIR = Path(__file__).resolve().parent
 

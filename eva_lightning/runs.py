@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 #: ``tag -> [(step, value, wall_time), ...]`` as the event files hold them
 Scalars = dict[str, list[tuple[int, float, float]]]
 EVENTS = "events.out.tfevents.*"
+#: written by :mod:`eva_lightning.runinfo`, one YAML document per start of a fit (a resumed run has several)
+RUN_INFO = "run_info.yaml"
 
 
 def run_dir(trainer: L.Trainer) -> Path | None:
@@ -93,6 +96,34 @@ def read_scalars(run: Path) -> Scalars:
         for tag in acc.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in acc.Scalars(tag))
     return scalars
+
+
+def fit_starts(run: Path) -> list[float]:
+    """When each start of the run's fit began (POSIX seconds, oldest first), from ``run_info.yaml``."""
+    path = Path(run) / RUN_INFO
+    try:
+        docs = list(yaml.safe_load_all(path.read_text())) if path.exists() else []
+        return sorted(datetime.fromisoformat(str(d["started"])).timestamp() for d in docs
+                      if isinstance(d, dict) and d.get("stage") == "fit" and d.get("started"))
+    except (yaml.YAMLError, ValueError):
+        return []
+
+
+def trained_seconds(run: Path, scalars: Scalars) -> float | None:
+    """Seconds from the run's first to its last logged scalar, less the pauses of a resumed run.
+
+    Each start after the first (:func:`fit_starts`) opens a new span and the spans are summed: a run
+    killed and resumed an hour later trained for its spans, not for the hour between them.
+    """
+    times = sorted(t for points in scalars.values() for _, _, t in points)
+    if not times:
+        return None
+    restarts = [s for s in fit_starts(run) if s > times[0]]
+    total, begin = 0.0, times[0]
+    for before, after in zip(times, times[1:]):
+        if any(before < s <= after for s in restarts):
+            total, begin = total + before - begin, after
+    return round(total + times[-1] - begin, 1)
 
 
 def read_config(run: Path) -> dict[str, Any]:

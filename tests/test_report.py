@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
@@ -145,3 +146,31 @@ def test_a_held_out_split_gets_a_best_for_validation_only(tmp_path):
     assert "| metric | final | best (held-out validation) |" in text
     assert "| `test/acc` | 0.7500 |  |" in text and "| `train/acc` | 0.9000 |  |" in text
     assert "| `val/acc` | 0.7000 | 0.8000 (epoch 1) |" in text
+
+
+def test_a_resumed_run_is_timed_without_the_pause_between_its_starts(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from eva_lightning.report import RunSummary
+    from eva_lightning.tools.seeds import read_seed_run
+
+    run = tmp_path / "s6" / "seed_1"
+    # started at t0, killed after epoch 1 (t0 + 120 s), resumed an hour later for epochs 2-3 (60 s each)
+    t0 = 1_800_000_000.0
+    points = [(0, t0 + 60), (1, t0 + 120), (2, t0 + 3720), (3, t0 + 3780)]
+    writer = SummaryWriter(str(run))
+    for epoch, wall in points:
+        writer.add_scalar("val/acc", 0.9 + epoch / 100, epoch, walltime=wall)
+        writer.add_scalar("train/loss", 1.0 / (epoch + 1), epoch, walltime=wall)
+    writer.close()
+    (run / "config.yaml").write_text("seed_everything: 1\ntrainer:\n  max_epochs: 4\n")
+    started = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")  # noqa: E731
+    (run / "run_info.yaml").write_text(f"stage: fit\nstarted: '{started(t0)}'\n---\n"
+                                       f"stage: fit\nstarted: '{started(t0 + 3650)}'\n")
+    # the end of fit is written by the last start only: its 70 s are not the run's
+    (run / "fit_result.json").write_text('{"wall_time_s": 70.0, "epochs": 4, "global_step": 40, "status": "finished"}')
+
+    assert read_seed_run(run).wall_s == 60 + 60  # first start: t0+60 .. t0+120; second: t0+3720 .. t0+3780
+    assert dict(RunSummary.from_run_dir(run).rows())["epochs"] == "4 of 4 in 2 min 00 s"
+    (run / "run_info.yaml").write_text(f"stage: fit\nstarted: '{started(t0)}'\n")  # one start: fit_result.json's time
+    assert dict(RunSummary.from_run_dir(run).rows())["epochs"] == "4 of 4 in 70.0 s"

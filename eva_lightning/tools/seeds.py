@@ -38,7 +38,7 @@ class SeedRun:
     epochs: int  # epochs the run completed
     final: float  # the metric after the last epoch
     last3: list[float]  # its last three values, oldest first (one when test/acc is tested once, after fit)
-    wall_s: float  # seconds from the first to the last logged scalar
+    wall_s: float  # seconds trained: first to last logged scalar, less a resumed run's pauses
 
 
 def read_seed_run(run_dir: str | Path) -> SeedRun:
@@ -71,11 +71,10 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
     if max_epochs and epochs < max_epochs:
         raise EvaError(f"{run}: stopped after epoch {epochs} of {max_epochs}; its last epoch is not the schedule's "
                        "final one: finish it (eva fit ... --ckpt_path <its checkpoints/last.ckpt>) or leave it out")
-    times = [t for pts in scalars.values() for _, _, t in pts]
     seed = config.get("seed_everything")
     seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
     last3 = [v for _, v in points[-3:]]
-    return SeedRun(seed, str(run), metric, epochs, points[-1][1], last3, wall_s=round(max(times) - min(times), 1))
+    return SeedRun(seed, str(run), metric, epochs, points[-1][1], last3, wall_s=run_files.trained_seconds(run, scalars))
 
 
 def summary(runs: list[SeedRun]) -> dict:
