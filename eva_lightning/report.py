@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import yaml
 from lightning.pytorch.callbacks import Callback
 
-from eva_lightning import runinfo, runs
+from eva_lightning import runs
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 
 log = logging.getLogger(__name__)
@@ -53,10 +52,7 @@ FIGURE_GROUPS = (
 # --------------------------------------------------------------------------- reading a run back
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """The newest ``fit`` document of ``run_info.yaml`` (a resumed run appends one per start)."""
-    path = run_dir / runinfo.FILE
-    if not path.exists():
-        return {}
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    docs = runs.run_info_documents(run_dir)
     fits = [d for d in docs if d.get("stage") == "fit"] or docs
     return {**fits[-1], "started": fits[0].get("started"), "starts": len(fits)} if fits else {}
 
@@ -65,7 +61,7 @@ def machine_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
     """Header rows for the machine a run used (the host name is left out of the published page)."""
     m = info.get("machine") or {}
     if not m:
-        return [("machine", f"not recorded (no {runinfo.FILE} in the run directory)")]
+        return [("machine", f"not recorded (no {runs.RUN_INFO} in the run directory)")]
     gpus = m.get("gpus") or []
     gpu = ", ".join(f"{n} × {name}" for name, n in Counter(gpus).items()) if gpus else "none"
     code = info.get("code") or {}

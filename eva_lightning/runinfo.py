@@ -25,7 +25,6 @@ from lightning.pytorch.callbacks import Callback
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.runs import RUN_INFO, run_dir
 
-FILE = RUN_INFO
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "albumentations", "numpy", "jsonargparse")
 CODE_DIR = Path(__file__).resolve().parent
 
@@ -108,7 +107,7 @@ class RunInfo(Callback):
         run = run_dir(trainer)
         if run is None or not trainer.is_global_zero:
             return
-        path = run / FILE
+        path = run / RUN_INFO
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {"stage": str(getattr(stage, "value", stage)), **run_info(trainer)}
         with open(path, "a") as f:

@@ -98,13 +98,17 @@ def read_scalars(run: Path) -> Scalars:
     return scalars
 
 
+def run_info_documents(run: Path) -> list[dict[str, Any]]:
+    """The documents of the run's ``run_info.yaml``, oldest first (one per start); [] when it is missing."""
+    path = Path(run) / RUN_INFO
+    return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)] if path.exists() else []
+
+
 def fit_starts(run: Path) -> list[float]:
     """When each start of the run's fit began (POSIX seconds, oldest first), from ``run_info.yaml``."""
-    path = Path(run) / RUN_INFO
     try:
-        docs = list(yaml.safe_load_all(path.read_text())) if path.exists() else []
-        return sorted(datetime.fromisoformat(str(d["started"])).timestamp() for d in docs
-                      if isinstance(d, dict) and d.get("stage") == "fit" and d.get("started"))
+        return sorted(datetime.fromisoformat(str(d["started"])).timestamp() for d in run_info_documents(run)
+                      if d.get("stage") == "fit" and d.get("started"))
     except (yaml.YAMLError, ValueError):
         return []
 

@@ -32,13 +32,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
 from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
-from eva_lightning import runinfo, runs  # noqa: E402
+from eva_lightning import runs  # noqa: E402
 from eva_lightning.errors import EvaError  # noqa: E402
 from eva_lightning.report import RESULT_NAME, figure_families, write_report  # noqa: E402
 
 log = logging.getLogger("make_reference")
 
-KEEP_FILES = ("config.yaml", "hparams.yaml", runinfo.FILE, RESULT_NAME)
+KEEP_FILES = ("config.yaml", "hparams.yaml", runs.RUN_INFO, RESULT_NAME)
 SKIP_SCALARS = ("hp_metric",)  # TensorBoardLogger's placeholder (-1) for the HParams tab
 
 
