@@ -227,3 +227,23 @@ def test_callbacks_without_batch_hooks_cost_lightnings_batch_loop_nothing(tiny_c
     assert {"RngState", "RunInfo", "RunReport", "NetworkSummary"} <= {a.split(".")[0] for a in profiler.actions}
     assert {"on_before_batch_transfer", "lr_scheduler_step", "on_train_epoch_start"} <= profiler.module_hooks
     assert not profiler.module_hooks & set(TRAIN_BATCH_HOOKS)
+
+
+def test_image_callbacks_in_a_fit_with_compile(tmp_path, mnist_dir, monkeypatch):
+    # `compile: true` used to end the first GradCAM epoch in a traceback; aot_eager exercises the
+    # compiled wrapper as inductor does (the hooked layer runs inside the graph) without a C++ build
+    from functools import partial
+
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="aot_eager"))
+    grid, cam = MisclassifiedGrid(num_images=4), GradCAMGrid(num_images=4)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=TensorBoardLogger(tmp_path, name="fit"),
+        callbacks=[grid, cam], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+    dm = VisionDataModule(dataset="mnist", data_dir=str(mnist_dir), download=False, batch_size=16)
+    model = TinyNet(num_classes=10, in_channels=1, compile=True, optimizer=lambda p: torch.optim.SGD(p, lr=0.05))
+    trainer.fit(model, datamodule=dm)
+    assert "_compiled" in model.__dict__  # the steps did run compiled
+    log_dir = Path(trainer.log_dir)
+    assert (log_dir / "gradcam_epoch0.png").stat().st_size > 0 and cam.last_maps.shape == (4, 28, 28)
+    assert grid.last_count == 0 or (log_dir / "misclassified_epoch0.png").stat().st_size > 0

@@ -161,3 +161,25 @@ def test_eval_mode_gives_every_module_its_own_mode_back_even_after_an_error():
         assert not any(m.training for m in net.modules())
         raise RuntimeError("boom")
     assert [m.training for m in net.modules()] == before
+
+
+def test_gradcam_of_a_compiled_network_hooks_the_eager_one(monkeypatch):
+    # aot_eager reproduces the inductor failure ("differentiated Tensor ... not used in the graph")
+    # without a C++ compile: the hooked activation lives inside the traced graph
+    from functools import partial
+
+    from tiny import TinyNet
+
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="aot_eager"))
+    torch.manual_seed(0)
+    compiled = TinyNet(num_classes=4, in_channels=3, compile=True)
+    compiled.setup("fit")
+    x = torch.randn(3, 3, 16, 16)
+    compiled(x)  # the compiled graph exists before GradCAM runs, as after a training step
+    eager = TinyNet(num_classes=4, in_channels=3)
+    eager.load_state_dict(compiled.state_dict())  # after the step: BatchNorm's running stats moved
+    before = snapshot(compiled)
+    torch.testing.assert_close(gradcam(compiled, x, "net.0"), gradcam(eager, x, "net.0"))
+    assert_same(compiled, before)
+    # a model compiled as a whole: its layers keep their eager names
+    torch.testing.assert_close(gradcam(torch.compile(eager.net), x, "0"), gradcam(eager.net, x, "0"))

@@ -50,6 +50,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
         target_layer: module path of the layer to look at, e.g. ``net.layer3``.
         class_idx: (N,) class per image; default the predicted class.
     """
+    model = getattr(model, "_orig_mod", model)  # torch.compile(model): the layer names are the eager model's
     try:
         layer = model.get_submodule(target_layer)
     except AttributeError as exc:
@@ -67,8 +68,11 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
 
     handle = layer.register_forward_hook(keep_activation)
     try:
-        # callbacks run inside Lightning's inference_mode; autograd needs it switched off
-        with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        # callbacks run inside Lightning's inference_mode; autograd needs it switched off. A compiled
+        # network (``compile: true``) would run the hooked layer inside its graph, where the hook's
+        # activation is not the tensor the logits came from: force_eager runs the plain forward.
+        with (eval_mode(model), torch.inference_mode(False), torch.enable_grad(),
+              torch.compiler.set_stance("force_eager")):
             x = images.detach().clone()
             logits = model(x)
             target = logits.argmax(dim=1) if class_idx is None else (

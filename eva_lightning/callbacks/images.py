@@ -176,8 +176,9 @@ class GradCAMGrid(L.Callback):
         x = torch.stack([image for image, _ in sample])
         y = torch.tensor([label for _, label in sample], device=x.device)
         layer = self.layer_for(pl_module)
-        # GradCAM needs gradients, so these few images go through the network again
-        with eval_mode(pl_module), torch.no_grad():
+        # GradCAM needs gradients, so these few images go through the network again; eagerly, as
+        # gradcam() does: a compiled network would otherwise recompile for this batch and grad mode
+        with eval_mode(pl_module), torch.no_grad(), torch.compiler.set_stance("force_eager"):
             pred = pl_module(x).argmax(dim=1)
         maps = gradcam(pl_module, x, layer, class_idx=pred)
         maps_true = gradcam(pl_module, x, layer, class_idx=y) if self.true_class else None
