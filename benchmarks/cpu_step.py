@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plain_loop import build  # noqa: E402
 
-from eva_lightning.data.gpu_loader import BatchAugment  # noqa: E402
+from eva_lightning.data.batch_augment import BatchAugment  # noqa: E402
 from eva_lightning.data.transforms import build_pipeline  # noqa: E402
 
 

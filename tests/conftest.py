@@ -60,11 +60,11 @@ def write_folder(root: Path, classes=("cat", "dog", "frog"), per_class=(12, 6), 
 
 def write_cifar_jpeg(root: Path, per_class=(8, 4)) -> Path:
     """A CIFAR-10-like JPEG export: <root>/cifar10-jpeg/{train,test}/<10 classes>/*.jpg."""
-    from eva_lightning.data.sources import CIFAR10_CLASSES
+    from eva_lightning.data.datasets import CIFAR10
 
     tree = root / "cifar10-jpeg"
     for split, n in zip(("train", "test"), per_class):
-        for idx, cls in enumerate(CIFAR10_CLASSES):
+        for idx, cls in enumerate(CIFAR10.classes):
             d = tree / split / cls
             d.mkdir(parents=True, exist_ok=True)
             for j, img in enumerate(_pattern_images(n, 32, 3, np.full(n, idx), idx + (50 if split == "test" else 0))):

@@ -15,13 +15,13 @@ from eva_lightning.assignments.s7 import S7Net
 from eva_lightning.assignments.s8 import BasicBlock, resnet18
 from eva_lightning.assignments.s11 import CustomResNet
 from eva_lightning.cli import EvaCLI
-from eva_lightning.data import gpu_loader
-from eva_lightning.data.datamodule import KNOWN
+from eva_lightning.data.batch_augment import BatchAugment
+from eva_lightning.data.datasets import CIFAR10
 from eva_lightning.data.transforms import build_pipeline
 from test_configs import config_args, read_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-MEAN, STD = KNOWN["cifar10"][1], KNOWN["cifar10"][2]
+MEAN, STD = CIFAR10.mean, CIFAR10.std
 
 
 @pytest.fixture(autouse=True)
@@ -102,8 +102,8 @@ def test_train_pipeline_shapes_and_cutout_hole(name):
         hole = (pipe(image=image)["image"].abs() < 0.03).all(dim=0)
         rows, cols = hole.nonzero(as_tuple=True)
         assert hole.sum() == 64 and rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
-    # ...and the same config runs on the GPU-resident loader (no fallback to the DataLoader path)
-    augment = gpu_loader.BatchAugment(build_pipeline(always, MEAN, STD))
+    # ...and the same config runs batched (data.loader: gpu; no fallback to the DataLoader path)
+    augment = BatchAugment(build_pipeline(always, MEAN, STD))
     batch = augment(torch.from_numpy(np.stack([image] * 4)), torch.Generator().manual_seed(0))
     assert batch.shape == (4, 3, 32, 32)
     assert ((batch.abs() < 0.03).all(dim=1).sum(dim=(1, 2)) == 64).all()

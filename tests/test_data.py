@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -10,7 +11,13 @@ import torch
 
 from conftest import tar_tree, write_cifar_jpeg, write_folder
 from eva_lightning.data import VisionDataModule, sources
+from eva_lightning.data.datasets import DATASETS, DatasetName
 from eva_lightning.errors import EvaError
+
+
+def test_each_data_set_value_has_one_description():
+    assert tuple(DATASETS) == get_args(DatasetName)  # data.dataset's choices are the descriptions
+    assert all(info.name == name for name, info in DATASETS.items())
 
 
 def _raw_mnist(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:

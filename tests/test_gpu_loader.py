@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.datamodule import ImageSplit
-from eva_lightning.data.gpu_loader import BatchAugment, Rotate
+from eva_lightning.data.batch_augment import BatchAugment, BatchedSplit, Rotate
 from eva_lightning.data.transforms import build_pipeline
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -157,6 +157,24 @@ def test_index_batches_through_a_standard_dataloader_sharded_and_reseeded():
         flips.append(torch.stack([split.finish(every)[0] for _ in range(2)]))
     assert torch.equal(flips[0], flips[1]) and not torch.equal(flips[0], flips[2])
     assert not torch.equal(flips[0][0], flips[0][1])  # and the next batch is a new draw
+
+
+#: the devices this machine has: the CPU runs the code path a GPU runs
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_split_works_on_the_device_its_index_batches_arrive_on(device):
+    images = torch.arange(10 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).reshape(10, 8, 8, 1)
+    specs = [{"name": "PadIfNeeded", "min_height": 10, "min_width": 10}, {"name": "RandomCrop", "height": 8, "width": 8},
+             {"name": "HorizontalFlip"}, {"name": "Normalize"}]
+    split = BatchedSplit(images, torch.arange(10), _augment(specs, (0,), (1,)))
+    idx = torch.arange(10, device=device).repeat(20)
+    x, y = split(idx, seed=3)
+    assert x.device == y.device == idx.device and x.shape == (200, 1, 8, 8) and torch.equal(y, idx)
+    assert torch.equal(split(idx, seed=3)[0], x)  # the seed decides the batch
+    assert not torch.equal(split(idx, seed=4)[0], x)
+    assert not torch.equal(split(idx)[0], split(idx)[0])  # without a seed: the stream goes on
 
 
 def test_unsupported_transform_falls_back_with_message(mnist_dir, caplog):

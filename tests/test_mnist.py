@@ -231,9 +231,10 @@ def test_committed_checkpoint_reproduces_recorded_accuracy_on_real_mnist(name, t
     """``eva test`` on the committed checkpoint gives the accuracy in docs/readme/mnist.md."""
     from eva_lightning.cli import EvaCLI
     from eva_lightning.data import sources
+    from eva_lightning.data.datasets import MNIST
 
     data = Path(os.environ.get("EVA_DATA_DIR", "data")).resolve()  # before the chdir below
-    if not sources.mnist_present(data):
+    if not sources.torchvision_present(MNIST.torchvision, data):
         pytest.skip(f"real MNIST not found under EVA_DATA_DIR={data}")
     ckpt = ROOT / "checkpoints" / f"{name}.ckpt"
     recorded = RECORDED[name]

@@ -12,6 +12,7 @@ from torch import nn
 
 from eva_lightning.core import ImageClassifier, Schedule
 from eva_lightning.data import VisionDataModule, sources
+from eva_lightning.data.datasets import MNIST
 
 pytestmark = pytest.mark.real_data
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.real_data
 @pytest.fixture
 def real_mnist() -> Path:
     root = Path(os.environ.get("EVA_DATA_DIR", "data"))
-    if not sources.mnist_present(root):
+    if not sources.torchvision_present(MNIST.torchvision, root):
         pytest.skip(f"real MNIST not found under EVA_DATA_DIR={root}")
     return root
 

@@ -14,20 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from eva_lightning.data import gpu_loader, sources
+from eva_lightning.data import sources
+from eva_lightning.data.batch_augment import BatchAugment, BatchedSplit, Unsupported
+from eva_lightning.data.datasets import DATASETS, DatasetName
 from eva_lightning.data.transforms import TransformSpec, build_pipeline
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
-
-# name -> (channels, mean, std); statistics of the training split.
-KNOWN = {
-    "mnist": (1, (0.1307,), (0.3081,)),
-    "cifar10": (3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
-CLASSES = {"mnist": sources.MNIST_CLASSES, "cifar10": sources.CIFAR10_CLASSES}
-SIZES = {"mnist": 28, "cifar10": 32}
-FOLDER_NAMES = {"mnist": (), "cifar10": ("cifar10-jpeg", "cifar10"), "folder": ()}
 
 
 def _draw_seed() -> int:
@@ -41,8 +34,9 @@ class ImageSplit(Dataset):
     Both ways through it are a standard DataLoader (Lightning's samplers, DDP sharding, resume):
 
     - ``augment`` given (``data.loader: gpu``): items are indices. The data module's
-      ``on_after_batch_transfer`` hands each index batch to :meth:`finish`, which gathers the
-      images from a copy of the split on the batch's device and augments them there as a batch.
+      ``on_after_batch_transfer`` hands each index batch to :meth:`finish`, and its
+      :class:`~eva_lightning.data.batch_augment.BatchedSplit` gathers and augments them on the
+      batch's device.
     - otherwise: items are ``(pipeline(image), label)``, albumentations per sample (in workers).
 
     Randomness follows the run's seed: pipelines start from ``torch.initial_seed()``, and a
@@ -56,13 +50,13 @@ class ImageSplit(Dataset):
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, pipeline: A.Compose,
-                 augment: gpu_loader.BatchAugment | None = None, reseed: bool = False) -> None:
+                 augment: BatchAugment | None = None, reseed: bool = False) -> None:
         self.images = torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.pipeline, self.augment, self.reseed = pipeline, augment, reseed
         self.rank = 0  # added to each drawn seed: DDP ranks share torch's seed, not their augmentations
         self._seed_pipeline(torch.initial_seed())
-        self._on: tuple[torch.Tensor, torch.Tensor, torch.Generator] | None = None
+        self.batched = BatchedSplit(self.images, self.labels, augment) if augment is not None else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -86,16 +80,9 @@ class ImageSplit(Dataset):
 
     def finish(self, batch):
         """An index batch -> ``(augmented float images, labels)`` on its device; other batches as they are."""
-        if self.augment is None or not isinstance(batch, torch.Tensor):
+        if self.batched is None or not isinstance(batch, torch.Tensor):
             return batch
-        if self._on is None or self._on[0].device != batch.device:  # one copy of the split per device
-            g = torch.Generator(batch.device)
-            g.manual_seed(torch.initial_seed())
-            self._on = (self.images.to(batch.device), self.labels.to(batch.device), g)
-        images, labels, g = self._on
-        if self.reseed and self.augment.random:
-            g.manual_seed(_draw_seed() + self.rank)
-        return self.augment(images[batch], g), labels[batch]
+        return self.batched(batch, _draw_seed() + self.rank if self.reseed and self.augment.random else None)
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -123,13 +110,13 @@ class VisionDataModule(L.LightningDataModule):
             converted to the model's input with the test pipeline).
         loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or ``gpu``:
             index batches, gathered from the split held on the training device and augmented there as a
-            batch (:class:`ImageSplit`, ``eva_lightning.data.gpu_loader``); a pipeline without a batched
+            batch (``eva_lightning.data.batch_augment``); a pipeline without a batched
             version falls back to ``torch`` for that split, with a logged reason.
     """
 
     def __init__(
         self,
-        dataset: Literal["mnist", "cifar10", "folder"] = "mnist",
+        dataset: DatasetName = "mnist",
         data_dir: str | None = None,
         download: bool = True,
         batch_size: int = 128,
@@ -159,14 +146,15 @@ class VisionDataModule(L.LightningDataModule):
             raise EvaError(f"data.std={list(std)} is impossible: every channel's std must be > 0, or leave it unset")
         self.save_hyperparameters()
         self.dataset, self.download = dataset, download
+        self.info = DATASETS[dataset]
         self.data_dir = Path(data_dir or os.environ.get("EVA_DATA_DIR") or "data").expanduser()
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.seed, self.val_split = seed, val_split
         self.train_specs, self.test_specs = train_transforms, test_transforms
-        self._channels = KNOWN[dataset][0] if dataset in KNOWN else channels
-        self._mean = tuple(mean) if mean is not None else (KNOWN[dataset][1] if dataset in KNOWN else None)
-        self._std = tuple(std) if std is not None else (KNOWN[dataset][2] if dataset in KNOWN else None)
-        self._classes: tuple[str, ...] | None = CLASSES.get(dataset)
+        self._channels = self.info.channels or channels
+        self._mean = tuple(mean) if mean is not None else self.info.mean
+        self._std = tuple(std) if std is not None else self.info.std
+        self._classes: tuple[str, ...] | None = self.info.classes
         self.predict_dir = Path(predict_dir).expanduser() if predict_dir else None
         self.loader = loader
         self.predict_files: list[Path] = []  # the readable images, in prediction order
@@ -203,24 +191,14 @@ class VisionDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ finding the data
     def _folder_source(self) -> Path | None:
-        if self.dataset == "folder":
-            return self.data_dir if (self.data_dir / "train").is_dir() or self.data_dir.is_file() else None
-        return sources.find_folder_source(self.data_dir, FOLDER_NAMES[self.dataset])
+        return sources.find_folder_source(self.data_dir, self.info.folders)
 
     def _looked_for(self) -> list[str]:
-        d = self.data_dir
-        if self.dataset == "mnist":
-            return [f"{d}/MNIST/raw/*-ubyte (torchvision's MNIST files)"]
-        if self.dataset == "cifar10":
-            return [
-                f"{d}/cifar-10-batches-py (torchvision's CIFAR-10 files)",
-                f"{d}/cifar10-jpeg/{{train,test}}/<class>/* or {d}/cifar10-jpeg.tar.gz (an ImageFolder export)",
-            ]
-        return [f"{d}/{{train,test}}/<class>/<images> or a .tar.gz of that tree at {d}"]
+        return sources.looked_for(self.info, self.data_dir)
 
     def _local_kind(self) -> str | None:
-        present = {"mnist": sources.mnist_present, "cifar10": sources.cifar10_present}.get(self.dataset)
-        if present is not None and present(self.data_dir):
+        files = self.info.torchvision
+        if files is not None and sources.torchvision_present(files, self.data_dir):
             return "torchvision"
         return "folder" if self._folder_source() is not None else None
 
@@ -234,15 +212,15 @@ class VisionDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download (rank 0 only) when nothing is found locally and downloads are allowed."""
-        if self.trainer is not None and self.trainer.predicting and self.dataset in KNOWN:
+        if self.trainer is not None and self.trainer.predicting and self.info.known:
             return  # predicting own images needs only the known statistics and sizes, no data set
         if self._local_kind() is not None:
             return
-        if not self.download or self.dataset == "folder":
+        if not self.download or self.info.torchvision is None:
             raise sources.data_missing(self.data_dir, self._looked_for(), download=False)
         try:
             for train in (True, False):
-                sources.load_torchvision(self.dataset, self.data_dir, train, download=True)
+                sources.load_torchvision(self.info.torchvision, self.data_dir, train, download=True)
         except Exception as exc:  # torchvision raises URLError/RuntimeError/OSError when offline
             log.debug("download failed: %r", exc)
             raise sources.data_missing(self.data_dir, self._looked_for(), download=True) from None
@@ -251,13 +229,14 @@ class VisionDataModule(L.LightningDataModule):
         if split not in self._splits:
             kind = self._local_kind()
             if kind == "torchvision":
-                out = sources.load_torchvision(self.dataset, self.data_dir, split == "train")
+                out = sources.load_torchvision(self.info.torchvision, self.data_dir, split == "train", self.info.classes)
             elif kind == "folder":
-                size = self.hparams.image_size if self.dataset == "folder" else None
+                # a data set of known size is read as it is stored (its decoded cache stays valid)
+                size = self.hparams.image_size if self.info.image_size is None else None
                 out = sources.load_folder_cached(self._folder_source(), split, self._channels, size)
             else:
                 raise sources.data_missing(self.data_dir, self._looked_for(), self.download)
-            if self._classes is not None and self.dataset == "folder" and out.classes != self._classes:
+            if self.info.classes is None and self._classes is not None and out.classes != self._classes:
                 raise EvaError(f"train and test class folders differ in {self.data_dir}: "
                                f"{sorted(set(out.classes) ^ set(self._classes))} appear in only one of them")
             self._classes = self._classes or out.classes
@@ -276,8 +255,8 @@ class VisionDataModule(L.LightningDataModule):
         augment = None
         if self.loader == "gpu":
             try:
-                augment = gpu_loader.BatchAugment(pipeline)
-            except gpu_loader.Unsupported as exc:
+                augment = BatchAugment(pipeline)
+            except Unsupported as exc:
                 log.warning("data.loader=gpu cannot batch %s: this split takes the DataLoader path "
                             "(albumentations per sample, data.num_workers=%d)", exc, self.num_workers)
         return ImageSplit(images, labels, pipeline, augment, reseed=train)
@@ -285,7 +264,7 @@ class VisionDataModule(L.LightningDataModule):
     @property
     def image_size(self) -> int:
         """Side of the square model input."""
-        return SIZES.get(self.dataset) or self.hparams.image_size or self._load("train").images.shape[1]
+        return self.info.image_size or self.hparams.image_size or self._load("train").images.shape[1]
 
     def _setup_predict(self) -> None:
         if self.predict_dir is None or not self.predict_dir.is_dir():

@@ -1,4 +1,4 @@
-"""Reading MNIST, CIFAR-10 and ImageFolder trees into in-memory uint8 arrays.
+"""Reading torchvision's data sets and ImageFolder trees into in-memory uint8 arrays.
 
 Every source ends as ``(images, labels, classes)``: images ``uint8`` of shape (N, H, W, C),
 labels ``int64`` of shape (N,). The arrays are small (CIFAR-10 is 180 MB), so holding them in
@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from eva_lightning.data.datasets import DatasetInfo, TorchvisionFiles
 from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MNIST_CLASSES = tuple(str(i) for i in range(10))
 
 
 @dataclass
@@ -52,24 +51,20 @@ def data_missing(data_dir: Path, looked_for: list[str], download: bool) -> EvaEr
 
 
 # --------------------------------------------------------------------------- torchvision files
-def mnist_present(root: Path) -> bool:
-    raw = root / "MNIST" / "raw"
-    return all((raw / f).exists() for f in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
+def torchvision_present(files: TorchvisionFiles, root: Path) -> bool:
+    """Whether torchvision's files of both splits are under ``root``."""
+    return all((root / marker).exists() for marker in files.markers)
 
 
-def cifar10_present(root: Path) -> bool:
-    return (root / "cifar-10-batches-py" / "data_batch_1").exists()
-
-
-def load_torchvision(name: str, root: Path, train: bool, download: bool = False) -> Split:
+def load_torchvision(files: TorchvisionFiles, root: Path, train: bool, classes: tuple[str, ...] | None = None,
+                     download: bool = False) -> Split:
     """Read (and, only when asked, download) a torchvision data set into arrays."""
     from torchvision import datasets
 
-    if name == "mnist":
-        ds = datasets.MNIST(str(root), train=train, download=download)
-        return Split(ds.data.numpy()[..., None], ds.targets.numpy().astype(np.int64), MNIST_CLASSES)
-    ds = datasets.CIFAR10(str(root), train=train, download=download)
-    return Split(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))
+    ds = getattr(datasets, files.dataset)(str(root), train=train, download=download)
+    images = np.asarray(ds.data, dtype=np.uint8)  # a tensor or an array, by data set; grey ones lack the C axis
+    images = np.ascontiguousarray(images[..., None] if images.ndim == 3 else images)
+    return Split(images, np.asarray(ds.targets, dtype=np.int64), classes or tuple(ds.classes))
 
 
 # --------------------------------------------------------------------------- image folders
@@ -180,13 +175,24 @@ def load_folder_cached(source: Path, split: str, channels: int, size: int | None
 
 
 def find_folder_source(root: Path, names: tuple[str, ...]) -> Path | None:
-    """The first ImageFolder tree (``<name>/train``) or archive (``<name>.tar.gz``) under root."""
+    """The first ImageFolder tree (``<name>/train``) or archive (``<name>.tar.gz``) under root; ``""`` is root itself."""
     for name in names:
-        tree = root / name
+        tree = root / name if name else root
         if (tree / "train").is_dir():
             return tree
-        for suffix in (".tar.gz", ".tgz", ".tar"):
+        if not name and root.is_file():
+            return root
+        for suffix in (".tar.gz", ".tgz", ".tar") if name else ():
             archive = root / f"{name}{suffix}"
             if archive.is_file():
                 return archive
     return None
+
+
+def looked_for(info: DatasetInfo, root: Path) -> list[str]:
+    """Where ``info``'s files would be under ``root``, for the "no data found" message."""
+    places = [f"{root}/{info.torchvision.looked_for}"] if info.torchvision else []
+    for name in info.folders:
+        places.append(f"{root}/{name}/{{train,test}}/<class>/* or {root}/{name}.tar.gz (an ImageFolder export)" if name
+                      else f"{root}/{{train,test}}/<class>/<images> or a .tar.gz of that tree at {root}")
+    return places

@@ -1,11 +1,12 @@
-"""The batched transforms behind ``data.loader: gpu``: an albumentations pipeline as a few tensor ops.
+"""Batched augmentation (``data.loader: gpu``): a split held on the training device, augmented a batch at a time.
 
 The assignments' networks are small and their images tiny, so augmenting one sample at a time in
 Python costs more than the forward pass (airbench augments whole CIFAR-10 batches on the GPU for the
-same reason). With ``data.loader: gpu`` the data module's DataLoader yields batches of indices; in
-``on_after_batch_transfer`` the batch is gathered from the uint8 split held on the training device
-and put through :class:`BatchAugment`, built from the same YAML pipeline as the albumentations
-path, with the same semantics:
+same reason). With ``data.loader: gpu`` the data module's DataLoader yields batches of indices (its
+sampler, which Lightning owns, draws each epoch's order: DDP sharding and resume stay Lightning's);
+in ``on_after_batch_transfer`` :class:`BatchedSplit` gathers the batch from its copy of the uint8
+split on the batch's device and puts it through :class:`BatchAugment`, built from the same YAML
+pipeline as the albumentations path, with the same semantics:
 
 ====================================  ====================================================
 albumentations 2.x                    here (per sample, on the device)
@@ -23,7 +24,8 @@ albumentations has no batched mode and kornia's ops differ in defaults (fill, cr
 sizes), so these few ops are written out here to keep the *configured* pipeline's meaning. Anything
 else raises :class:`Unsupported`, and that split falls back to albumentations per sample in the
 DataLoader. Random draws come from one ``torch.Generator`` on the device; nothing reads a value
-back to the host (no per-step device sync).
+back to the host (no per-step device sync). Nothing here asks which device it is on: the CPU runs
+the code a GPU runs (the tests do), only the generator's stream differs (CUDA's is Philox).
 """
 
 from __future__ import annotations
@@ -293,3 +295,36 @@ class BatchAugment:
         for op in self.ops:
             x = op(x, g)
         return x
+
+
+class BatchedSplit:
+    """A split's images and labels, copied to the device its index batches arrive on, augmented there.
+
+    The copy and its ``torch.Generator`` are made on the first index batch's device (``cpu`` or
+    ``cuda`` alike: one code path), and again only if a batch arrives on another device.
+
+    Args:
+        images: uint8 (N, H, W, C) on the host.
+        labels: int64 (N,) on the host.
+        augment: the split's pipeline as batched ops.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment) -> None:
+        self.images, self.labels, self.augment = images, labels, augment
+        self._on: tuple[torch.Tensor, torch.Tensor, torch.Generator] | None = None
+
+    def __call__(self, idx: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """An index batch -> ``(float32 images (B, C, H, W), labels)`` on its device.
+
+        Args:
+            idx: int64 indices, on the device to work on.
+            seed: restart the generator from this seed first (a training split's per-batch seed).
+        """
+        if self._on is None or self._on[0].device != idx.device:
+            g = torch.Generator(idx.device)
+            g.manual_seed(torch.initial_seed())
+            self._on = (self.images.to(idx.device), self.labels.to(idx.device), g)
+        images, labels, g = self._on
+        if seed is not None:
+            g.manual_seed(seed)
+        return self.augment(images[idx], g), labels[idx]

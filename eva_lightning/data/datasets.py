@@ -1,0 +1,79 @@
+"""What the data module knows about each data set: one frozen description per ``data.dataset`` value.
+
+Everything that differs between MNIST, CIFAR-10 and an ImageFolder tree is written here (classes,
+statistics, image shape, where its files are and how they are read); the data module and the
+readers in :mod:`~eva_lightning.data.sources` never name a data set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: the values of ``data.dataset`` (a test keeps it equal to :data:`DATASETS`' keys)
+DatasetName = Literal["mnist", "cifar10", "folder"]
+
+
+@dataclass(frozen=True)
+class TorchvisionFiles:
+    """A torchvision data set's own files under ``data_dir``.
+
+    Args:
+        dataset: the ``torchvision.datasets`` class name (``MNIST``).
+        markers: files that exist under ``data_dir`` once both splits are there.
+        looked_for: where they are, for the "no data found" message.
+    """
+
+    dataset: str
+    markers: tuple[str, ...]
+    looked_for: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One data set: what the model needs from it and where its images come from.
+
+    Args:
+        name: the ``data.dataset`` value.
+        channels: image channels; None: ``data.channels`` decides.
+        image_size: side of the square images; None: ``data.image_size`` or the files decide.
+        mean: per-channel mean of the training split (pixels in [0, 1]); None: computed from it.
+        std: per-channel std, likewise.
+        classes: class names in label order; None: the tree's class folders, sorted.
+        torchvision: torchvision's files, read (and downloaded) through ``torchvision.datasets``.
+        folders: ImageFolder exports looked for under ``data_dir``: ``<name>/{train,test}/<class>/*``
+            or ``<name>.tar.gz``; ``""`` is ``data_dir`` itself (the tree, or an archive there).
+    """
+
+    name: DatasetName
+    channels: int | None = None
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    classes: tuple[str, ...] | None = None
+    torchvision: TorchvisionFiles | None = None
+    folders: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        """Whether a model's input is known without reading any images (e.g. to predict your own)."""
+        return None not in (self.channels, self.image_size, self.mean, self.std, self.classes)
+
+
+MNIST = DatasetInfo(
+    name="mnist", channels=1, image_size=28, mean=(0.1307,), std=(0.3081,),
+    classes=tuple(str(i) for i in range(10)),
+    torchvision=TorchvisionFiles("MNIST", ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"),
+                                 "MNIST/raw/*-ubyte (torchvision's MNIST files)"),
+)
+CIFAR10 = DatasetInfo(
+    name="cifar10", channels=3, image_size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+    classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    torchvision=TorchvisionFiles("CIFAR10", ("cifar-10-batches-py/data_batch_1",),
+                                 "cifar-10-batches-py (torchvision's CIFAR-10 files)"),
+    folders=("cifar10-jpeg", "cifar10"),
+)
+#: any ImageFolder tree at ``data_dir``: everything is read from it (or from ``data.*``)
+FOLDER = DatasetInfo(name="folder", folders=("",))
+
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (MNIST, CIFAR10, FOLDER)}
