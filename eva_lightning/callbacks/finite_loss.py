@@ -22,14 +22,18 @@ class FiniteLossGuard(Callback):
     epoch-end metric, after ``ModelCheckpoint`` may already have saved NaN weights.) On a GPU
     reading the loss every step would stall the device queue, so the first bad step is recorded
     on the device and read every ``check_every_n_steps`` and always before validation and at the
-    end of each epoch (before ``ModelCheckpoint`` saves); on a CPU it is read every step. In DDP
-    the decision is shared by all ranks so none is left waiting in a collective.
+    end of each epoch (before ``ModelCheckpoint`` saves). A CPU runs the same code, so the CPU
+    tests cover the GPU's path. In DDP the decision is shared by all ranks so none is left
+    waiting in a collective.
 
     Args:
-        check_every_n_steps: on accelerators, steps between reads of the device-side record.
+        check_every_n_steps: steps between reads of the device-side record.
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
+        if check_every_n_steps < 1:
+            raise EvaError(f"FiniteLossGuard.check_every_n_steps={check_every_n_steps} is impossible: use at least 1 "
+                           "(1 reads the loss every step)")
         self.check_every_n_steps = check_every_n_steps
         self._first: dict[str, torch.Tensor] | None = None  # epoch/step/batch/nan of the first bad loss, -1: none
 
@@ -38,8 +42,6 @@ class FiniteLossGuard(Callback):
         if not isinstance(loss, torch.Tensor):
             return
         loss = loss.detach()
-        if loss.device.type == "cpu" and bool(torch.isfinite(loss).all()):
-            return  # the common case on a CPU, where the read is free: one op, nothing recorded
         if self._first is None or self._first["step"].device != loss.device:
             self._first = {k: torch.full((), -1, dtype=torch.long, device=loss.device) for k in ("epoch", "step", "batch", "nan")}
         new = ~torch.isfinite(loss).all() & (self._first["step"] < 0)
@@ -47,7 +49,7 @@ class FiniteLossGuard(Callback):
         for key, value in here.items():  # python scalars: no host-to-device copy, no sync
             self._first[key] = torch.where(new, value, self._first[key])
         self._first["nan"] = torch.where(new, torch.isnan(loss).any().long(), self._first["nan"])
-        if loss.device.type == "cpu" or (batch_idx + 1) % self.check_every_n_steps == 0:
+        if (batch_idx + 1) % self.check_every_n_steps == 0:
             self._check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
