@@ -18,7 +18,7 @@ from eva_lightning.entry import main
 from eva_lightning.data import VisionDataModule, sources
 from eva_lightning.errors import EvaError
 
-S4, S5, S7, S8, S11 = (f"eva_lightning.assignments.{m}" for m in ("s4.S4Model", "s5.S5Model", "s7.S7Model", "s8.S8Model", "s11.S11Model"))
+S5, S7, S8, S11 = (f"eva_lightning.assignments.{m}" for m in ("s5.S5Model", "s7.S7Model", "s8.S8Model", "s11.S11Model"))
 CALLBACKS = "eva_lightning.callbacks"
 SCHEDULE = "--model.init_args.schedule"
 OPTIMIZER = "--model.init_args.optimizer.init_args"
@@ -55,7 +55,7 @@ IMPOSSIBLE_NUMBERS = [
     case("div_factor_0.5", [f"{SCHEDULE}.div_factor", "0.5"], "schedule.div_factor=0.5", ">= 1"),
     case("final_div_factor_0", [f"{SCHEDULE}.final_div_factor", "0"], "schedule.final_div_factor=0", "> 0"),
     # assignment modules
-    case("s4_dropout_negative", ["--model.class_path", S4, "--model.init_args.dropout", "-0.1"], "model.init_args.dropout=-0.1", "[0, 1)"),
+    case("s5_dropout_negative", ["--model.class_path", S5, "--model.init_args.dropout", "-0.1"], "model.init_args.dropout=-0.1", "[0, 1)"),
     case("s5_dropout_1", ["--model.class_path", S5, "--model.init_args.dropout", "1.0"], "model.init_args.dropout=1.0"),
     case("s5_virtual_batch_0", ["--model.class_path", S5, "--model.init_args.norm", "gbn", "--model.init_args.virtual_batch_size", "0"],
          "model.init_args.virtual_batch_size=0"),

@@ -9,6 +9,7 @@ comes before the last one in another config's command, or that another config in
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from pathlib import Path
@@ -154,3 +155,13 @@ def test_config_trains_one_step(config, synthetic_roots, tmp_path, monkeypatch):
     x = torch.zeros(2, cli.datamodule.in_channels, cli.datamodule.image_size, cli.datamodule.image_size)
     cli.model.eval()
     assert cli.model(x).shape == (2, cli.datamodule.num_classes)
+
+
+REFERENCE_CONFIGS = sorted((ROOT / "lightning_logs" / "reference").glob("*/config.yaml"))
+
+
+@pytest.mark.parametrize("config", REFERENCE_CONFIGS, ids=[c.parent.name for c in REFERENCE_CONFIGS])
+def test_reference_runs_name_model_classes_that_still_import(config):
+    """A recorded run's config (and its checkpoints) keep loading after a class is renamed or merged."""
+    module, _, name = yaml.safe_load(config.read_text())["model"]["class_path"].rpartition(".")
+    assert isinstance(getattr(importlib.import_module(module), name), type)

@@ -43,7 +43,7 @@ def runs(tmp_path_factory) -> dict:
         "unknown_key.yaml": text.replace("max_epochs: 1", "max_epoch: 1"),
         "wrong_type.yaml": text.replace("batch_size: 32", "batch_size: thirty-two"),
         "not_classifier.yaml": text.replace("class_path: tiny.TinyNet", "class_path: torch.nn.Linear"),
-        "s4.yaml": text.replace("class_path: tiny.TinyNet", "class_path: eva_lightning.assignments.s4.S4Model"),
+        "s4.yaml": text.replace("class_path: tiny.TinyNet", "class_path: eva_lightning.assignments.s5.S5Final"),
     }
     for name, content in files.items():
         (base / name).write_text(content)
@@ -137,7 +137,7 @@ def _clean_failure(result: dict, *needles: str) -> str:
         ("garbage_ckpt", ["garbage.ckpt is truncated or corrupt"]),
         ("missing_ckpt", ["nope.ckpt does not exist"]),
         ("other_model_ckpt", ["saved from tiny.TinyNet", "does not match the configured model",
-                              "eva_lightning.assignments.s4.S4Model"]),
+                              "eva_lightning.assignments.s5.S5Final"]),
     ],
 )
 def test_bad_input_is_one_clear_message(runs, case, needles):

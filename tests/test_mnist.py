@@ -12,7 +12,6 @@ import torch
 import yaml
 from torch import nn
 
-from eva_lightning.assignments.s4 import S4Net
 from eva_lightning.assignments.s5 import S5Net, SkeletonNet
 from test_configs import as_param, expand, files_read, read_config
 
@@ -31,11 +30,10 @@ def count(net: nn.Module, kind: type) -> int:
 @pytest.mark.parametrize(
     "net, max_params, max_pools",
     [
-        (S4Net(), 8_000, 2),  # S4: < 10k required, < 8k aimed for
         (S5Net(), 8_000, 2),  # S5 step 3-4
         (S5Net(norm="gbn"), 8_000, 2),  # S6 Ghost BN: same parameters
     ],
-    ids=["s4", "s5", "s5-gbn"],
+    ids=["s5", "s5-gbn"],
 )
 def test_constraints_no_linear_few_params_few_pools(net, max_params, max_pools):
     assert n_params(net) < max_params

@@ -20,8 +20,8 @@ from functools import partial
 
 from torch import nn
 
-from eva_lightning.assignments.s4 import conv_bn
 from eva_lightning.core import ImageClassifier
+from eva_lightning.core.blocks import conv_bn
 from eva_lightning.core.layers import NormKind, check_dropout, check_virtual_batch_size, norm2d
 from eva_lightning.errors import EvaError
 

@@ -1,8 +1,17 @@
-"""Convolution building blocks shared by the CIFAR-10 assignments (S7-S11)."""
+"""Convolution building blocks shared by the assignments: ``conv_bn`` (MNIST, S4-S6) and the rest (CIFAR-10, S7-S11)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, padding: int = 0, dropout: float | None = 0.0,
+            norm: Callable[[int], nn.Module] | None = nn.BatchNorm2d) -> nn.Sequential:
+    """conv (no bias: the norm shifts) - norm - ReLU - dropout; ``norm`` / ``dropout`` None leaves that layer out."""
+    layers = [nn.Conv2d(cin, cout, k, padding=padding, bias=False), *([norm(cout)] if norm else []), nn.ReLU()]
+    return nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout is not None else []))
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
