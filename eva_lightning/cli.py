@@ -32,9 +32,8 @@ from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
 from eva_lightning.errors import EvaError
 from eva_lightning.predict import PredictionWriter
-from eva_lightning.report import RunReport
-from eva_lightning.runinfo import RunInfo
-from eva_lightning.runs import newest_version, run_dir, version_number
+from eva_lightning.runs.layout import newest_version, run_dir, version_number
+from eva_lightning.runs.record import RunInfo, RunReport
 from eva_lightning.callbacks.finite_loss import FiniteLossGuard
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.callbacks.rng_state import RngState
@@ -596,13 +595,13 @@ def _init_args(class_path: str) -> list[str]:
 
 def end_of_run_summary(cli: EvaCLI) -> str | None:
     """The lines ``eva fit`` / ``eva test`` end with (rank 0): final test accuracy, time, where the files are."""
-    from eva_lightning.report import RunSummary
+    from eva_lightning.runs.report import Headline
 
     trainer = cli.trainer
     if cli.subcommand not in ("fit", "test") or not trainer.is_global_zero or trainer.fast_dev_run:
         return None
     run = run_dir(trainer)
     if run is not None and any(run.glob("events.out.tfevents.*")):
-        return RunSummary.from_run_dir(run).text()
+        return Headline.from_run(run).text()
     split = float(getattr(cli.datamodule, "val_split", 0.0) or 0.0)
-    return RunSummary.from_trainer(trainer, cli.subcommand, split).text()  # no logger: nothing written
+    return Headline.from_trainer(trainer, cli.subcommand, split).text()  # no logger: nothing written

@@ -32,13 +32,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
 from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
-from eva_lightning import runs  # noqa: E402
+from eva_lightning.runs import layout  # noqa: E402
 from eva_lightning.errors import EvaError  # noqa: E402
-from eva_lightning.report import RESULT_NAME, figure_families, write_report  # noqa: E402
+from eva_lightning.runs.report import figure_families, write_report  # noqa: E402
 
 log = logging.getLogger("make_reference")
 
-KEEP_FILES = ("config.yaml", "hparams.yaml", runs.RUN_INFO, RESULT_NAME)
+KEEP_FILES = (layout.CONFIG, "hparams.yaml", layout.RUN_INFO, layout.FIT_RESULT)
 SKIP_SCALARS = ("hp_metric",)  # TensorBoardLogger's placeholder (-1) for the HParams tab
 
 
@@ -76,7 +76,7 @@ def newest_figures(run: Path) -> list[Path]:
 
 
 def make_reference(name: str, run_dir: Path, out_root: Path) -> Path:
-    run = runs.resolve(run_dir)
+    run = layout.resolve(run_dir)
     out = out_root / name
     if out.exists():
         shutil.rmtree(out)
@@ -86,10 +86,10 @@ def make_reference(name: str, run_dir: Path, out_root: Path) -> Path:
         if (run / fname).exists():
             shutil.copy2(run / fname, out / fname)
     legacy = run / "run_info.json"  # runs of 27 Nov 2026 before fit_result.json: same keys
-    if not (out / RESULT_NAME).exists() and legacy.exists():
+    if not (out / layout.FIT_RESULT).exists() and legacy.exists():
         old = json.loads(legacy.read_text())
         keep = {k: old[k] for k in ("wall_time_s", "epochs", "global_step", "status") if k in old}
-        (out / RESULT_NAME).write_text(json.dumps(keep, indent=2))
+        (out / layout.FIT_RESULT).write_text(json.dumps(keep, indent=2))
     pngs = newest_figures(run)
     for rel in pngs:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for spec in args.runs:
             name, _, path = spec.rpartition("=")
-            run = runs.resolve(path)
+            run = layout.resolve(path)
             make_reference(name or run.parent.name, run, out_root)
     except EvaError as exc:
         sys.exit(f"error: {exc}")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from eva_lightning.cli import EvaCLI
 from eva_lightning.errors import EvaError
-from eva_lightning.tools.report import main as report_main
+from eva_lightning.runs.report import main as report_main
 
 
 class SavesFigures(L.Callback):
@@ -57,11 +57,11 @@ def test_fit_writes_a_report_whose_links_resolve(tmp_path, tiny_config, monkeypa
     # validation was the test split: final values only, nothing called best
     assert "| metric | final |\n" in text and re.search(r"^\| `val/acc` \| [0-9.]+ \|$", text, re.MULTILINE)
     assert "best" not in text.split("## Configuration")[0].lower()
-    # the page opens with the end-of-run summary: test accuracy first
-    summary = text.split("\n\n")[1].splitlines()[2:]
-    assert summary[0] == f"| test accuracy | {100 * float(rows['val/acc']):.2f}% (final epoch; validation ran on the test split) |"
-    assert re.fullmatch(r"\| epochs \| 2 of 2 in [0-9.]+ s \|", summary[2])
-    assert f"| run folder | {Path('lightning_logs') / 'tiny' / 'version_0'} |" in summary
+    # the page opens with the run's headline: test accuracy first
+    headline = text.split("\n\n")[1].splitlines()[2:]
+    assert headline[0] == f"| test accuracy | {100 * float(rows['val/acc']):.2f}% (final epoch; validation ran on the test split) |"
+    assert re.fullmatch(r"\| epochs \| 2 of 2 in [0-9.]+ s \|", headline[2])
+    assert f"| run folder | {Path('lightning_logs') / 'tiny' / 'version_0'} |" in headline
     assert "class_path: tiny.TinyNet" in text  # the resolved config
     assert re.search(r"\| lightning \| \d+\.\d+", text) and "| cpu |" in text
     result = json.loads((run / "fit_result.json").read_text())
@@ -123,7 +123,7 @@ def test_make_reference_keeps_scalars_final_images_and_newest_figures(tmp_path):
 def test_a_held_out_split_gets_a_best_for_validation_only(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from eva_lightning.report import RunSummary, write_report
+    from eva_lightning.runs.report import Headline, write_report
 
     run = tmp_path / "lightning_logs" / "s10" / "version_0"
     writer = SummaryWriter(str(run))
@@ -137,7 +137,7 @@ def test_a_held_out_split_gets_a_best_for_validation_only(tmp_path):
     (run / "config.yaml").write_text("data:\n  val_split: 0.1\ntrainer:\n  max_epochs: 3\n")
     (run / "fit_result.json").write_text('{"wall_time_s": 125.0, "epochs": 3, "global_step": 30, "status": "finished"}')
 
-    rows = dict(RunSummary.from_run_dir(run).rows())
+    rows = dict(Headline.from_run(run).rows())
     assert list(rows)[:3] == ["test accuracy", "test loss", "validation accuracy"]
     assert rows["test accuracy"] == "75.00% (final weights, test split)"
     assert rows["validation accuracy"] == "70.00% final; best 80.00% at epoch 1 (held-out 0.1 of the training set)"
@@ -151,8 +151,8 @@ def test_a_held_out_split_gets_a_best_for_validation_only(tmp_path):
 def test_a_resumed_run_is_timed_without_the_pause_between_its_starts(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from eva_lightning.report import RunSummary
-    from eva_lightning.tools.seeds import read_seed_run
+    from eva_lightning.runs.report import Headline
+    from eva_lightning.runs.seeds import read_seed_run
 
     run = tmp_path / "s6" / "seed_1"
     # started at t0, killed after epoch 1 (t0 + 120 s), resumed an hour later for epochs 2-3 (60 s each)
@@ -171,6 +171,6 @@ def test_a_resumed_run_is_timed_without_the_pause_between_its_starts(tmp_path):
     (run / "fit_result.json").write_text('{"wall_time_s": 70.0, "epochs": 4, "global_step": 40, "status": "finished"}')
 
     assert read_seed_run(run).wall_s == 60 + 60  # first start: t0+60 .. t0+120; second: t0+3720 .. t0+3780
-    assert dict(RunSummary.from_run_dir(run).rows())["epochs"] == "4 of 4 in 2 min 00 s"
+    assert dict(Headline.from_run(run).rows())["epochs"] == "4 of 4 in 2 min 00 s"
     (run / "run_info.yaml").write_text(f"stage: fit\nstarted: '{started(t0)}'\n")  # one start: fit_result.json's time
-    assert dict(RunSummary.from_run_dir(run).rows())["epochs"] == "4 of 4 in 70.0 s"
+    assert dict(Headline.from_run(run).rows())["epochs"] == "4 of 4 in 70.0 s"

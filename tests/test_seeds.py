@@ -11,8 +11,8 @@ import yaml
 
 from conftest import eva_env
 from eva_lightning.errors import EvaError
-from eva_lightning.runs import read_scalars
-from eva_lightning.tools import seeds
+from eva_lightning.runs import seeds
+from eva_lightning.runs.result import read_scalars
 
 
 def final_val_acc(run_dir: Path) -> tuple[float, list[float]]:
@@ -104,7 +104,7 @@ def test_held_out_validation_reports_the_test_split(in_tmp, tiny_config):
 
 def test_one_seed_has_no_sd():
     run = seeds.SeedRun(seed=1, run_dir="r", metric="val/acc", epochs=3, final=0.99, last3=[0.98, 0.985, 0.99], wall_s=1)
-    assert seeds.summary([run]) == {"n": 1, "mean": 0.99, "sd": None, "min_last3": 0.98}
+    assert seeds.mean_sd([run]) == {"n": 1, "mean": 0.99, "sd": None, "min_last3": 0.98}
     assert "99.00 ± –" in seeds.markdown([run], "one")
 
 

@@ -1,1 +1,1 @@
-"""Looking inside a model: GradCAM, receptive-field/parameter summary, run comparison, figures."""
+"""Looking inside a model: GradCAM, receptive-field/parameter summary, figures."""

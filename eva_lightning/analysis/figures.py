@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from eva_lightning import runs  # noqa: E402
+from eva_lightning.runs.layout import run_dir  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 def publish(fig: Figure, trainer, tag: str, filename: str) -> Path:
     """Save ``fig`` as ``<run dir>/<filename>`` and log it as TensorBoard image ``tag``; closes the figure.
 
-    The run dir is :func:`eva_lightning.runs.run_dir` (rank 0 calls this alone), else ``trainer.default_root_dir``.
+    The run dir is :func:`eva_lightning.runs.layout.run_dir` (rank 0 calls this alone), else ``trainer.default_root_dir``.
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    path = (runs.run_dir(trainer) or Path(trainer.default_root_dir)) / filename
+    path = (run_dir(trainer) or Path(trainer.default_root_dir)) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=fig.dpi)
     fig.canvas.draw()

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
-from eva_lightning.runs import run_dir
+from eva_lightning.runs.layout import run_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class PredictionWriter(BasePredictionWriter):
     Args:
         gradcam: also write a GradCAM overlay PNG per image (``gradcam/<file>.png``), for the
             predicted class at the model's ``gradcam_layer``.
-        output_dir: where to write; default the run directory (:func:`eva_lightning.runs.run_dir`).
+        output_dir: where to write; default the run directory (:func:`eva_lightning.runs.layout.run_dir`).
     """
 
     def __init__(self, gradcam: bool = False, output_dir: str | None = None) -> None:

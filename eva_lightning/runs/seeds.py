@@ -6,11 +6,9 @@ three epochs, and the mean ± sample standard deviation (n - 1) over the seeds, 
 and a JSON file beside it. ``eva seeds --from-runs DIR...`` only tabulates runs that exist
 (``--from-runs lightning_logs/s5``: every ``seed_N`` run in it).
 
-The test accuracy is ``test/acc`` when the run logged one (it held out a validation split and
-tested its final weights), else ``val/acc``, which is the test split when ``data.val_split`` is 0.
-A run that held out a validation split but logged no ``test/acc`` is refused: its ``val/acc`` is
-not a test accuracy. So is a run that stopped before ``trainer.max_epochs``: the final epoch of a
-fixed schedule is the figure of record, not whatever epoch a crash left.
+Each run's figure is its result of record (:meth:`~eva_lightning.runs.result.RunResult.result_of_record`):
+a run that held out a validation split without testing, or stopped before ``trainer.max_epochs``,
+is refused.
 """
 
 from __future__ import annotations
@@ -22,8 +20,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eva_lightning import runs as run_files
 from eva_lightning.errors import EvaError
+from eva_lightning.runs.layout import seed_runs
+from eva_lightning.runs.result import RunResult
 
 LOG_ROOT = "lightning_logs"
 
@@ -42,42 +41,20 @@ class SeedRun:
 
 
 def read_seed_run(run_dir: str | Path) -> SeedRun:
-    """Read the final-epoch test accuracy of one run from its TensorBoard events.
+    """One run's result of record, read from its TensorBoard events.
 
     Raises:
-        EvaError: no events, no accuracy, a held-out split without ``test/acc``, or a run that
-            stopped before ``trainer.max_epochs``.
+        EvaError: the run has no result of record (:meth:`RunResult.result_of_record`).
     """
-    run = run_files.resolve(run_dir)
-    scalars = run_files.read_scalars(run)
-    if not scalars:
-        raise EvaError(f"{run}: no TensorBoard scalars (is it a run directory of eva fit?)")
-    config = run_files.read_config(run)
-    val_split = run_files.val_split(run)
-    if "test/acc" in scalars:
-        metric = "test/acc"
-    elif val_split > 0:
-        raise EvaError(f"{run}: validation was held out of the training set (data.val_split={val_split}) but the run "
-                       "logged no test/acc, so it holds no test accuracy to tabulate")
-    elif "val/acc" in scalars:
-        metric = "val/acc"
-    else:
-        raise EvaError(f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(scalars)}")
-    points = run_files.points(scalars, metric)
-    # epochs trained, from the per-epoch training loss: a test after fit is logged one epoch further on
-    per_epoch = run_files.points(scalars, "train/loss") or points
-    epochs = run_files.epoch_at(scalars).get(per_epoch[-1][0], len(per_epoch) - 1) + 1
-    max_epochs = (config.get("trainer") or {}).get("max_epochs")
-    if max_epochs and epochs < max_epochs:
-        raise EvaError(f"{run}: stopped after epoch {epochs} of {max_epochs}; its last epoch is not the schedule's "
-                       "final one: finish it (eva fit ... --ckpt_path <its checkpoints/last.ckpt>) or leave it out")
-    seed = config.get("seed_everything")
+    result = RunResult(run_dir)
+    record = result.result_of_record()
+    seed = result.config.get("seed_everything")
     seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
-    last3 = [v for _, v in points[-3:]]
-    return SeedRun(seed, str(run), metric, epochs, points[-1][1], last3, wall_s=run_files.trained_seconds(run, scalars))
+    return SeedRun(seed, str(result.path), record.metric, record.epochs, record.values[-1], record.values[-3:],
+                   wall_s=result.trained_seconds())
 
 
-def summary(runs: list[SeedRun]) -> dict:
+def mean_sd(runs: list[SeedRun]) -> dict:
     """Mean and sample standard deviation (n - 1; None for one run) of the final accuracies."""
     finals = [r.final for r in runs]
     return {
@@ -94,7 +71,7 @@ def _pct(value: float) -> str:
 
 def markdown(runs: list[SeedRun], title: str) -> str:
     """The table: one row per seed, then mean ± sd."""
-    stats = summary(runs)
+    stats = mean_sd(runs)
     metrics = sorted({r.metric for r in runs})
     lines = [
         f"### {title}", "", f"Final-epoch test accuracy (%, `{'`, `'.join(metrics)}`), one run per seed.", "",
@@ -118,7 +95,7 @@ def write_table(runs: list[SeedRun], out: Path, title: str, command: list[str] |
     if command:
         text += "\nCommand: `" + " ".join(command) + "`\n"
     out.write_text(text)
-    data = {"title": title, "command": command, **summary(runs), "runs": [asdict(r) for r in runs]}
+    data = {"title": title, "command": command, **mean_sd(runs), "runs": [asdict(r) for r in runs]}
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     return out, json_path
@@ -131,7 +108,7 @@ def run_name(configs: list[str]) -> str:
 
 def expand_runs(paths: list[str]) -> list[Path]:
     """Each path as given, except a folder of ``seed_N`` runs (``lightning_logs/s5``): its seed runs, by N."""
-    return [run for path in map(Path, paths) for run in (run_files.seed_runs(path) or [path])]
+    return [run for path in map(Path, paths) for run in (seed_runs(path) or [path])]
 
 
 def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Path, resume: bool) -> list[Path]:

@@ -13,8 +13,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eva_lightning import runs as run_files
+from jsonargparse import ArgumentParser
+
 from eva_lightning.errors import EvaError
+from eva_lightning.runs.layout import name, seed_runs
+from eva_lightning.runs.result import RunResult, best, may_choose_best
 
 DEFAULT_METRICS = ("val/loss", "val/acc")
 
@@ -51,11 +54,10 @@ def read_run(run_dir: str | Path) -> Run:
 
     A folder of ``seed_N`` runs gives one Run of per-x means over the seeds (x present in every seed).
     """
-    if seeds := run_files.seed_runs(run_dir):
+    if seeds := seed_runs(run_dir):
         return mean_run(Path(run_dir), [read_run(d) for d in seeds])
-    folder = run_files.resolve(run_dir)
-    scalars = run_files.read_scalars(folder)
-    return Run(run_files.name(folder), folder, {tag: run_files.curve(scalars, tag) for tag in scalars}, run_files.val_split(folder))
+    result = RunResult(run_dir)
+    return Run(name(result.path), result.path, {tag: result.curve(tag) for tag in result.scalars}, result.val_split)
 
 
 def mean_run(folder: Path, runs: list[Run]) -> Run:
@@ -70,8 +72,8 @@ def mean_run(folder: Path, runs: list[Run]) -> Run:
     return Run(f"{folder.name} ({len(runs)} seeds)", folder, scalars, max(r.val_split for r in runs), len(runs), sd)
 
 
-def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
-    """Final value per run and metric; best (lowest loss, highest otherwise) only for a held-out ``val/*``."""
+def final_values(runs: list[Run], metrics: list[str]) -> list[Result]:
+    """Final value per run and metric; best (lowest loss, highest otherwise) only where :func:`may_choose_best`."""
     results = []
     for run in runs:
         for metric in metrics:
@@ -79,8 +81,8 @@ def summarize_runs(runs: list[Run], metrics: list[str]) -> list[Result]:
                 continue
             result = Result(run.name, metric, final=points[-1][1], final_epoch=points[-1][0], val_split=run.val_split,
                             final_sd=run.sd[metric][-1] if run.seeds > 1 else None, seeds=run.seeds)
-            if run.val_split > 0 and metric.startswith("val/"):
-                result.best_epoch, result.best = run_files.best(points, metric)
+            if may_choose_best(metric, run.val_split):
+                result.best_epoch, result.best = best(points, metric)
             results.append(result)
     return results
 
@@ -112,7 +114,7 @@ def compare(run_dirs: list[str | Path], metrics: list[str], out: str | Path) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return summarize_runs(runs, metrics)
+    return final_values(runs, metrics)
 
 
 def table(results: list[Result]) -> str:
@@ -135,3 +137,17 @@ def notes(results: list[Result]) -> list[str]:
     return [f"val/* of {', '.join(on_test)}: the test split (data.val_split 0); the final epoch is the result, "
             "no best is chosen on it"] if on_test else []
 
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``eva compare`` arguments, draw the figure, print the table."""
+    parser = ArgumentParser(prog="eva compare", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="run dirs (lightning_logs/<name> or .../version_N)")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="scalar tags to plot")
+    parser.add_argument("--out", default="compare.png", help="figure file")
+    args = parser.parse_args(argv)
+    results = compare(args.runs, list(args.metrics), args.out)
+    print(table(results))
+    for line in notes(results):
+        print(line)
+    print(f"figure: {args.out}")

@@ -1,19 +1,25 @@
-"""``run_info.yaml`` in each run directory: how a number in the README was made.
+"""What a run records in its folder, beside LightningCLI's ``config.yaml`` and the logger's events.
 
-LightningCLI already writes the resolved configuration there (``config.yaml``); this adds the
-command line, package versions, the git commit of the code (and whether it had uncommitted
-changes) and the machine. A resumed run appends one more YAML document to the same file.
+:class:`RunInfo`: ``run_info.yaml``, how a number in the README was made: the command line, package
+versions, the git commit of the code (and whether it had uncommitted changes) and the machine. A
+resumed run appends one more YAML document to the same file.
+
+:class:`RunReport`: ``fit_result.json`` (wall time, epochs, steps, status) when fitting ends, then
+``report.md`` (:func:`eva_lightning.runs.report.write_report`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
+import logging
 import os
 import platform
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +29,13 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
-from eva_lightning.runs import RUN_INFO, run_dir
+from eva_lightning.runs.layout import FIT_RESULT, RUN_INFO, run_dir
+from eva_lightning.runs.report import write_report
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "albumentations", "numpy", "jsonargparse")
-CODE_DIR = Path(__file__).resolve().parent
+CODE_DIR = Path(__file__).resolve().parents[1]
 
 
 def git_commit(where: Path = CODE_DIR) -> dict[str, Any]:
@@ -85,8 +94,8 @@ def machine(trainer: L.Trainer | None = None) -> dict[str, Any]:
     return info
 
 
-def run_info(trainer: L.Trainer | None = None) -> dict[str, Any]:
-    """Everything above as one dict."""
+def run_info_document(trainer: L.Trainer | None = None) -> dict[str, Any]:
+    """Everything above as one dict: one start's document of ``run_info.yaml``."""
     return {
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
@@ -109,8 +118,47 @@ class RunInfo(Callback):
             return
         path = run / RUN_INFO
         path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"stage": str(getattr(stage, "value", stage)), **run_info(trainer)}
+        info = {"stage": str(getattr(stage, "value", stage)), **run_info_document(trainer)}
         with open(path, "a") as f:
             if f.tell():
                 f.write("---\n")
             yaml.safe_dump(info, f, sort_keys=False)
+
+
+@batch_hooks_only_where_used
+class RunReport(Callback):
+    """Writes ``fit_result.json`` (wall time, epochs, steps, status) and ``report.md`` when fitting ends.
+
+    The page is written in ``teardown``, after every callback's ``on_fit_end``, so figures other
+    callbacks save at the end of training are on it. It is written again when a test ends in the
+    same run folder (the final test after a fit with a held-out split, or ``eva test`` with a
+    logger), so ``test/acc`` is on it. ``fast_dev_run`` smoke tests get no report.
+    """
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self.report_path: Path | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        run = run_dir(trainer)
+        if stage not in ("fit", "test") or run is None or not trainer.is_global_zero:
+            return
+        if stage == "fit":
+            if self._start is None:
+                return
+            result = dict(
+                wall_time_s=round(time.perf_counter() - self._start, 1),
+                epochs=trainer.current_epoch,  # epochs completed (the counter ends one past the last)
+                global_step=trainer.global_step,
+                status="interrupted" if trainer.interrupted else "finished",
+            )
+            (run / FIT_RESULT).write_text(json.dumps(result, indent=2))
+        for logger in trainer.loggers:  # the event file must hold the last epoch before it is read back
+            flush = getattr(getattr(logger, "experiment", None), "flush", None)
+            if callable(flush):
+                flush()
+        self.report_path = write_report(run)
+        log.debug("run report → %s", self.report_path)  # `eva` prints it at the end of the run

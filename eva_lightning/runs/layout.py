@@ -1,0 +1,79 @@
+"""Where things live in a run folder (``lightning_logs/<name>/version_N`` or ``.../seed_N``), which
+folder a trainer writes to, the newest version of a run name, and the run named on a command line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from eva_lightning.errors import EvaError
+
+EVENTS = "events.out.tfevents.*"  # TensorBoard's scalars and images
+CONFIG = "config.yaml"  # the resolved configuration, written by LightningCLI
+RUN_INFO = "run_info.yaml"  # command, code, versions, machine: one YAML document per start of a fit
+FIT_RESULT = "fit_result.json"  # wall time, epochs, steps, status: written when fitting ends
+REPORT = "report.md"
+CHECKPOINTS = "checkpoints"  # last.ckpt and, with a held-out split, best-*.ckpt; figures are the PNGs anywhere else
+
+
+def run_dir(trainer: L.Trainer) -> Path | None:
+    """The run's folder for files beside its logs; None under ``fast_dev_run`` or without a logger.
+
+    Without a logger Lightning's log dir is the working directory, not a run's folder: nothing
+    is written there. This is rank 0's folder, read from its logger as ``trainer.log_dir`` does but
+    without that property's broadcast, so rank 0 may call it alone (a collective called by one rank
+    of several hangs, or fails once the others have exited). Other ranks' loggers may have picked
+    another version number: only rank 0 writes files.
+    """
+    if not trainer.loggers or trainer.fast_dev_run:
+        return None
+    logger = trainer.loggers[0]  # trainer.logger
+    log_dir = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+    return None if log_dir is None else Path(log_dir)
+
+
+def version_number(path: Path) -> int | None:
+    """N of a ``version_N`` folder, else None."""
+    m = re.fullmatch(r"version_(\d+)", Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def newest_version(root: Path, holds: Callable[[Path], bool] = Path.is_dir) -> Path | None:
+    """The ``root/version_N`` of highest N for which ``holds(folder)`` is true, else None."""
+    found = [p for p in Path(root).glob("version_*") if version_number(p) is not None and holds(p)]
+    return max(found, key=version_number, default=None)
+
+
+def holds_run(path: Path) -> bool:
+    return any(path.glob(EVENTS)) or (path / CONFIG).exists()
+
+
+def resolve(path: str | Path) -> Path:
+    """The run directory itself, or the newest ``version_N`` holding a run inside a run-name folder."""
+    run = Path(path).expanduser()
+    if not run.is_dir():
+        raise EvaError(f"{run} is not a folder: give a run directory such as lightning_logs/s5/version_0")
+    if holds_run(run):
+        return run
+    newest = newest_version(run, holds_run)
+    if newest is None:
+        raise EvaError(f"{run} holds no run: no TensorBoard event files or config.yaml in it or its version_N folders")
+    return newest
+
+
+def seed_runs(path: str | Path) -> list[Path]:
+    """The ``seed_N`` runs of a folder ``eva seeds`` wrote (``lightning_logs/s5``), by N; [] for any other path."""
+    path = Path(path)
+    if not path.is_dir() or (path / CONFIG).exists():
+        return []
+    return sorted((d for d in path.glob("seed_*") if d.is_dir() and d.name[5:].isdigit()), key=lambda d: int(d.name[5:]))
+
+
+def name(run: Path) -> str:
+    """``<run name>/version_N`` of a version folder, else the folder's name."""
+    return f"{run.parent.name}/{run.name}" if version_number(run) is not None else run.name

@@ -1,0 +1,209 @@
+"""Reading a run folder back: :class:`RunResult` reads its events, config, run info and fit result
+once each, and holds the project's one rule for what a run measured.
+
+The evaluation protocol: the result of record is the *final* epoch's test accuracy. With
+``data.val_split: 0`` validation runs on the test split, so ``val/acc`` is the test accuracy and no
+epoch is chosen on it. With ``data.val_split > 0`` fit ends by testing the final weights
+(``test/acc``), and only the held-out validation split may have a best epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+from eva_lightning.errors import EvaError
+from eva_lightning.runs.layout import CONFIG, EVENTS, FIT_RESULT, RUN_INFO, resolve
+
+#: ``tag -> [(step, value, wall_time), ...]`` as the event files hold them
+Scalars = dict[str, list[tuple[int, float, float]]]
+
+
+def read_scalars(run: Path) -> Scalars:
+    """Every scalar tag of the run's event files: ``tag -> [(step, value, wall_time), ...]``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: Scalars = {}
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # it logs each file it opens at INFO
+    for events in sorted({p.parent for p in Path(run).glob(EVENTS)}):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in acc.Scalars(tag))
+    return scalars
+
+
+def tag_of_record(logged: Collection[str], val_split: float) -> str:
+    """The tag holding a run's test accuracy: ``test/acc`` when it tested its final weights or held out
+    a validation split (whose ``val/acc`` is then no test accuracy), else ``val/acc`` (the test split)."""
+    return "test/acc" if "test/acc" in logged or val_split > 0 else "val/acc"
+
+
+def may_choose_best(tag: str, val_split: float) -> bool:
+    """Only a held-out validation split may have a best epoch: any other best is chosen on the reported numbers."""
+    return val_split > 0 and tag.startswith("val/")
+
+
+def best(pts: list[tuple[Any, float]], tag: str) -> tuple[Any, float]:
+    """The ``(x, value)`` of lowest loss, else of highest value (accuracy)."""
+    return (min if "loss" in tag else max)(pts, key=lambda p: p[1])
+
+
+class Record(NamedTuple):
+    """A finished run's result of record (:meth:`RunResult.result_of_record`)."""
+
+    metric: str  # test/acc or val/acc
+    values: list[float]  # per epoch, oldest first (test/acc: once, after fit); the last is the result
+    epochs: int  # epochs trained
+
+
+class RunResult:
+    """One run folder read back; each file is read at most once, when first needed.
+
+    Args:
+        run: the run directory, or its run-name folder (the newest version is taken).
+    """
+
+    def __init__(self, run: str | Path) -> None:
+        self.path = resolve(run)
+
+    @cached_property
+    def scalars(self) -> Scalars:
+        return read_scalars(self.path)
+
+    @cached_property
+    def config_text(self) -> str:
+        """The resolved ``config.yaml`` as written, "" when it is missing."""
+        path = self.path / CONFIG
+        return path.read_text() if path.exists() else ""
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The resolved ``config.yaml``, or {} when it is missing or unreadable."""
+        try:
+            cfg = yaml.safe_load(self.config_text) if self.config_text else {}
+        except yaml.YAMLError:
+            return {}
+        return cfg if isinstance(cfg, dict) else {}
+
+    @cached_property
+    def run_info_documents(self) -> list[dict[str, Any]]:
+        """The documents of ``run_info.yaml``, oldest first (one per start); [] when it is missing."""
+        path = self.path / RUN_INFO
+        return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)] if path.exists() else []
+
+    @cached_property
+    def fit(self) -> dict[str, Any]:
+        """``fit_result.json``, or {} when fitting did not end here."""
+        path = self.path / FIT_RESULT
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    @property
+    def val_split(self) -> float:
+        """``data.val_split``: 0 (the default) means validation ran on the test split."""
+        try:
+            return float((self.config.get("data") or {}).get("val_split") or 0.0)
+        except (AttributeError, TypeError, ValueError):
+            return 0.0
+
+    @property
+    def max_epochs(self) -> int | None:
+        trainer = self.config.get("trainer")
+        value = trainer.get("max_epochs") if isinstance(trainer, dict) else None
+        return int(value) if value else None
+
+    def run_info(self) -> dict[str, Any]:
+        """The newest ``fit`` document of ``run_info.yaml``, with the first start's time and the number of starts."""
+        docs = self.run_info_documents
+        fits = [d for d in docs if d.get("stage") == "fit"] or docs
+        return {**fits[-1], "started": fits[0].get("started"), "starts": len(fits)} if fits else {}
+
+    def fit_starts(self) -> list[float]:
+        """When each start of the fit began (POSIX seconds, oldest first)."""
+        try:
+            return sorted(datetime.fromisoformat(str(d["started"])).timestamp() for d in self.run_info_documents
+                          if d.get("stage") == "fit" and d.get("started"))
+        except (yaml.YAMLError, ValueError):
+            return []
+
+    def trained_seconds(self) -> float | None:
+        """Seconds from the first to the last logged scalar, less the pauses of a resumed run.
+
+        Each start after the first (:meth:`fit_starts`) opens a new span and the spans are summed: a run
+        killed and resumed an hour later trained for its spans, not for the hour between them.
+        """
+        times = sorted(t for points in self.scalars.values() for _, _, t in points)
+        if not times:
+            return None
+        restarts = [s for s in self.fit_starts() if s > times[0]]
+        total, begin = 0.0, times[0]
+        for before, after in zip(times, times[1:]):
+            if any(before < s <= after for s in restarts):
+                total, begin = total + before - begin, after
+        return round(total + times[-1] - begin, 1)
+
+    @cached_property
+    def epoch_at(self) -> dict[int, int]:
+        """step -> epoch, from Lightning's ``epoch`` scalar."""
+        return {step: int(value) for step, value, _ in self.scalars.get("epoch", [])}
+
+    def points(self, tag: str) -> list[tuple[int, float]]:
+        """``[(step, value), ...]`` of ``tag`` by step; a resumed run repeats steps across event files: the later point wins."""
+        return sorted({step: value for step, value, _ in self.scalars.get(tag, [])}.items())
+
+    def curve(self, tag: str) -> list[tuple[int, float]]:
+        """:meth:`points` with x = the epoch where Lightning logged one, else the step."""
+        return [(self.epoch_at.get(step, step), value) for step, value in self.points(tag)]
+
+    def final(self, tag: str) -> float | None:
+        """The value of ``tag`` at its last step."""
+        pts = self.points(tag)
+        return pts[-1][1] if pts else None
+
+    def best(self, tag: str) -> tuple[float, str] | None:
+        """Best value of ``tag`` and where (``"epoch N"``, else ``"step N"``); None unless :func:`may_choose_best`."""
+        pts = self.points(tag)
+        if not pts or not may_choose_best(tag, self.val_split):
+            return None
+        step, value = best(pts, tag)
+        return value, (f"epoch {self.epoch_at[step]}" if step in self.epoch_at else f"step {step}")
+
+    @property
+    def epochs(self) -> int | None:
+        """Epochs trained: as ``fit_result.json`` recorded them, else the epoch of the last per-epoch
+        training loss (a test after fit is logged one epoch further on)."""
+        if self.fit.get("epochs") is not None:
+            return int(self.fit["epochs"])
+        per_epoch = self.points("train/loss") or self.points(tag_of_record(self.scalars, self.val_split))
+        return self.epoch_at.get(per_epoch[-1][0], len(per_epoch) - 1) + 1 if per_epoch else None
+
+    def result_of_record(self) -> Record:
+        """The final test accuracy of a finished run (:func:`tag_of_record`), with its per-epoch values.
+
+        Raises:
+            EvaError: no scalars or no accuracy; a held-out split without ``test/acc`` (its ``val/acc`` is
+                no test accuracy); a run that stopped before ``trainer.max_epochs`` (the final epoch of a
+                fixed schedule is the figure of record, not whatever epoch a crash left).
+        """
+        run, split = self.path, self.val_split
+        if not self.scalars:
+            raise EvaError(f"{run}: no TensorBoard scalars (is it a run directory of eva fit?)")
+        metric = tag_of_record(self.scalars, split)
+        if metric not in self.scalars and split > 0:
+            raise EvaError(f"{run}: validation was held out of the training set (data.val_split={split}) but the run "
+                           "logged no test/acc, so it holds no test accuracy to tabulate")
+        if metric not in self.scalars:
+            raise EvaError(f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(self.scalars)}")
+        epochs = self.epochs
+        if self.max_epochs and epochs < self.max_epochs:
+            raise EvaError(f"{run}: stopped after epoch {epochs} of {self.max_epochs}; its last epoch is not the "
+                           "schedule's final one: finish it (eva fit ... --ckpt_path <its checkpoints/last.ckpt>) or "
+                           "leave it out")
+        return Record(metric, [v for _, v in self.points(metric)], epochs)
