@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 #: LightningCLI's subcommands (``LightningCLI.subcommands()``; a test keeps the two in step), one line each
@@ -16,7 +17,7 @@ SUBCOMMANDS = {
     "fit": "train a config; logs, checkpoints, figures and report.md in lightning_logs/<config>/version_N",
     "validate": "one evaluation epoch on the validation split (the test split unless data.val_split > 0)",
     "test": "one evaluation epoch on the test split, e.g. of a checkpoint: --ckpt_path FILE",
-    "predict": "classify your own images: --data.predict_dir DIR (predictions.csv, --predict.gradcam true)",
+    "predict": "classify your own images: --data.predict_dir DIR (predictions.csv, --gradcam true)",
 }
 
 #: ``eva <tool>`` subcommands that are not Trainer methods: ``name: (module with a main(argv), one line
@@ -28,6 +29,38 @@ TOOLS = {
     "report": ("eva_lightning.runs.report", "(re)write a run's report.md and print its headline"),
     "seeds": ("eva_lightning.runs.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
 }
+
+
+#: ``(message regex, category)`` of Python warnings that are silenced, each with the reason.
+HARMLESS_WARNINGS = (
+    # torch 2.11 deprecates ``LeafSpec``; lightning 2.6's _pytree helper still builds one on the first
+    # batch. Nothing a user can change; it goes away with a newer Lightning.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+)
+#: Lightning log messages (``rank_zero_info``) that are silenced: start of the message.
+HARMLESS_LOG_MESSAGES = (
+    "💡 Tip:",  # advertisements for Lightning's cloud logger / model registry (litlogger, litmodels)
+    "Loading `train_dataloader` to estimate number of stepping batches",  # one-cycle's steps: our doing
+)
+#: the loggers Lightning's ``rank_zero_info`` writes to (pytorch's and fabric's copy of the helper).
+LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def _keep(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(HARMLESS_LOG_MESSAGES)
+
+
+def quiet_known_notices() -> None:
+    """Silence :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOG_MESSAGES` in this process (idempotent).
+
+    By message and category: third-party notices a user can neither act on nor needs. Every other warning still prints.
+    """
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in LIGHTNING_INFO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _keep not in logger.filters:
+            logger.addFilter(_keep)
 
 
 def help_text() -> str:
@@ -81,7 +114,6 @@ def main(argv: list[str] | None = None) -> None:
         print(version_text())
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from eva_lightning.console import quiet_known_notices
     from eva_lightning.errors import EvaError
 
     quiet_known_notices()
@@ -89,14 +121,14 @@ def main(argv: list[str] | None = None) -> None:
         if argv[0] in TOOLS:
             importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
         else:
-            from eva_lightning.cli import EvaCLI, end_of_run_summary
+            from eva_lightning.cli import EvaCLI
 
             # args=None lets LightningCLI read sys.argv itself (passing both makes it warn)
             cli = EvaCLI(args=None if from_command_line else argv)
-            summary = end_of_run_summary(cli)
-            if summary:
+            closing = cli.closing_lines()
+            if closing:
                 # the result the user ran for, after Lightning's own tables: plain stdout, as those are
-                print(summary)
+                print(closing)
     except EvaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

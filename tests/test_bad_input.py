@@ -77,10 +77,10 @@ IMPOSSIBLE_NUMBERS = [
     case("ckpt_best_without_held_out_split", ["--ckpt_path", "best"], "--ckpt_path best", "data.val_split"),
     case("literal_choice", ["--model.init_args.schedule.anneal", "cosine"], "schedule.anneal", "cosine", "'linear', 'cos'"),
     # trainer
-    case("max_epochs_negative", ["--trainer.max_epochs", "-3"], "trainer.max_epochs=-3", "at least 1 epoch"),
+    case("max_epochs_negative", ["--trainer.max_epochs", "-3"], "trainer.max_epochs=-3", "PositiveInt (v>0) or one of -1"),
     case("max_steps_0", ["--trainer.max_steps", "0"], "trainer.max_steps=0"),
-    case("limit_train_batches_negative", ["--trainer.limit_train_batches", "-1"], "trainer.limit_train_batches=-1"),
-    case("limit_val_batches_1.5", ["--trainer.limit_val_batches", "1.5"], "trainer.limit_val_batches=1.5", "fraction in [0, 1]"),
+    case("limit_train_batches_negative", ["--trainer.limit_train_batches", "-1"], "invalid value -1 for limit_train_batches"),
+    case("limit_val_batches_1.5", ["--trainer.limit_val_batches", "1.5"], "trainer.limit_val_batches=1.5", "ClosedUnitInterval (v>=0 and v<=1)"),
     case("check_val_every_0", ["--trainer.check_val_every_n_epoch", "0"], "trainer.check_val_every_n_epoch=0"),
     case("accumulate_0", ["--trainer.accumulate_grad_batches", "0"], "trainer.accumulate_grad_batches=0"),
     case("gradient_clip_negative", ["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val=-1"),
@@ -102,7 +102,7 @@ WRONG_MACHINE = [
 ]
 
 CONTRADICTIONS = [
-    case("max_epochs_0", ["--trainer.max_epochs", "0"], "trainer.max_epochs=0", "at least 1 epoch"),
+    case("max_epochs_0", ["--trainer.max_epochs", "0"], "trainer.max_epochs=0", "PositiveInt (v>0)"),
     case("peak_epoch_after_the_run", [f"{SCHEDULE}.name", "onecycle", f"{SCHEDULE}.peak_epoch", "5", "--trainer.max_epochs", "3"],
          "schedule.peak_epoch=5", "trainer.max_epochs=3", "below 3"),
     case("peak_epoch_at_the_end", [f"{SCHEDULE}.name", "onecycle", f"{SCHEDULE}.peak_epoch", "1"], "schedule.peak_epoch=1",

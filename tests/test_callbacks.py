@@ -224,7 +224,7 @@ def test_callbacks_without_batch_hooks_cost_lightnings_batch_loop_nothing(tiny_c
     # per batch, only the callbacks that act per batch: Lightning's checkpoint and LR monitor, the NaN guard
     assert entered == {"ModelCheckpoint", LRMonitor.__qualname__, "FiniteLossGuard"}  # EpochCheckpoint keeps its key
     assert any(a.endswith("EpochCounter.on_train_epoch_end") for a in profiler.actions)
-    assert {"RngState", "RunInfo", "RunReport", "NetworkSummary"} <= {a.split(".")[0] for a in profiler.actions}
+    assert {"RngState", "RunInfo", "RunReport", "LayerTable"} <= {a.split(".")[0] for a in profiler.actions}
     assert {"on_before_batch_transfer", "lr_scheduler_step", "on_train_epoch_start"} <= profiler.module_hooks
     assert not profiler.module_hooks & set(TRAIN_BATCH_HOOKS)
 

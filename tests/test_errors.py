@@ -126,7 +126,7 @@ def _clean_failure(result: dict, *needles: str) -> str:
         ("unknown_key", ["unknown key 'trainer.max_epoch'", "did you mean 'trainer.max_epochs'"]),
         ("unknown_model_arg", ["unknown key 'widht' for tiny.TinyNet", "did you mean 'width'"]),
         ("wrong_type", ["data.batch_size", "int", "thirty-two"]),
-        ("not_classifier", ["'torch.nn.Linear' is not a subclass of ImageClassifier"]),
+        ("not_classifier", ["model: Import path torch.nn.Linear does not correspond to a subclass of ImageClassifier"]),
         ("unknown_transform", ["unknown albumentations transform 'HorizontalFlipp'", "Did you mean 'HorizontalFlip'"]),
         ("unknown_transform_arg", ["Affine has no argument 'shera'", "Did you mean 'shear'"]),
         ("offline", ["no data found in data_dir=", "nowhere", "--data.data_dir", "--data.download true"]),

@@ -50,7 +50,7 @@ def test_predict_writes_one_row_per_readable_image_and_names_the_skipped(tmp_pat
     tiny_config, trained = trained
     readable, corrupt = write_own_images(tmp_path / "mine")
     args = ["predict", "--config", str(tiny_config), "--ckpt_path", str(trained), "--data.predict_dir", "mine"]
-    args += ["--predict.gradcam", "true"]
+    args += ["--gradcam", "true"]
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.INFO, logger="eva_lightning")
     main(args)  # `eva predict ...` in-process (a subprocess costs ~8 s of imports on 2 cores)
@@ -88,4 +88,4 @@ def test_gradcam_option_is_only_on_predict(capsys):
         with pytest.raises(SystemExit):
             EvaCLI(args=[sub, "--help"])
         helps[sub] = capsys.readouterr().out
-    assert "--predict.gradcam" in helps["predict"] and "--predict.gradcam" not in helps["fit"]
+    assert "--gradcam" in helps["predict"] and "--gradcam" not in helps["fit"]

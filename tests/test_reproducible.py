@@ -13,7 +13,7 @@ import yaml
 from conftest import TINY_CONFIG
 from test_configs import CONFIGS, config_args
 from eva_lightning.cli import EvaCLI
-from eva_lightning.checkpoints import SafeCheckpointIO
+from eva_lightning.core.checkpoints import SafeCheckpointIO
 
 
 

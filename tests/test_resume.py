@@ -141,7 +141,7 @@ def test_checkpoint_write_failure_keeps_previous_file(tmp_path, monkeypatch):
 
 KILL_WRITER = """
 import sys, torch
-from eva_lightning.checkpoints import SafeCheckpointIO
+from eva_lightning.core.checkpoints import SafeCheckpointIO
 io = SafeCheckpointIO()
 big = torch.arange(30_000_000, dtype=torch.float32)  # 120 MB: a write long enough to be caught
 io.save_checkpoint({"state_dict": {"w": big[:10]}, "epoch": 0}, sys.argv[1])

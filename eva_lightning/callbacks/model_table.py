@@ -1,9 +1,8 @@
-"""What ``eva`` prints besides the progress bar: a layer table without noise, and no known-harmless notices."""
+"""The layer table ``eva fit`` prints at the start: Lightning's model summary without metric rows or zero FLOPs."""
 
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import lightning as L
@@ -16,40 +15,8 @@ from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 #: Lightning's summary logger: the table prints where (and as plainly as) Lightning's own would.
 log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
 
-#: ``(message regex, category)`` of Python warnings that are silenced, each with the reason.
-HARMLESS_WARNINGS = (
-    # torch 2.11 deprecates ``LeafSpec``; lightning 2.6's _pytree helper still builds one on the first
-    # batch. Nothing a user can change; it goes away with a newer Lightning.
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
-)
-#: Lightning log messages (``rank_zero_info``) that are silenced: start of the message.
-HARMLESS_LOG_MESSAGES = (
-    "💡 Tip:",  # advertisements for Lightning's cloud logger / model registry (litlogger, litmodels)
-    "Loading `train_dataloader` to estimate number of stepping batches",  # one-cycle's steps: our doing
-)
-#: the loggers Lightning's ``rank_zero_info`` writes to (pytorch's and fabric's copy of the helper).
-LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-
-
-def _keep(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(HARMLESS_LOG_MESSAGES)
-
-
-def quiet_known_notices() -> None:
-    """Silence :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOG_MESSAGES` in this process (idempotent).
-
-    By message and category: third-party notices a user can neither act on nor needs. Every other warning still prints.
-    """
-    for message, category in HARMLESS_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category)
-    for name in LIGHTNING_INFO_LOGGERS:
-        logger = logging.getLogger(name)
-        if _keep not in logger.filters:
-            logger.addFilter(_keep)
-
-
 @batch_hooks_only_where_used
-class NetworkSummary(ModelSummary):
+class LayerTable(ModelSummary):
     """Lightning's model summary listing layers only: no metric objects (torchmetrics), no all-zero FLOPs.
 
     Lightning counts FLOPs only for a module with an ``example_input_array``: otherwise every row

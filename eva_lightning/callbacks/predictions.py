@@ -1,12 +1,12 @@
 """``eva predict``: a trained model on your own images → ``predictions.csv`` (+ GradCAM overlays).
 
     eva predict --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt \\
-        --data.predict_dir my_images/ [--predict.gradcam true]
+        --data.predict_dir my_images/ [--gradcam true]
 
 ``VisionDataModule`` reads every file under ``data.predict_dir`` (any size, grey or colour),
 converts it to the model's input with the test pipeline and remembers which files it could not
 read; :class:`PredictionWriter` turns the softmax outputs of ``predict_step`` into the CSV in the
-run directory (``lightning_logs/<config>/version_N``) and logs a short summary.
+run directory (``lightning_logs/<config>/version_N``) and logs what it predicted.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ class PredictionWriter(BasePredictionWriter):
 
         if self.gradcam:
             self._write_gradcam(trainer, pl_module, out, indices, names, pred)
-        self._summary(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
+        self._log_predicted(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
 
-    def _summary(self, names: list[str], labels: list[str], conf: list[float], skipped: list[Path],
+    def _log_predicted(self, names: list[str], labels: list[str], conf: list[float], skipped: list[Path],
                  root: Path | None) -> None:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(Counter(labels).items(), key=lambda kv: (-kv[1], kv[0])))
         lines = [f"predicted {len(names)} image(s) → {self.csv_path}", f"  classes: {counts}"]

@@ -6,7 +6,8 @@ values and the few project types registered below, nothing else. A file that nee
 refused with one line naming the object, unless the user passes ``--trust_checkpoint true`` for a
 file whose author they trust. Class paths stored inside a checkpoint (``hyper_parameters.
 _class_path``, which LightningCLI instantiates) are checked as strings before anything imports
-them: only this project's classes, or the ones the user's own config names.
+them: only this project's classes, or the ones the user's own config names
+(:func:`saved_model_config`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,31 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Callable | None = lambda storage, loc: storage, weights_only=None):
         return load_checkpoint_file(path, map_location=map_location, trusted=weights_only is False)
+
+
+def trusts_checkpoint(cfg: Any) -> bool:
+    """Whether the user opted in to unpickling a checkpoint in full (``--trust_checkpoint true``)."""
+    return bool(cfg.get("trust_checkpoint")) or cfg.get("weights_only") is False
+
+
+def saved_model_config(path, model: Any, trusted: bool = False) -> dict | None:
+    """The ``model`` config a checkpoint's hyper-parameters give, checked before anything imports it.
+
+    What LightningCLI merges into the configured ``model`` when ``--ckpt_path`` names a file, read
+    with :func:`load_checkpoint_file`; the saved class must match the configured one (``model``, a
+    jsonargparse namespace with ``class_path``) and every class path in it must pass
+    :func:`check_class_paths`. ``None``: the file saved no hyper-parameters.
+    """
+    hparams = dict(load_checkpoint_file(path, trusted=trusted, mmap=True).get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    if not hparams:
+        return None
+    allowed = set(class_paths(model.as_dict())) if model is not None else set()  # what the user's config names
+    check_checkpoint_class(path, hparams.get("_class_path"), getattr(model, "class_path", None), allowed)
+    check_class_paths(path, hparams, allowed, trusted=trusted)
+    if "_class_path" in hparams:
+        return {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+    return hparams
 
 
 def load_checkpoint_file(path, map_location: Any = "cpu", trusted: bool = False, mmap: bool = False) -> dict:

@@ -1,0 +1,37 @@
+"""The two checkpoints a run keeps: ``last.ckpt`` after every epoch, ``best-*.ckpt`` with a held-out split."""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
+
+
+@batch_hooks_only_where_used
+class EpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint without the five batch hooks it leaves as no-ops (see callbacks/hooks.py)."""
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key ("ModelCheckpoint{...}"), so checkpoints resume across the two
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+
+def latest_checkpoint() -> ModelCheckpoint:
+    """``last.ckpt`` after every epoch: the model of record, and what ``--ckpt_path last`` resumes.
+
+    Lightning's ``save_last=True`` writes ``last.ckpt`` only beside a top-k save, so with a monitored
+    metric that stops improving it stays at the last improvement. Without a monitor ModelCheckpoint
+    saves at every epoch end; named ``last`` without a version counter, it overwrites that one file.
+    """
+    return EpochCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+
+def held_out_checkpoint() -> ModelCheckpoint:
+    """``best-*.ckpt``: the epoch of best ``val/acc``, kept only when validation is held out of train."""
+    return EpochCheckpoint(
+        monitor="val/acc",
+        mode="max",
+        filename="best-epoch{epoch:02d}-acc{val/acc:.4f}",
+        auto_insert_metric_name=False,
+    )

@@ -1,0 +1,129 @@
+"""EvaTrainer: Lightning's Trainer whose signature says which numbers are valid, and which refuses
+accelerator and precision settings this machine cannot run."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, Literal
+
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
+from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
+
+from eva_lightning.callbacks.predictions import PredictionWriter
+from eva_lightning.errors import EvaError
+
+#: a number of batches (int) or a fraction of them (float in [0, 1]). Plain ``int`` first, so ``1`` is one
+#: batch and YAML's ``1.0`` all of them (jsonargparse's restricted ints would turn ``1.0`` into ``1``);
+#: Lightning refuses a negative count itself.
+Batches = int | ClosedUnitInterval
+
+
+class EvaTrainer(Trainer):
+    """Lightning's Trainer with restricted types on the arguments a config sets, so that jsonargparse
+    refuses an impossible number by its option name before anything is built.
+
+    The batch counts are also the reason this class exists: Trainer annotates them
+    ``Union[int, float]``, which typing caches and may hand back as ``Union[float, int]`` (whichever
+    order an earlier import spelled), and jsonargparse tries ``float`` first: ``1`` became ``1.0``,
+    i.e. all batches. Here an int is tried first: ``1`` is one batch, ``1.0`` all of them. The other
+    arguments go to Trainer unchanged (LightningCLI reads them from its signature).
+
+    Args:
+        max_epochs: epochs to train (-1: no limit, stop at ``max_steps``).
+        min_epochs: train at least this many epochs.
+        max_steps: optimiser steps to train (-1: no limit).
+        min_steps: train at least this many steps.
+        limit_train_batches: training batches per epoch: an int is a number of batches, a float a fraction.
+        limit_val_batches: validation batches per check: an int is a number of batches, a float a fraction.
+        limit_test_batches: test batches: an int is a number of batches, a float a fraction.
+        limit_predict_batches: prediction batches: an int is a number of batches, a float a fraction.
+        overfit_batches: train and validate on this many training batches (int) or this fraction (float).
+        val_check_interval: validate every this many training batches (int) or fraction of an epoch (float),
+            or after a time (``"DD:HH:MM:SS"``, timedelta, dict).
+        check_val_every_n_epoch: validate every this many epochs.
+        log_every_n_steps: log every this many steps.
+        accumulate_grad_batches: batches per optimiser step.
+        gradient_clip_val: clip gradients to this norm/value (0 or unset: no clipping).
+        num_sanity_val_steps: validation batches before training (-1: all).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_epochs: PositiveInt | Literal[-1] | None = None,
+        min_epochs: NonNegativeInt | None = None,
+        max_steps: PositiveInt | Literal[-1] = -1,
+        min_steps: NonNegativeInt | None = None,
+        limit_train_batches: Batches | None = None,
+        limit_val_batches: Batches | None = None,
+        limit_test_batches: Batches | None = None,
+        limit_predict_batches: Batches | None = None,
+        overfit_batches: Batches = 0.0,
+        val_check_interval: int | ClosedUnitInterval | str | timedelta | dict[str, int] | None = None,
+        check_val_every_n_epoch: PositiveInt | None = 1,
+        log_every_n_steps: PositiveInt | None = None,
+        accumulate_grad_batches: PositiveInt = 1,
+        gradient_clip_val: NonNegativeFloat | None = None,
+        num_sanity_val_steps: NonNegativeInt | Literal[-1] | None = None,
+        **trainer_args: Any,
+    ) -> None:
+        check_machine(trainer_args.get("accelerator", "auto"), trainer_args.get("devices", "auto"),
+                      trainer_args.get("precision"))
+        super().__init__(
+            max_epochs=max_epochs, min_epochs=min_epochs, max_steps=max_steps, min_steps=min_steps,
+            limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
+            overfit_batches=overfit_batches, val_check_interval=val_check_interval,
+            check_val_every_n_epoch=check_val_every_n_epoch, log_every_n_steps=log_every_n_steps,
+            accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val,
+            num_sanity_val_steps=num_sanity_val_steps, **trainer_args,
+        )
+
+    def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
+                ckpt_path: str | None = None, weights_only: bool | None = None, gradcam: bool = False):
+        """Run inference; ``predictions.csv`` (and with ``gradcam`` a GradCAM overlay per image) in the run directory.
+
+        Args:
+            gradcam: also write a GradCAM overlay per image (``gradcam/<file>.png``).
+        """
+        self.callbacks.append(PredictionWriter(gradcam=gradcam))
+        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+
+def check_machine(accelerator: Any, devices: Any, precision: Any) -> None:
+    """Raise an :class:`EvaError` for an accelerator, device count or precision this machine cannot run.
+
+    Lightning stops on these with messages that do not name the fix ("No supported gpu backend
+    found!"), or runs them silently otherwise (99 CPU processes; ``16-mixed`` on a CPU becomes
+    ``bf16-mixed``).
+    """
+    if not isinstance(accelerator, str):
+        return  # a user's Accelerator object
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():
+        devices = int(devices)  # jsonargparse keeps "2" a string: Trainer's type is list | str | int
+    if isinstance(devices, int) and (devices == 0 or devices < -1):
+        raise EvaError(f"trainer.devices={devices} is impossible: use a count of at least 1, -1 (all) or auto")
+    name = accelerator.lower()
+    known = {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
+    if name not in known:
+        raise EvaError(f"trainer.accelerator={accelerator} is unknown: use one of {', '.join(sorted(known))}")
+    has_cuda, has_mps = CUDAAccelerator.is_available(), MPSAccelerator.is_available()
+    needs = {"cuda": ("a CUDA GPU", has_cuda), "gpu": ("a GPU (CUDA or Apple MPS)", has_cuda or has_mps),
+             "mps": ("Apple's MPS", has_mps)}
+    if name in needs and not needs[name][1]:
+        raise EvaError(f"trainer.accelerator={accelerator} needs {needs[name][0]}, and this machine has none that "
+                       "torch can use: run with --trainer.accelerator cpu (or auto, which picks what is there)")
+    if name not in ("cpu", "auto") or (name == "auto" and (has_cuda or has_mps)):
+        return  # Lightning counts GPU devices itself and names the ones it has
+    cores = os.cpu_count() or 1
+    if isinstance(devices, (list, tuple)) or (isinstance(devices, str) and devices != "auto"):
+        raise EvaError(f"trainer.devices={devices} is not a count: on a CPU it is the number of processes, "
+                       "e.g. --trainer.devices 2 (or auto)")
+    if isinstance(devices, int) and devices > cores:
+        raise EvaError(f"trainer.devices={devices} asks for {devices} CPU processes, but this machine has {cores} "
+                       f"cores: use --trainer.devices {cores} or fewer (or auto)")
+    if str(precision) in ("16", "16-mixed"):
+        raise EvaError(f"trainer.precision={precision} needs a GPU (fp16 autocast is not supported on a CPU, and "
+                       "Lightning would switch to bf16 silently): use --trainer.precision bf16-mixed or 32-true")
