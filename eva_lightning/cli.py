@@ -13,7 +13,6 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 from jsonargparse import ArgumentError, lazy_instance
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
