@@ -1,15 +1,13 @@
-"""``batch_hooks_only_where_used``: a class leaves Lightning's per-batch loop alone unless it uses a batch hook.
+"""``batch_hooks_only_where_used``: a callback leaves Lightning's per-batch loop alone unless it uses a batch hook.
 
-Lightning calls every per-batch hook of every callback and of the LightningModule, overridden or
-not, and each call costs about 6 µs (a callback's) to 10 µs (the module's: a profiler context, an
-action name, ``_current_fx_name`` set twice through ``nn.Module.__setattr__``) of Python on the
-2-core VM with lightning 2.6. A callback enters six hooks a training step, ~35 µs a step each: the
-default callbacks took ≈ 0.28 ms a step, a quarter of eva's overhead over a plain loop (#15).
-Lightning skips a hook attribute that is not callable (``trainer/call.py``: ``if callable(fn)`` /
-``if not callable(fn): return None``), so a hook the class does not override is set to None there.
-No Lightning option does this; ``tests/test_callbacks.py`` checks it holds.
-Only hooks without a return value are listed (``on_after_batch_transfer`` returns the batch), and on
-a LightningModule only the training ones (Lightning reads the evaluation hooks' signatures).
+Lightning calls every per-batch hook of every callback, overridden or not, and each call costs about
+6 µs of Python (a profiler context, an action name built from ``state_key``) on the 2-core VM with
+lightning 2.6. A callback enters six hooks a training step, ~35 µs a step each: the default callbacks
+took ≈ 0.28 ms a step, a quarter of eva's overhead over a plain loop (#15). Lightning skips a hook
+attribute that is not callable (``trainer/call.py``: ``if callable(fn)``), so a hook the class does
+not override is set to None there. No Lightning option does this; ``tests/test_callbacks.py`` checks
+it holds. Only hooks without a return value are listed. ``ImageClassifier`` does the same for its own
+no-op training-batch hooks.
 """
 
 from __future__ import annotations
@@ -33,14 +31,12 @@ T = TypeVar("T", bound=type)
 
 
 def batch_hooks_only_where_used(cls: T) -> T:
-    """Class decorator for a Callback or LightningModule: the batch hooks it inherits unchanged become None.
+    """Class decorator for a Callback: the batch hooks it inherits unchanged become None.
 
     A subclass that defines one of them gets it called as usual (its own method is callable); it
     cannot call ``super()`` for it (there is nothing to call: the base's was a no-op).
     """
-    module = issubclass(cls, L.LightningModule)
-    base = L.LightningModule if module else L.Callback
-    for name in TRAIN_BATCH_HOOKS if module else BATCH_HOOKS:
-        if getattr(cls, name) is getattr(base, name):
+    for name in BATCH_HOOKS:
+        if getattr(cls, name) is getattr(L.Callback, name):
             setattr(cls, name, None)
     return cls
