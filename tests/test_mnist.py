@@ -203,8 +203,8 @@ def build_net(config: Path) -> nn.Module:
 
 
 def readme_params() -> dict[str, int]:
-    """``{config stem: parameters}`` from the tables of docs/readme/mnist.md."""
-    rows = re.findall(r"\|\s*`?configs/(\w+)\.yaml`?\s*\|\s*([\d,]+)\s*\|", (ROOT / "docs/readme/mnist.md").read_text())
+    """``{config stem: parameters}`` from the tables of docs/mnist.md."""
+    rows = re.findall(r"\|\s*`?configs/(\w+)\.yaml`?\s*\|\s*([\d,]+)\s*\|", (ROOT / "docs/mnist.md").read_text())
     return {stem: int(n.replace(",", "")) for stem, n in rows}
 
 
@@ -214,19 +214,19 @@ def test_readme_table_parameter_counts(config):
     from eva_lightning.analysis.summary import summarize
 
     table = readme_params()
-    assert config.stem in table, f"{config.name} missing from the docs/readme/mnist.md table"
+    assert config.stem in table, f"{config.name} missing from the docs/mnist.md table"
     net = build_net(config).eval()
     assert summarize(net, (1, 28, 28)).params == n_params(net) == table[config.stem]
 
 
-#: accuracy recorded in docs/readme/mnist.md for each committed checkpoint (None: not recorded yet)
+#: accuracy recorded in docs/mnist.md for each committed checkpoint (None: not recorded yet)
 RECORDED = {"s4": 0.9949, "s5": 0.9954}  # seed 1 of `eva seeds --config configs/<name>.yaml` (final epoch)
 
 
 @pytest.mark.real_data
 @pytest.mark.parametrize("name", sorted(RECORDED))
 def test_committed_checkpoint_reproduces_recorded_accuracy_on_real_mnist(name, tmp_path, monkeypatch):
-    """``eva test`` on the committed checkpoint gives the accuracy in docs/readme/mnist.md."""
+    """``eva test`` on the committed checkpoint gives the accuracy in docs/mnist.md."""
     from eva_lightning.cli import EvaCLI
     from eva_lightning.data import sources
     from eva_lightning.data.datasets import MNIST

@@ -2,7 +2,7 @@
 
 The S4 run itself (configs/s4.yaml: no dense layer, at most two max-pools, < 10k parameters,
 >= 99.4%) trains S5 step 5's < 8k network (:class:`~eva_lightning.assignments.s5.S5Final`), whose
-rules are a superset of S4's; results in docs/readme/mnist.md.
+rules are a superset of S4's; results in docs/mnist.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""S5: MNIST in the course's steps (configs/s5_step*.yaml, s5.yaml; results in docs/readme/mnist.md).
+"""S5: MNIST in the course's steps (configs/s5_step*.yaml, s5.yaml; results in docs/mnist.md).
 
 Steps 1-4 follow the course, one change per step, with one optimiser and schedule for all four
 (configs/s5_base.yaml: SGD, LR 0.01, momentum 0.9, fixed LR, 15 epochs):
