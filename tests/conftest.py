@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import os
 import struct
 import subprocess
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 
 
 def _pattern_images(n: int, size: int, channels: int, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -81,6 +84,16 @@ def tar_tree(tree: Path, archive: Path) -> Path:
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     return write_mnist(tmp_path / "data")
+
+
+@pytest.fixture
+def lightning_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog`` that also sees Lightning's console lines (``eva`` stops them at the ``lightning`` logger)."""
+    logger = logging.getLogger("lightning")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture
@@ -169,3 +182,83 @@ def tiny_config(tmp_path: Path, mnist_dir: Path) -> Path:
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_CONFIG.format(data_dir=mnist_dir))
     return cfg
+
+
+# --------------------------------------------------------------------------- configs/ as eva reads them
+def config_chain(config: Path) -> list[Path]:
+    """The config files the header's ``eva fit --config ...`` command composes, in order (else just ``config``)."""
+    for line in config.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if "eva fit" in line:
+            command = re.search(r"eva fit((?:\s+--config\s+\S+)+)", line)
+            chain = [ROOT / p for p in re.findall(r"--config\s+(\S+)", command.group(1))] if command else []
+            if config in chain:
+                return chain
+    return [config]
+
+
+def included(config: Path) -> list[Path]:
+    """Files a config includes through its top-level ``config:`` key (jsonargparse merges them first)."""
+    names = (yaml.safe_load(config.read_text()) or {}).get("config") or []
+    return [(config.parent / n).resolve() for n in ([names] if isinstance(names, str) else names)]
+
+
+def files_read(config: Path) -> list[Path]:
+    """Every file the composed config reads, in merge order (includes first)."""
+    return [f for p in config_chain(config) for f in (*included(p), p)]
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, nested dicts merged key by key (as jsonargparse merges configs)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def expand(cfg: dict) -> dict:
+    """One file's keys with dotted ones (``data.train_transforms``) nested, without its ``config:`` include."""
+    out: dict = {}
+    for key, value in cfg.items():
+        if key != "config":
+            for part in reversed(key.split(".")):
+                value = {part: value}
+            out = merge(out, value)
+    return out
+
+
+def read_config(config: Path) -> dict:
+    """The config as eva reads it: its includes and command chain merged in order, dotted keys nested."""
+    cfg: dict = {}
+    for path in files_read(config):
+        cfg = merge(cfg, expand(yaml.safe_load(path.read_text()) or {}))
+    return cfg
+
+
+def runs_itself(config: Path) -> bool:
+    """Its header's ``eva fit`` command ends with it (``s5_small.yaml``, which ``s4.yaml`` includes): a run too."""
+    header = [line for line in config.read_text().splitlines()[:3] if line.startswith("#")]
+    return any(re.search(rf"eva fit(?:\s+--config\s+\S+)*\s+--config\s+configs/{re.escape(config.name)}(\s|$)", line)
+               for line in header)
+
+
+def composition_parts() -> set[Path]:
+    """Files that another config's command puts in front of it, or includes: parts of a run, not runs
+    (unless the file's own header trains it)."""
+    configs = list((ROOT / "configs").glob("*.yaml"))
+    chained = {p for c in configs for p in config_chain(c)[:-1] if config_chain(c)[-1] == c}
+    return {p for p in chained | {p for c in configs for p in included(c)} if not runs_itself(p)}
+
+
+PARTS = composition_parts()
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p not in PARTS)
+
+
+def config_args(config: Path) -> list[str]:
+    return [arg for path in config_chain(config) for arg in ("--config", str(path))]
+
+
+def as_param(config: Path):
+    """``config`` as a test parameter named by its stem."""
+    return pytest.param(config, id=config.stem)

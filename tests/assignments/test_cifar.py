@@ -18,9 +18,9 @@ from eva_lightning.cli import EvaCLI
 from eva_lightning.data.batch_augment import BatchAugment
 from eva_lightning.data.datasets import CIFAR10
 from eva_lightning.data.transforms import build_pipeline
-from test_configs import config_args, read_config
+from conftest import ROOT, config_args, read_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = ROOT / "configs"
 MEAN, STD = CIFAR10.mean, CIFAR10.std
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
+from conftest import ROOT
 from eva_lightning.errors import EvaError
 from eva_lightning.runs.report import Headline
 from eva_lightning.runs.result import RunResult
@@ -29,7 +30,7 @@ def write_run(run: Path, val_acc: list[float], test_acc: float | None = None, va
 
 
 def summarize_runs():
-    spec = importlib.util.spec_from_file_location("summarize_runs", Path(__file__).parents[1] / "benchmarks" / "summarize_runs.py")
+    spec = importlib.util.spec_from_file_location("summarize_runs", ROOT / "benchmarks" / "summarize_runs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

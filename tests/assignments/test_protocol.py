@@ -14,15 +14,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from eva_lightning.cli import EvaCLI
-from test_configs import read_config
+from conftest import ROOT, read_config
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def fit(tmp_path, monkeypatch, config, *extra: str) -> EvaCLI:
     monkeypatch.chdir(tmp_path)
     return EvaCLI(args=["fit", "--config", str(config), "--trainer.enable_model_summary", "false",
-                        "--model.class_path", "test_conventions.NeverImproves", "--trainer.max_epochs", "3",
+                        "--model.class_path", "tiny.NeverImproves", "--trainer.max_epochs", "3",
                         "--trainer.limit_train_batches", "2", *extra])
 
 
@@ -59,7 +58,7 @@ def test_held_out_split_keeps_best_by_validation_and_tests_the_final_weights(tmp
     # the final weights (last.ckpt), not the best epoch's, evaluated on the test split
     monkeypatch.chdir(tmp_path)
     check = EvaCLI(args=["test", "--config", str(tiny_config), "--trainer.logger", "false",
-                         "--model.class_path", "test_conventions.NeverImproves",
+                         "--model.class_path", "tiny.NeverImproves",
                          "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
     assert check.trainer.callback_metrics["test/acc"].item() == pytest.approx(test_acc, abs=1e-6)
     assert "test/acc" in capsys.readouterr().out  # Lightning's results table on the console

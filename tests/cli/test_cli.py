@@ -1,21 +1,22 @@
-"""`eva` end to end, by subprocess, as a user runs it."""
+"""`eva` end to end as a user runs it: one subprocess for `fit`/`test` and one for `--help`/`--version`,
+the rest in-process (`EvaCLI(args=...)`, `main(argv)`)."""
 
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import pytest
-from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, run_eva
+from eva_lightning.cli import EvaCLI
+from eva_lightning.entry import main
 
 
-def test_fit_writes_checkpoints_and_tensorboard_scalars(tmp_path, tiny_config):
-    res = run_eva("fit", "--config", str(tiny_config), "--trainer.max_epochs", "1", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_fit_writes_checkpoints_and_tensorboard_scalars(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    EvaCLI(args=["fit", "--config", str(tiny_config), "--trainer.max_epochs", "1"])
     run = tmp_path / "lightning_logs" / "tiny" / "version_0"
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     # validation is the test split: last.ckpt is the model of record, no "best" is chosen on it (#12)
@@ -29,31 +30,41 @@ def test_fit_writes_checkpoints_and_tensorboard_scalars(tmp_path, tiny_config):
     assert 0.0 <= events.Scalars("val/acc")[-1].value <= 1.0
     # testing that checkpoint without a logger leaves nothing in the working directory
     before = sorted(p.name for p in tmp_path.iterdir())
-    res = run_eva("test", "--config", str(tiny_config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
-                  "--trainer.logger", "false", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+    EvaCLI(args=["test", "--config", str(tiny_config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                 "--trainer.logger", "false"])
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_help_and_print_config_round_trip(tmp_path, tiny_config):
-    top = run_eva("--help", cwd=tmp_path)
-    assert top.returncode == 0 and "fit" in top.stdout and "predict" in top.stdout
-    fit_help = run_eva("fit", "--help", cwd=tmp_path)
-    assert fit_help.returncode == 0 and "--data.batch_size" in fit_help.stdout
-    printed = run_eva("fit", "--config", str(tiny_config), "--print_config", cwd=tmp_path)
-    assert printed.returncode == 0, printed.stderr[-2000:]
-    assert "class_path: tiny.TinyNet" in printed.stdout and "batch_size: 32" in printed.stdout
+def exits_ok(argv: list[str], capsys) -> str:
+    """``eva ARGV`` in-process: it exits 0 (or returns); what it printed."""
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, None), capsys.readouterr().err[-2000:]
+    return capsys.readouterr().out
+
+
+def test_help_and_print_config_round_trip(tmp_path, tiny_config, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    top = exits_ok(["--help"], capsys)
+    assert "fit" in top and "predict" in top
+    assert "--data.batch_size" in exits_ok(["fit", "--help"], capsys)
+    printed = exits_ok(["fit", "--config", str(tiny_config), "--print_config"], capsys)
+    assert "class_path: tiny.TinyNet" in printed and "batch_size: 32" in printed
     resolved = tmp_path / "resolved.yaml"
-    resolved.write_text(printed.stdout)
-    again = run_eva("fit", "--config", str(resolved), "--print_config", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout == printed.stdout
+    resolved.write_text(printed)
+    assert exits_ok(["fit", "--config", str(resolved), "--print_config"], capsys) == printed
 
 
-def test_module_runs_from_a_plain_checkout_without_install(tmp_path):
-    """PYTHONPATH=. python -m eva_lightning works (what the GPU machine does)."""
-    res = run_eva("fit", "--help", cwd=Path(__file__).resolve().parents[1])
-    assert res.returncode == 0 and "--data.dataset" in res.stdout
+def test_module_runs_from_a_plain_checkout_without_install(monkeypatch, capsys):
+    """PYTHONPATH=. python -m eva_lightning works (what the GPU machine does): its __main__, in-process."""
+    import runpy
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", ["eva_lightning", "fit", "--help"])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_module("eva_lightning", run_name="__main__")
+    assert exc.value.code in (0, None) and "--data.dataset" in capsys.readouterr().out
 
 
 def test_progress_bar_redraws_every_few_steps_and_yields_to_the_users_choice(tiny_config, tmp_path, monkeypatch):
@@ -152,17 +163,10 @@ NOISE = ("💡 Tip", "litlogger", "litmodels", "LeafSpec", "_pytree", "Loading `
 TABLE_NOISE = ("MulticlassAccuracy", "Total Flops", "FLOPs", "Modules in train mode")
 
 
-class WarnsOnce(Callback):
-    """A real problem: its warning must not be silenced with the known-harmless ones."""
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        warnings.warn("this is a real problem", UserWarning)
-
-
-def test_layer_table_lists_the_network_not_the_metrics(tmp_path, tiny_config):
-    res = run_eva("fit", "--config", str(tiny_config), cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    console = res.stdout + res.stderr
+def test_layer_table_lists_the_network_not_the_metrics(tmp_path, tiny_config, monkeypatch, lightning_log, capsys):
+    monkeypatch.chdir(tmp_path)
+    EvaCLI(args=["fit", "--config", str(tiny_config)])
+    console = lightning_log.text + "".join(capsys.readouterr())
     table = console[console.index("| Name"):console.index("Total params")]
     assert re.search(r"\| net +\| Sequential", table), table
     assert [n for n in TABLE_NOISE if n in console] == [], table
@@ -179,7 +183,7 @@ def test_shipped_config_fit_and_test_end_with_a_summary_and_a_clean_console(tmp_
     """`make run`'s config for 3 epochs, then `eva test` of the committed checkpoint, on tiny data."""
     fit = run_eva("fit", "--config", str(ROOT / "configs" / "s5.yaml"), "--data.data_dir", str(mnist_dir),
                   "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1",
-                  "--trainer.callbacks+=test_cli.WarnsOnce", cwd=tmp_path)
+                  "--trainer.callbacks+=tiny.WarnsOnce", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     console = fit.stdout + fit.stderr
     assert [n for n in NOISE if n in console] == [], console[-4000:]
@@ -207,10 +211,10 @@ def test_shipped_config_fit_and_test_end_with_a_summary_and_a_clean_console(tmp_
     assert "epochs" not in summary
 
 
-def test_fit_with_a_held_out_split_reports_the_final_test_and_the_best_validation(tmp_path, tiny_config):
-    res = run_eva("fit", "--config", str(tiny_config), "--trainer.max_epochs", "2", "--data.val_split", "0.25", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    summary = summary_block(res.stdout)
+def test_fit_with_a_held_out_split_reports_the_final_test_and_the_best_validation(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = EvaCLI(args=["fit", "--config", str(tiny_config), "--trainer.max_epochs", "2", "--data.val_split", "0.25"])
+    summary = summary_block(cli.closing_lines())
     assert list(summary)[:2] == ["test accuracy", "test loss"]
     assert re.fullmatch(r"\d+\.\d\d% \(final weights, test split\)", summary["test accuracy"])
     assert re.fullmatch(r"\d+\.\d\d% final; best \d+\.\d\d% at epoch [01] \(held-out 0.25 of the training set\)|"

@@ -9,10 +9,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import run_eva, write_mnist
+from conftest import write_mnist
 from tiny import TinyNet
 from torch.utils.data import DataLoader, DistributedSampler
 
+from eva_lightning.cli import EvaCLI
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.datamodule import ImageSplit
 from eva_lightning.data.batch_augment import BatchAugment, BatchedSplit, Rotate
@@ -202,7 +203,7 @@ def test_gpu_loader_trains_in_trainer(tmp_path):
     assert trainer.callback_metrics["val/loss"] < 2.1  # it learns (chance: ln 10 = 2.30)
 
 
-def test_config_with_gpu_loader_runs_fast_dev_run(tiny_config, tmp_path):
+def test_config_with_gpu_loader_runs_fast_dev_run(tiny_config, tmp_path, monkeypatch, lightning_log):
     cfg = tiny_config.read_text() + (
         "  loader: gpu\n"
         "  train_transforms:\n"
@@ -212,7 +213,7 @@ def test_config_with_gpu_loader_runs_fast_dev_run(tiny_config, tmp_path):
         "  - {name: Normalize}\n"
     )
     tiny_config.write_text(cfg)
-    res = run_eva("fit", "--config", str(tiny_config), "--trainer.fast_dev_run=2", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "DataLoader path" not in res.stderr
-    assert "`Trainer.fit` stopped: `max_steps=2` reached" in res.stderr + res.stdout
+    monkeypatch.chdir(tmp_path)
+    EvaCLI(args=["fit", "--config", str(tiny_config), "--trainer.fast_dev_run=2"])
+    assert "DataLoader path" not in lightning_log.text
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in lightning_log.text

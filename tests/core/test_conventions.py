@@ -8,19 +8,6 @@ import torch
 from PIL import Image
 
 from eva_lightning.cli import EvaCLI
-from tiny import TinyNet
-
-
-class NeverImproves(TinyNet):
-    """TinyNet whose validation predictions are all wrong after epoch 0: ``val/acc`` never improves."""
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        if self.current_epoch == 0:
-            return super().validation_step(batch, batch_idx)
-        wrong = torch.nn.functional.one_hot((y + 1) % self.num_classes, self.num_classes).float()
-        self.val_acc.update(wrong, y)
-        self.val_loss.update(torch.ones(y.shape[0]))  # val/loss 1.0
 
 
 def fit(tmp_path, monkeypatch, config, *extra: str) -> EvaCLI:
@@ -29,7 +16,7 @@ def fit(tmp_path, monkeypatch, config, *extra: str) -> EvaCLI:
 
 
 def test_last_ckpt_is_the_latest_epoch_when_the_metric_never_improves(tmp_path, monkeypatch, tiny_config):
-    cli = fit(tmp_path, monkeypatch, tiny_config, "--model.class_path", "test_conventions.NeverImproves",
+    cli = fit(tmp_path, monkeypatch, tiny_config, "--model.class_path", "tiny.NeverImproves",
               "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "2")
     assert cli.trainer.current_epoch == 3
     ckpts = tmp_path / "lightning_logs" / "tiny" / "version_0" / "checkpoints"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -18,9 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from eva_lightning.callbacks import WarmupEMA
 from eva_lightning.callbacks.ema import ema_decay, warmup_ema_multi_avg_fn
 from eva_lightning.errors import EvaError
+from conftest import ROOT
 from tiny import TinyNet
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def pattern_data(n: int, seed: int) -> TensorDataset:

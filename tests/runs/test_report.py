@@ -7,25 +7,14 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
 
 from eva_lightning.cli import EvaCLI
+from conftest import ROOT
 from eva_lightning.errors import EvaError
 from eva_lightning.runs.report import main as report_main
-
-
-class SavesFigures(L.Callback):
-    """Stands in for the figure callbacks: PNGs in the run directory at the end of fitting."""
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        run = Path(trainer.log_dir)
-        img = np.zeros((8, 8, 3), dtype=np.uint8)
-        for name in ("curves.png", "misclassified_epoch0.png", "misclassified_epoch1.png", "figures/confusion_matrix.png"):
-            (run / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(run / name)
 
 
 def image_links(report: Path) -> list[str]:
@@ -40,7 +29,7 @@ def test_fit_writes_a_report_whose_links_resolve(tmp_path, tiny_config, monkeypa
     monkeypatch.chdir(tmp_path)
     EvaCLI(args=[
         "fit", "--config", str(tiny_config), "--trainer.max_epochs", "2",
-        "--trainer.callbacks+=test_report.SavesFigures",
+        "--trainer.callbacks+=tiny.SavesFigures",
     ])
     run = tmp_path / "lightning_logs" / "tiny" / "version_0"
     report = run / "report.md"
@@ -87,7 +76,7 @@ def test_make_reference_keeps_scalars_final_images_and_newest_figures(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
-    spec = importlib.util.spec_from_file_location("make_reference", Path(__file__).parents[1] / "scripts" / "make_reference.py")
+    spec = importlib.util.spec_from_file_location("make_reference", ROOT / "scripts" / "make_reference.py")
     make_reference = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_reference)
 

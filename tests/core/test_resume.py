@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,32 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import eva_env, run_eva
-
-PAUSE_ENV = "EVA_TEST_PAUSE_MARKER"
-
-
-class PauseForKill(L.Callback):
-    """Test helper: mid-epoch, write a marker file and sleep until the test SIGKILLs the process.
-
-    Inactive unless ``$EVA_TEST_PAUSE_MARKER`` is set, so the uninterrupted and the resumed runs
-    use the very same configuration as the killed one.
-    """
-
-    def __init__(self, epoch: int = 2, batch: int = 3) -> None:
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        marker = os.environ.get(PAUSE_ENV)
-        if marker and trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            Path(marker).write_text(str(trainer.global_step))
-            time.sleep(120)
-
+from tiny import PAUSE_ENV
 
 RESUME_CONFIG = """\
 seed_everything: 7
@@ -50,7 +29,7 @@ trainer:
   callbacks:
     - class_path: lightning.pytorch.callbacks.EarlyStopping
       init_args: {{monitor: val/loss, patience: 20}}
-    - class_path: test_resume.PauseForKill
+    - class_path: tiny.PauseForKill
 model:
   class_path: tiny.TinyNet
   init_args:

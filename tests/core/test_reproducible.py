@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from conftest import TINY_CONFIG
-from test_configs import CONFIGS, config_args
+from conftest import CONFIGS, config_args
 from eva_lightning.cli import EvaCLI
 from eva_lightning.core.checkpoints import SafeCheckpointIO
 
