@@ -17,6 +17,7 @@ Shapes are written as channels x size, with the receptive field (RF) after each 
 from __future__ import annotations
 
 from functools import partial
+from typing import Callable
 
 from torch import nn
 
@@ -26,7 +27,36 @@ from eva_lightning.core.layers import NormKind, check_dropout, check_virtual_bat
 from eva_lightning.errors import EvaError
 
 
-class SkeletonNet(nn.Module):
+class MnistNet(nn.Module):
+    """The S5 layout: two 3x3 blocks, max-pool + 1x1 transition, 3x3 blocks, GAP, 1x1 conv to the logits.
+
+    Args:
+        widths: output channels of the conv blocks: two, the 1x1 transition's, then the rest.
+        block: ``block(cin, cout, k=3, padding=0)`` builds one conv block.
+        pad_last: pad the last conv (the GAP then averages a larger map at the same receptive field cost).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...], block: Callable[..., nn.Module],
+                 pad_last: bool = False) -> None:
+        super().__init__()
+        w = widths
+        self.block1 = nn.Sequential(block(in_channels, w[0]), block(w[0], w[1]))
+        # the 1x1 after the pool cuts the channels: the cheapest place to cut parameters
+        self.transition = nn.Sequential(nn.MaxPool2d(2), block(w[1], w[2], k=1))
+        last = len(w) - 4
+        self.block2 = nn.Sequential(*(block(a, b, padding=int(pad_last and i == last)) for i, (a, b) in enumerate(zip(w[2:], w[3:]))))
+        # global average pooling then a 1x1 conv replaces the dense layer
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(w[-1], num_classes, 1), nn.Flatten())
+
+    def forward(self, x):
+        return self.head(self.block2(self.transition(self.block1(x))))
+
+
+def _norm_block(dropout: float, norm: NormKind, virtual_batch_size: int) -> Callable[..., nn.Module]:
+    return partial(conv_bn, dropout=dropout, norm=partial(norm2d, norm, virtual_batch_size=virtual_batch_size))
+
+
+class SkeletonNet(MnistNet):
     """Steps 1-2: 19,418 parameters (19,674 with batch norm; the course's: 19,734 and 19,942).
 
     1x28 -> conv 16x26 (RF 3) -> conv 32x24 (5) -> maxpool 32x12 (6) -> 1x1 16x12 (6)
@@ -34,22 +64,13 @@ class SkeletonNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, batch_norm: bool = False) -> None:
-        super().__init__()
-
         # no conv biases in either step: step 2 differs from step 1 by its BN layers alone, as in the
         # course (its step 2 adds 208 parameters, exactly its BN layers')
         block = partial(conv_bn, dropout=None, norm=nn.BatchNorm2d if batch_norm else None)
-        self.block1 = nn.Sequential(block(in_channels, 16), block(16, 32))
-        self.transition = nn.Sequential(nn.MaxPool2d(2), block(32, 16, k=1))
-        self.block2 = nn.Sequential(block(16, 32), block(32, 32))
-        # global average pooling then a 1x1 conv replaces the dense layer
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, num_classes, 1), nn.Flatten())
-
-    def forward(self, x):
-        return self.head(self.block2(self.transition(self.block1(x))))
+        super().__init__(in_channels, num_classes, (16, 32, 16, 32, 32), block)
 
 
-class S5Net(nn.Module):
+class S5Net(MnistNet):
     """Steps 3-4 (and S6): 7,442 parameters.
 
     1x28 -> conv 8x26 (RF 3) -> conv 16x24 (5) -> maxpool 16x12 (6) -> 1x1 8x12 (6)
@@ -63,19 +84,10 @@ class S5Net(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.05, norm: NormKind = "bn",
                  virtual_batch_size: int = 32) -> None:
-        super().__init__()
-        block = partial(conv_bn, dropout=dropout, norm=partial(norm2d, norm, virtual_batch_size=virtual_batch_size))
-        self.block1 = nn.Sequential(block(in_channels, 8), block(8, 16))
-        # the 1x1 halves the channels after the pool: the cheapest place to cut parameters
-        self.transition = nn.Sequential(nn.MaxPool2d(2), block(16, 8, k=1))
-        self.block2 = nn.Sequential(block(8, 16), block(16, 16), block(16, 16))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, num_classes, 1), nn.Flatten())
-
-    def forward(self, x):
-        return self.head(self.block2(self.transition(self.block1(x))))
+        super().__init__(in_channels, num_classes, (8, 16, 8, 16, 16, 16), _norm_block(dropout, norm, virtual_batch_size))
 
 
-class FinalNet(nn.Module):
+class FinalNet(MnistNet):
     """Step 5: 9,630 parameters with the default widths (7,562 with ``s5_small``'s).
 
     1x28 -> conv w0x26 (RF 3) -> conv w1x24 (5) -> maxpool w1x12 (6) -> 1x1 w2x12 (6)
@@ -92,19 +104,9 @@ class FinalNet(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
                  widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16), dropout: float = 0.02,
                  norm: NormKind = "bn", virtual_batch_size: int = 32) -> None:
-        super().__init__()
         if len(widths) != 7 or min(widths) < 1:
             raise EvaError(f"model.init_args.widths={list(widths)} is impossible: give 7 positive channel counts (one per conv block)")
-        w = widths
-        block = partial(conv_bn, dropout=dropout, norm=partial(norm2d, norm, virtual_batch_size=virtual_batch_size))
-        self.block1 = nn.Sequential(block(in_channels, w[0]), block(w[0], w[1]))
-        self.transition = nn.Sequential(nn.MaxPool2d(2), block(w[1], w[2], k=1))
-        # the last conv is padded: the GAP then averages a 6x6 map, not 4x4, at the same receptive field cost
-        self.block2 = nn.Sequential(block(w[2], w[3]), block(w[3], w[4]), block(w[4], w[5]), block(w[5], w[6], padding=1))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(w[6], num_classes, 1), nn.Flatten())
-
-    def forward(self, x):
-        return self.head(self.block2(self.transition(self.block1(x))))
+        super().__init__(in_channels, num_classes, tuple(widths), _norm_block(dropout, norm, virtual_batch_size), pad_last=True)
 
 
 class S5Skeleton(ImageClassifier):

@@ -1,13 +1,9 @@
 """``batch_hooks_only_where_used``: a callback leaves Lightning's per-batch loop alone unless it uses a batch hook.
 
-Lightning calls every per-batch hook of every callback, overridden or not, and each call costs about
-6 µs of Python (a profiler context, an action name built from ``state_key``) on the 2-core VM with
-lightning 2.6. A callback enters six hooks a training step, ~35 µs a step each: the default callbacks
-took ≈ 0.28 ms a step, a quarter of eva's overhead over a plain loop (#15). Lightning skips a hook
-attribute that is not callable (``trainer/call.py``: ``if callable(fn)``), so a hook the class does
-not override is set to None there. No Lightning option does this; ``tests/test_callbacks.py`` checks
-it holds. Only hooks without a return value are listed. ``ImageClassifier`` does the same for its own
-no-op training-batch hooks.
+Lightning calls every per-batch hook of every callback, overridden or not, each call a few µs of
+Python (docs/speed.md has the cost); it skips a hook attribute that is not callable
+(``trainer/call.py``), so a hook the class does not override is set to None.
+``tests/callbacks/test_callbacks.py`` checks that this holds. Only hooks without a return value are listed.
 """
 
 from __future__ import annotations

@@ -24,12 +24,14 @@ def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
+def _bn_relu(conv: nn.Module, cout: int, dropout: float) -> nn.Sequential:
+    """``conv`` - BN - ReLU [- dropout]."""
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True), *([nn.Dropout(dropout)] if dropout > 0 else []))
+
+
 def conv_bn_relu(cin: int, cout: int, dilation: int = 1, dropout: float = 0.0) -> nn.Sequential:
     """3x3 conv (padded, optionally dilated) - BN - ReLU [- dropout]."""
-    layers: list[nn.Module] = [conv3x3(cin, cout, dilation=dilation), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+    return _bn_relu(conv3x3(cin, cout, dilation=dilation), cout, dropout)
 
 
 class DepthwiseSeparableConv2d(nn.Sequential):
@@ -54,7 +56,4 @@ class DepthwiseSeparableConv2d(nn.Sequential):
 
 def dws_bn_relu(cin: int, cout: int, dropout: float = 0.0) -> nn.Sequential:
     """DepthwiseSeparableConv2d - BN - ReLU [- dropout]."""
-    layers: list[nn.Module] = [DepthwiseSeparableConv2d(cin, cout), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+    return _bn_relu(DepthwiseSeparableConv2d(cin, cout), cout, dropout)

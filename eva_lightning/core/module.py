@@ -16,8 +16,6 @@ from torch import nn
 from eva_lightning.core.schedules import Schedule, make_optimizer, make_scheduler
 from eva_lightning.errors import EvaError
 
-__all__ = ["ImageClassifier", "Schedule"]  # Schedule: also importable from here, where it lived before
-
 
 class ImageClassifier(L.LightningModule):
     """Base module: cross-entropy, micro accuracy, optional L1, scheduler by config.
@@ -91,17 +89,14 @@ class ImageClassifier(L.LightningModule):
         # nan_strategy="disable": the NaN check is an `if tensor.any()`, a device sync every step
         mean = lambda: torchmetrics.MeanMetric(nan_strategy="disable")  # noqa: E731
         self.val_loss, self.test_loss = mean(), mean()
-        # training: the epoch's sums on the device (loss·n, correct, L1·n), one in-place add a step. The
-        # two torchmetrics updates this replaces cost ≈ 0.25 ms of Python a step on the 2-core VM, a fifth
-        # of eva's per-step overhead then (benchmarks/RESULTS.md, #15); evaluation keeps torchmetrics.
+        # training: the epoch's sums on the device (loss·n, correct, L1·n), one in-place add a step, cheaper
+        # in Python than two torchmetrics updates (docs/speed.md); evaluation keeps torchmetrics
         self._train_sums: torch.Tensor | None = None
         self._train_seen = 0
         self.net: nn.Module  # set by the subclass
 
-    # Lightning calls every training-batch hook each step, overridden or not (~10 µs each on the 2-core VM: a
-    # profiler action and two attribute sets), and skips one that is not callable (trainer/call.py: `if not
-    # callable(fn)`). These are no-ops here, so they are None; a subclass that defines one gets it called as usual
-    # (without super(): there is nothing to call). tests/test_callbacks.py checks that Lightning skips them.
+    # no-ops, so None: Lightning skips a hook that is not callable instead of paying for the call each step
+    # (as callbacks/hooks.py does for callbacks); a subclass's own hook is called as usual, without super()
     on_train_batch_start = on_train_batch_end = None
     on_before_backward = on_after_backward = on_before_optimizer_step = on_before_zero_grad = None
 
@@ -109,11 +104,9 @@ class ImageClassifier(L.LightningModule):
     _PLAIN_VALUES = frozenset({str, int, float, bool, type(None), torch.Tensor})
 
     def __setattr__(self, name: str, value) -> None:
-        # nn.Module.__setattr__ first looks for a parameter, buffer or submodule of that name: ~4 µs a call on the
-        # 2-core VM. An existing plain attribute (in __dict__: nn.Module keeps registered names out of it) given a
-        # plain value ends there anyway; Lightning's hook bookkeeping and the step's sums set one ~35 times a
-        # training step, ~0.13 ms a step saved. An exact-type test: isinstance(value, nn.Parameter) alone costs
-        # ~1 µs (its metaclass checks in Python).
+        # nn.Module.__setattr__ searches parameters, buffers and submodules first, which an existing plain
+        # attribute (in __dict__: nn.Module keeps registered names out of it) given a plain value skips anyway;
+        # Lightning sets such attributes ~35 times a step. Exact types: isinstance(value, nn.Parameter) is slow
         if type(value) in self._PLAIN_VALUES and name in self.__dict__:
             self.__dict__[name] = value
         else:
