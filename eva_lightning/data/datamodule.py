@@ -22,6 +22,9 @@ from eva_lightning.errors import EvaError
 
 log = logging.getLogger(__name__)
 
+#: the test split is read in one fixed shuffled order, the same for every run seed
+EVALUATION_ORDER_SEED = 0
+
 
 def _draw_seed() -> int:
     """A seed from torch's global RNG: what ``seed_everything`` seeds and a resumed run restores."""
@@ -206,9 +209,7 @@ class VisionDataModule(L.LightningDataModule):
         source = self._folder_source()
         if source is None:
             raise sources.data_missing(self.data_dir, self._looked_for(), download=False)
-        return self._load("train").classes if source.is_file() else tuple(
-            sorted(d.name for d in (source / "train").iterdir() if d.is_dir())
-        )
+        return self._load("train").classes if source.is_file() else sources.class_folders(source / "train")
 
     def prepare_data(self) -> None:
         """Download (rank 0 only) when nothing is found locally and downloads are allowed."""
@@ -216,14 +217,19 @@ class VisionDataModule(L.LightningDataModule):
             return  # predicting own images needs only the known statistics and sizes, no data set
         if self._local_kind() is not None:
             return
-        if not self.download or self.info.torchvision is None:
+        if not self.download or self.info.torchvision is None or self.data_dir.is_file():
             raise sources.data_missing(self.data_dir, self._looked_for(), download=False)
+        if problem := sources.unwritable(self.data_dir):
+            raise EvaError(f"no {self.dataset} data in data_dir={self.data_dir}, and it cannot be downloaded there: "
+                           f"{problem}. Point --data.data_dir at a folder that has the data or that you can write to "
+                           "(or export EVA_DATA_DIR=/path/to/data)")
         try:
             for train in (True, False):
                 sources.load_torchvision(self.info.torchvision, self.data_dir, train, download=True)
         except Exception as exc:  # torchvision raises URLError/RuntimeError/OSError when offline
             log.debug("download failed: %r", exc)
-            raise sources.data_missing(self.data_dir, self._looked_for(), download=True) from None
+            raise sources.data_missing(self.data_dir, self._looked_for(), download=True,
+                                       failure=sources.download_failure(exc)) from None
 
     def _load(self, split: Literal["train", "test"]) -> sources.Split:
         if split not in self._splits:
@@ -233,13 +239,19 @@ class VisionDataModule(L.LightningDataModule):
             elif kind == "folder":
                 # a data set of known size is read as it is stored (its decoded cache stays valid)
                 size = self.hparams.image_size if self.info.image_size is None else None
-                out = sources.load_folder_cached(self._folder_source(), split, self._channels, size)
+                out = sources.load_folder_cached(self._folder_source(), split, self._channels, size,
+                                                 self.info.classes)
             else:
                 raise sources.data_missing(self.data_dir, self._looked_for(), self.download)
             if self.info.classes is None and self._classes is not None and out.classes != self._classes:
                 raise EvaError(f"train and test class folders differ in {self.data_dir}: "
                                f"{sorted(set(out.classes) ^ set(self._classes))} appear in only one of them")
             self._classes = self._classes or out.classes
+            if split == "test":
+                # stored class by class (as an ImageFolder export is), the first batches would hold one class;
+                # shuffled once, any prefix (limit_val_batches) is a fair sample and full-split metrics stay
+                order = np.random.default_rng(EVALUATION_ORDER_SEED).permutation(len(out.labels))
+                out = sources.Split(out.images[order], out.labels[order], out.classes)
             self._splits[split] = out
         return self._splits[split]
 
@@ -289,7 +301,7 @@ class VisionDataModule(L.LightningDataModule):
                 perm = np.random.default_rng(self.seed).permutation(len(train.labels))
                 n_val = int(round(self.val_split * len(perm)))
                 self.train_set = self._dataset(train, self.train_specs, np.sort(perm[n_val:]), train=True)
-                self.val_set = self._dataset(train, self.test_specs, np.sort(perm[:n_val]))
+                self.val_set = self._dataset(train, self.test_specs, perm[:n_val])  # shuffled: a fair prefix
             else:
                 self.train_set = self._dataset(train, self.train_specs, train=True)
                 self.val_set = self._dataset(self._load("test"), self.test_specs)

@@ -22,11 +22,13 @@ class TorchvisionFiles:
         dataset: the ``torchvision.datasets`` class name (``MNIST``).
         markers: files that exist under ``data_dir`` once both splits are there.
         looked_for: where they are, for the "no data found" message.
+        files: every file torchvision reads, for the "missing or damaged" message.
     """
 
     dataset: str
     markers: tuple[str, ...]
     looked_for: str
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,17 @@ MNIST = DatasetInfo(
     name="mnist", channels=1, image_size=28, mean=(0.1307,), std=(0.3081,),
     classes=tuple(str(i) for i in range(10)),
     torchvision=TorchvisionFiles("MNIST", ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"),
-                                 "MNIST/raw/*-ubyte (torchvision's MNIST files)"),
+                                 "MNIST/raw/*-ubyte (torchvision's MNIST files)",
+                                 tuple(f"MNIST/raw/{s}-{k}" for s in ("train", "t10k")
+                                       for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))),
 )
 CIFAR10 = DatasetInfo(
     name="cifar10", channels=3, image_size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
     classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     torchvision=TorchvisionFiles("CIFAR10", ("cifar-10-batches-py/data_batch_1",),
-                                 "cifar-10-batches-py (torchvision's CIFAR-10 files)"),
+                                 "cifar-10-batches-py (torchvision's CIFAR-10 files)",
+                                 tuple(f"cifar-10-batches-py/{f}" for f in (
+                                     *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"))),
     folders=("cifar10-jpeg", "cifar10"),
 )
 #: any ImageFolder tree at ``data_dir``: everything is read from it (or from ``data.*``)
