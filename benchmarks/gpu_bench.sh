@@ -14,8 +14,13 @@
 # utilisation on the DataLoader path), DL_WORKERS sets its workers (default 15).
 # Writes $OUT/{s11_gpu.json, dataloader.json, gpu_util.txt, bench.log, summary.json};
 # the summary is printed last. Logs and checkpoints go to /tmp/eva-bench, not $OUT.
+# Needs, beside the checkout, .device/ staged by ../shared/device/stage.sh (wheels and data). Its
+# three legs together can take 750 s, over one device command's 600 s: benchmarks/gpu_all.sh runs
+# step 1's measurement within its 540 s plan (and its --rehearse, tested in CI, covers it on a CPU).
 # EPOCHS / EXTRA (eva overrides for every run) shrink it for a dry run on a CPU, e.g.
-#   EPOCHS=2 EXTRA="--model.init_args.width=8 --trainer.precision=32 --model.init_args.schedule.peak_epoch=1"
+#   EPOCHS=1 EXTRA="--trainer.accelerator=cpu --trainer.precision=32-true --trainer.benchmark=false
+#   --trainer.limit_train_batches=2 --trainer.limit_val_batches=1 --data.batch_size=16
+#   --model.init_args.schedule.peak_epoch=0.5" (the range test still takes its 100 steps)
 set -uo pipefail
 out=${1:?usage: gpu_bench.sh OUT_DIR}
 mkdir -p "$out"

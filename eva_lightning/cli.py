@@ -28,6 +28,7 @@ from eva_lightning.callbacks.finite_loss import FiniteLossGuard
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.callbacks.model_table import LayerTable
 from eva_lightning.callbacks.rng_state import RngState
+from eva_lightning.config_yaml import ConfigFileError, use_strict_yaml
 from eva_lightning.core import ImageClassifier
 from eva_lightning.core.checkpoints import (
     LAST,
@@ -41,7 +42,7 @@ from eva_lightning.core.trainer import EvaTrainer
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
 from eva_lightning.errors import EvaError
-from eva_lightning.runs.layout import newest_version, run_dir, version_number
+from eva_lightning.runs.layout import check_writable, newest_version, run_dir, version_number
 from eva_lightning.runs.record import RunInfo, RunReport
 from eva_lightning.runs.report import Headline
 
@@ -95,6 +96,7 @@ class EvaCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         self.parsers: list = []  # every parser built (one per subcommand): the keys an unknown one is matched to
+        use_strict_yaml()  # a key given twice is refused; a YAML error names the file and line
         super().__init__(
             ImageClassifier,
             VisionDataModule,
@@ -135,6 +137,11 @@ class EvaCLI(LightningCLI):
                 warnings.filterwarnings("ignore", message=".*args parameter is intended")
                 super().parse_arguments(parser, args)
         except ArgumentError as exc:
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, ConfigFileError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:  # names the file and line already
+                raise EvaError(str(cause)) from None
             argv = list(sys.argv[1:] if args is None else args)
             keys = {key for p in self.parsers for key in p.get_defaults().keys()}
             raise EvaError(one_line(str(exc), keys, argv)) from None
@@ -219,6 +226,17 @@ class EvaCLI(LightningCLI):
                 build_pipeline(specs, stats, stats)
         self._check_sync_batchnorm()
         self._check_ckpt_path()
+        self._check_run_root()
+
+    def _check_run_root(self) -> None:
+        """The folder the run writes to can be written (else Lightning fails with an OSError once it starts)."""
+        trainer = self.trainer
+        roots = [getattr(logger, "root_dir", None) or logger.save_dir for logger in trainer.loggers]
+        if not trainer.loggers and trainer.checkpoint_callback is not None:
+            roots.append(trainer.default_root_dir)  # checkpoints/ goes there without a logger
+        for root in roots:
+            if root is not None:
+                check_writable(root)
 
     def _check_sync_batchnorm(self) -> None:
         """torch's SyncBatchNorm runs only on CUDA; on CPU DDP it fails inside DDP's constructor."""
@@ -312,6 +330,11 @@ def check_fit_settings(cfg) -> None:
                        "(or set model.init_args.lr)")
     schedule, trainer = init_args.get("schedule"), cfg.get("trainer") or {}
     max_epochs = trainer.get("max_epochs")
+    if (getattr(schedule, "name", None) in ("onecycle", "cosine") and max_epochs == -1
+            and trainer.get("max_steps") in (None, -1)):
+        raise EvaError(f"model.init_args.schedule.name={schedule.name} with trainer.max_epochs=-1: the schedule spans "
+                       "the whole run, and -1 trains without end; set trainer.max_epochs (or trainer.max_steps), "
+                       "or use schedule.name none or plateau for an open-ended run")
     if (getattr(schedule, "name", None) == "onecycle" and isinstance(max_epochs, int) and max_epochs >= 1
             and trainer.get("max_steps") in (None, -1) and not getattr(schedule, "peak_epoch", 0) < max_epochs):
         raise EvaError(f"model.init_args.schedule.peak_epoch={schedule.peak_epoch} is outside the run "

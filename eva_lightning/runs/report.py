@@ -9,11 +9,14 @@ so ``eva report`` writes the same page from a copied run. The evaluation protoco
 
     eva report lightning_logs/s5/version_0      # (re)write report.md of a run
     eva report lightning_logs/s5                # the latest version of that run
+    eva report lightning_logs/reference/s5 -o - # a committed run: its report.md is never rewritten
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -228,6 +231,14 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         run_dir: the run directory, or its run-name folder (the newest version is taken).
         title: page heading; default ``<run name>/version_N``.
     """
+    run, page = render_report(run_dir, title)
+    path = run / REPORT
+    path.write_text(page)
+    return path
+
+
+def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, str]:
+    """The run's folder and its ``report.md`` page (figure links relative to that folder); see :func:`write_report`."""
     result = RunResult(run_dir)
     run, info, scalars = result.path, result.run_info(), result.scalars
     times = [t for points in scalars.values() for _, _, t in points]
@@ -287,15 +298,43 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         lines += ["## Package versions", "", "| package | version |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in versions.items()] + [""]
 
-    path = run / REPORT
-    path.write_text("\n".join(lines))  # also over a committed report.md: eva report rebuilds it in place
-    return path
+    return run, "\n".join(lines)
+
+
+def is_committed(path: Path) -> bool:
+    """Whether ``path`` is a reference run's file (under ``lightning_logs/reference``) or tracked by git."""
+    parts = path.resolve().parts
+    if any(parts[i : i + 2] == ("lightning_logs", "reference") for i in range(len(parts) - 1)):
+        return True
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
+                                 capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git: nothing is tracked
+        return False
+    return tracked.returncode == 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``eva report RUN_DIR``: (re)write ``report.md`` of a finished run."""
+    """``eva report RUN_DIR [-o FILE]``: (re)write ``report.md`` of a finished run and print its headline.
+
+    A committed report (a run under ``lightning_logs/reference``, or a ``report.md`` tracked by git) is
+    never rewritten: the page is printed instead. ``-o FILE`` writes it there (``-o -``: print it);
+    its figure links are relative to the run folder.
+    """
     parser = ArgumentParser(prog="eva report", description=main.__doc__)
     parser.add_argument("run_dir", help="a run directory (lightning_logs/<config>/version_N) or its parent")
+    parser.add_argument("-o", "--output", default=None,
+                        help="where the page goes: a file, or - to print it. Default: the run's report.md, "
+                             "unless that is committed (lightning_logs/reference or tracked by git): printed then")
     args = parser.parse_args(argv)
-    path = write_report(args.run_dir)
-    print(Headline.from_run(path.parent).text())
+    run, page = render_report(args.run_dir)
+    target = run / REPORT if args.output is None else Path(args.output)
+    if args.output is None and is_committed(target):
+        print(f"{target} is committed: not rewritten; the page follows (eva report {args.run_dir} -o FILE writes it "
+              "elsewhere)", file=sys.stderr)
+        target = Path("-")
+    if str(target) == "-":
+        print(page)
+        return
+    target.write_text(page)
+    print(Headline.from_run(run).text())
