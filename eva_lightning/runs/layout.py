@@ -4,6 +4,7 @@ folder a trainer writes to, the newest version of a run name, and the run named 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,21 @@ def run_dir(trainer: L.Trainer) -> Path | None:
     logger = trainer.loggers[0]  # trainer.logger
     log_dir = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
     return None if log_dir is None else Path(log_dir)
+
+
+def check_writable(folder: str | Path) -> None:
+    """Raise an :class:`EvaError` unless files can be written in ``folder`` (it may not exist yet).
+
+    Asks the nearest folder that exists, without creating anything, so a run refused later on
+    leaves nothing behind.
+    """
+    folder = Path(folder).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    fix = "choose another with --trainer.default_root_dir DIR (or the logger's save_dir)"
+    if not existing.is_dir():
+        raise EvaError(f"cannot write the run's files in {folder}: {existing} is a file, not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EvaError(f"cannot write the run's files in {folder}: {existing} is read-only for this user; {fix}")
 
 
 def version_number(path: Path) -> int | None:

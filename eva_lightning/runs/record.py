@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.runs.layout import FIT_RESULT, RUN_INFO, run_dir
 from eva_lightning.runs.report import write_report
+from eva_lightning.runs.result import holds_results
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,12 @@ def run_info_document(trainer: L.Trainer | None = None) -> dict[str, Any]:
 
 @batch_hooks_only_where_used
 class RunInfo(Callback):
-    """Write (or, on resume, append to) ``run_info.yaml`` in the run's folder on rank 0."""
+    """Write (or, on resume, append to) ``run_info.yaml`` in the run's folder on rank 0.
+
+    A run that fails before it has a result (no checkpoint, no finished epoch in its events) leaves
+    no ``version_N`` folder behind: one holding only its config and this file would be taken for a
+    run by ``eva report``/``compare`` and push the next run's number up.
+    """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run = run_dir(trainer)
@@ -123,6 +130,18 @@ class RunInfo(Callback):
             if f.tell():
                 f.write("---\n")
             yaml.safe_dump(info, f, sort_keys=False)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        run = run_dir(trainer)
+        if run is None or not trainer.is_global_zero or not run.is_dir():
+            return
+        for logger in trainer.loggers:  # Lightning finalizes them next: close the event file before it goes
+            logger.finalize("failed")
+        if not holds_results(run):
+            shutil.rmtree(run, ignore_errors=True)
+            if run.parent.is_dir() and not any(run.parent.iterdir()):  # the run name's folder, made for it
+                run.parent.rmdir()
+            log.info("removed %s: the run failed before it had a checkpoint or a finished epoch", run)
 
 
 @batch_hooks_only_where_used

@@ -40,6 +40,14 @@ def read_scalars(run: Path) -> Scalars:
     return scalars
 
 
+def holds_results(run: Path) -> bool:
+    """Whether a run folder holds what a failed start must never delete: a checkpoint, or events of a
+    finished epoch (an epoch-level metric: ``train/loss``, ``train/acc``, ``val/*``, ``test/*``)."""
+    if any(Path(run).rglob("*.ckpt")):
+        return True
+    return any(tag in ("train/loss", "train/acc") or tag.startswith(("val/", "test/")) for tag in read_scalars(run))
+
+
 def tag_of_record(logged: Collection[str], val_split: float) -> str:
     """The tag holding a run's test accuracy: ``test/acc`` when it tested its final weights or held out
     a validation split (whose ``val/acc`` is then no test accuracy), else ``val/acc`` (the test split)."""
