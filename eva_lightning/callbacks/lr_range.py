@@ -7,7 +7,9 @@ The sweep is Lightning's (``LearningRateFinder`` / ``Tuner.lr_find``); the sugge
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import lightning as L
 import numpy as np
@@ -81,6 +83,59 @@ def lr_plot(finder, title: str, mode: str):
     return fig
 
 
+def check_sweep(min_lr: float, max_lr: float, num_training: int, mode: str, early_stop_threshold: float | None,
+                prefix: str) -> None:
+    """Raise an :class:`EvaError` for a sweep that cannot run; ``prefix`` names the options (``--lr_find.``)."""
+    if mode not in ("exponential", "linear"):
+        raise EvaError(f"{prefix}mode={mode!r}: use exponential or linear")
+    if not 0 < min_lr < max_lr:
+        raise EvaError(f"{prefix}min_lr={min_lr:g}, {prefix}max_lr={max_lr:g}: the sweep runs upwards from min_lr "
+                       "to max_lr, so it needs 0 < min_lr < max_lr (e.g. 1e-5 and 1)")
+    if num_training < 2:
+        raise EvaError(f"{prefix}num_training={num_training}: the sweep needs at least 2 steps (e.g. 100)")
+    if early_stop_threshold is not None and early_stop_threshold <= 0:
+        raise EvaError(f"{prefix}early_stop_threshold={early_stop_threshold:g}: use a positive factor (e.g. 4) or null")
+
+
+class _DropRecords(logging.Filter):
+    """Drops log records that mention ``needle`` or start with one of ``prefixes``."""
+
+    def __init__(self, needle: str, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.needle, self.prefixes = needle, prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return self.needle not in message and not message.startswith(self.prefixes)
+
+
+#: the loggers of Lightning's notices about the range test's own save-and-restore
+_RESTORE_LOGGERS = ("lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.pytorch.utilities.rank_zero")
+
+
+@contextmanager
+def scratch_checkpoint(trainer: L.Trainer) -> Iterator[None]:
+    """Lightning's range test saves the model to ``<default_root_dir>/.lr_find_<uuid>.ckpt`` and loads it back.
+
+    That folder is the working directory unless the user chose one, and a killed test leaves the
+    file there. Here it goes to a temporary folder, removed afterwards, and Lightning's notices
+    about that internal file (``weights_only`` not set, restoring from it) are not printed.
+    """
+    saved = trainer._default_root_dir  # no public setter; only the range test's checkpoint reads it here
+    with tempfile.TemporaryDirectory(prefix="eva_lr_find_") as scratch:
+        quiet = _DropRecords(scratch, ("`weights_only` was not set", "Found current_model_state"))
+        loggers = [logging.getLogger(name) for name in _RESTORE_LOGGERS]
+        for logger in loggers:
+            logger.addFilter(quiet)
+        trainer._default_root_dir = scratch
+        try:
+            yield
+        finally:
+            trainer._default_root_dir = saved
+            for logger in loggers:
+                logger.removeFilter(quiet)
+
+
 @batch_hooks_only_where_used
 class LRRangeTest(LearningRateFinder):
     """LR range test at the start of ``fit``; its suggestion becomes ``model.lr``.
@@ -106,14 +161,7 @@ class LRRangeTest(LearningRateFinder):
 
     def __init__(self, min_lr: float = 1e-5, max_lr: float = 1.0, num_training: int = 100, mode: str = "exponential",
                  early_stop_threshold: float | None = 4.0) -> None:
-        if mode not in ("exponential", "linear"):
-            raise EvaError(f"LRRangeTest mode={mode!r}: use 'exponential' or 'linear'")
-        if not 0 < min_lr < max_lr:
-            raise EvaError(f"LRRangeTest min_lr={min_lr}, max_lr={max_lr}: the sweep needs 0 < min_lr < max_lr")
-        if num_training < 2:
-            raise EvaError(f"LRRangeTest num_training={num_training}: the sweep needs at least 2 steps (e.g. 100)")
-        if early_stop_threshold is not None and early_stop_threshold <= 0:
-            raise EvaError(f"LRRangeTest early_stop_threshold={early_stop_threshold}: use a positive factor (e.g. 4) or null")
+        check_sweep(min_lr, max_lr, num_training, mode, early_stop_threshold, "LRRangeTest ")
         # update_attr=False: Lightning would set model.lr from its own suggestion(); ours is set below
         super().__init__(min_lr=min_lr, max_lr=max_lr, num_training_steps=num_training, mode=mode,
                          early_stop_threshold=early_stop_threshold, update_attr=False)
@@ -134,7 +182,8 @@ class LRRangeTest(LearningRateFinder):
         max_epochs = trainer.fit_loop.max_epochs
         trainer.fit_loop.max_epochs = max(max_epochs or 1, self.num_training)
         try:
-            self.lr_find(trainer, pl_module)
+            with scratch_checkpoint(trainer):
+                self.lr_find(trainer, pl_module)
         finally:
             trainer.fit_loop.max_epochs = max_epochs
         finder = self.optimal_lr

@@ -4,9 +4,10 @@ Lightning's ``Tuner.lr_find`` on the configured model and data: it saves the mod
 optimiser state, runs the range test, and restores them. The suggestion is the project's rule
 (:func:`eva_lightning.callbacks.lr_range.suggest_lr`), not Lightning's ``suggestion()``. This
 tool saves the loss-vs-LR plot with the suggestion marked, prints the suggested LR and, with
-``--apply``, writes a copy of the config with ``model.init_args.lr`` set to it exactly
+``--apply``, writes a config that includes the given one (its ``config:`` key, so a config composed
+from a base config stays whole) and sets ``model.init_args.lr`` to the suggestion exactly
 (``ImageClassifier.lr`` overrides the optimiser's LR and is the one-cycle peak; an ``LRRangeTest``
-callback in the copy skips itself because the LR is set, so the copy's fit uses this LR).
+callback skips itself because the LR is set, so the new config's fit uses this LR).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+import os
 
 from eva_lightning.errors import EvaError
 
@@ -43,31 +44,34 @@ class LRFindOptions:
 
 
 def apply_lr(config: Path, lr: float, out: Path) -> Path:
-    """Copy ``config`` to ``out`` with ``model.init_args.lr = lr`` in full (YAML floats round-trip exactly).
+    """Write ``out``: a config that includes ``config`` and sets ``model.init_args.lr = lr`` in full.
 
-    YAML comments are not kept; an ``LRRangeTest`` callback in the copy stays and skips itself.
+    The include (jsonargparse's ``config:`` key, relative to ``out``'s folder) keeps everything the
+    config composes, its own includes too; a dotted key overrides only the LR (YAML floats
+    round-trip exactly). An ``LRRangeTest`` callback in it stays and skips itself.
     """
-    data = yaml.safe_load(config.read_text()) or {}
-    model = data.setdefault("model", {})
-    if not isinstance(model, dict):
-        raise EvaError(f"{config}: model must be a mapping (class_path/init_args) to set its lr")
-    (model.setdefault("init_args", {}) if "class_path" in model else model)["lr"] = float(lr)
-    header = (
-        f"# {config.name} with the LR from `eva lr_find` ({lr:.4g}); an LRRangeTest callback skips itself\n"
-        "# while model.init_args.lr is set (delete that line to run the range test again)\n"
+    if out.resolve() == config.resolve():
+        raise EvaError(f"--lr_find.apply_to {out} is the config itself: choose another file (default <config>_lr.yaml)")
+    include = Path(os.path.relpath(config.resolve(), out.resolve().parent)).as_posix()
+    if include.startswith("../.."):  # far apart: a path that does not depend on where out is
+        include = config.resolve().as_posix()
+    out.write_text(
+        f"# {config.name} with the LR from `eva lr_find` ({lr:.4g}). An LRRangeTest callback skips itself while\n"
+        "# model.init_args.lr is set (delete that line to run the range test again).\n"
+        f"config: {include}   # merged first, as it is\n"
+        f"model.init_args.lr: {float(lr)!r}\n"
     )
-    out.write_text(header + yaml.safe_dump(data, sort_keys=False))
     return out
 
 
-def _config_path(argv: list[str]) -> Path | None:
-    """The last ``--config`` file on the command line (the one whose copy ``--apply`` writes)."""
-    found = None
+def _config_paths(argv: list[str]) -> list[Path]:
+    """The ``--config`` files on the command line, in order (``--apply`` includes the last one)."""
+    found = []
     for i, arg in enumerate(argv):
         if arg in ("--config", "-c") and i + 1 < len(argv):
-            found = Path(argv[i + 1])
+            found.append(Path(argv[i + 1]))
         elif arg.startswith("--config="):
-            found = Path(arg.split("=", 1)[1])
+            found.append(Path(arg.split("=", 1)[1]))
     return found
 
 
@@ -81,17 +85,19 @@ def range_test(trainer, model, datamodule, opts: LRFindOptions):
     from lightning.pytorch.callbacks import LearningRateFinder
     from lightning.pytorch.tuner import Tuner
 
+    from eva_lightning.callbacks.lr_range import check_sweep, scratch_checkpoint
+
     if trainer.fast_dev_run:
         raise EvaError("eva lr_find does nothing under trainer.fast_dev_run: drop it (--trainer.fast_dev_run=false)")
-    if opts.mode not in ("exponential", "linear"):
-        raise EvaError(f"--lr_find.mode {opts.mode!r}: use exponential or linear")
+    check_sweep(opts.min_lr, opts.max_lr, opts.num_training, opts.mode, opts.early_stop_threshold, "--lr_find.")
     # a range-test callback in the config (LRRangeTest) would run twice: the Tuner refuses it
     trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateFinder)]
     # the test stops after num_training steps, but also at max_epochs: let it cross epochs on small data
     trainer.fit_loop.max_epochs = max(trainer.fit_loop.max_epochs or 1, opts.num_training)
-    return Tuner(trainer).lr_find(model, datamodule=datamodule, min_lr=opts.min_lr, max_lr=opts.max_lr,
-                                  num_training=opts.num_training, mode=opts.mode,
-                                  early_stop_threshold=opts.early_stop_threshold, update_attr=False)
+    with scratch_checkpoint(trainer):
+        return Tuner(trainer).lr_find(model, datamodule=datamodule, min_lr=opts.min_lr, max_lr=opts.max_lr,
+                                      num_training=opts.num_training, mode=opts.mode,
+                                      early_stop_threshold=opts.early_stop_threshold, update_attr=False)
 
 
 def main(argv: list[str]) -> float:
@@ -106,15 +112,24 @@ def main(argv: list[str]) -> float:
         def add_arguments_to_parser(self, parser) -> None:
             super().add_arguments_to_parser(parser)
             parser.add_dataclass_arguments(LRFindOptions, "lr_find")
-            parser.add_argument("--apply", action=ActionYesNo, default=False, help="write a copy of the config with the LR set")
+            parser.add_argument("--apply", action=ActionYesNo, default=False,
+                                help="write a config that includes the last --config and sets model.init_args.lr "
+                                     "to the suggestion (--lr_find.apply_to, default <config>_lr.yaml beside it)")
 
+    configs = _config_paths(argv)
+    if "--apply" in argv and not configs:
+        raise EvaError("--apply needs --config FILE: the config it writes includes that file")
     cli = LRFindCLI(args=argv, run=False, parser_kwargs={"exit_on_error": False, "prog": "eva lr_find"})
     opts: LRFindOptions = cli.config_init["lr_find"]
     trainer, model = cli.trainer, cli.model
     finder = range_test(trainer, model, cli.datamodule, opts)
     lr = suggestion(finder, opts.mode) if finder is not None else None
     if lr is None:
-        raise EvaError(f"the range test gave no suggestion ({len(finder.results['lr']) if finder else 0} points): "
+        lrs = finder.results["lr"] if finder else []
+        if 0 < len(lrs) < opts.num_training:  # Lightning stopped the sweep at early_stop_threshold
+            raise EvaError(f"the loss diverged after {len(lrs)} steps of the range test (at LR {lrs[-1]:.3g}), too few "
+                           "for a suggestion: lower --lr_find.max_lr (or raise --lr_find.early_stop_threshold)")
+        raise EvaError(f"the range test gave no suggestion ({len(lrs)} points): "
                        "raise --lr_find.num_training or use more training batches")
     if trainer.is_global_zero:
         fig = lr_plot(finder, f"{type(model).__name__}: suggested LR {lr:.3g}", opts.mode)
@@ -127,10 +142,9 @@ def main(argv: list[str]) -> float:
             out = publish(fig, trainer, "lr_find", "lr_find.png")
         print(f"suggested LR: {lr:.4g}\nplot: {out}")
         if cli.config_init.get("apply"):
-            config = _config_path(argv)
-            if config is None:
-                raise EvaError("--apply needs --config FILE to copy")
+            config = configs[-1]
             target = Path(opts.apply_to) if opts.apply_to else config.with_name(f"{config.stem}_lr.yaml")
             apply_lr(config, lr, target)
-            print(f"config with model.init_args.lr={lr:.4g}: {target}")
+            earlier = "".join(f" --config {c}" for c in configs[:-1])  # the new file replaces only the last
+            print(f"config with model.init_args.lr={lr:.4g}: {target}\ntrain with: eva fit{earlier} --config {target}")
     return lr
