@@ -13,7 +13,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import eva_env, run_eva
+from conftest import eva_env
+from eva_lightning.cli import EvaCLI
 from tiny import PAUSE_ENV
 
 RESUME_CONFIG = """\
@@ -51,7 +52,7 @@ def _scalars(run: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events.Scalars(tag)}
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir):
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir, monkeypatch, lightning_log):
     config = tmp_path / "resume.yaml"
     config.write_text(RESUME_CONFIG.format(data_dir=mnist_dir))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -75,9 +76,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir):
 
     _, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err[-3000:]
-    res = run_eva("fit", "--config", str(config), "--ckpt_path", "last", cwd=killed, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming from lightning_logs/resume/version_0/checkpoints/last.ckpt" in res.stderr
+    monkeypatch.chdir(killed)  # the resumed run in-process: the kill is what needs a process of its own
+    EvaCLI(args=["fit", "--config", str(config), "--ckpt_path", "last"])
+    assert "resuming from lightning_logs/resume/version_0/checkpoints/last.ckpt" in lightning_log.text
     assert not (killed / "lightning_logs" / "resume" / "version_1").exists()  # logs continue in the old run
 
     ref_run = straight / "lightning_logs" / "resume" / "version_0"
@@ -99,7 +100,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mnist_dir):
 
 
 def test_checkpoint_write_failure_keeps_previous_file(tmp_path, monkeypatch):
-    from eva_lightning import checkpoints as safety
+    from eva_lightning.core import checkpoints as safety
 
     io = safety.SafeCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_CONFIG, eva_env, finish_main_cases, run_eva, start_main_cases, write_mnist
+from conftest import ROOT, TINY_CONFIG, eva_env, finish_main_cases, start_main_cases, write_mnist
+from eva_lightning.cli import EvaCLI
 
 EVIL_MODULE = """\
 from pathlib import Path
@@ -40,9 +41,10 @@ def attack(tmp_path_factory):
     ema = base / "ema.yaml"  # a callback with state of its own in the checkpoint
     ema.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EMAWeightAveraging\n"
                    "      init_args: {decay: 0.9}\n")
-    fit = run_eva("fit", "--config", str(config), "--config", str(ema), "--trainer.max_epochs", "2",
-                  "--data.val_split", "0.25", cwd=base)
-    assert fit.returncode == 0, fit.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base)
+        EvaCLI(args=["fit", "--config", str(config), "--config", str(ema), "--trainer.max_epochs", "2",
+                     "--data.val_split", "0.25"])
     run = base / "lightning_logs" / "ema" / "version_0"
     good = run / "checkpoints" / "last.ckpt"
 

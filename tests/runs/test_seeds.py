@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -92,8 +94,16 @@ def test_from_runs_refuses_unfinished_and_held_out_without_test(in_tmp, tiny_con
         seeds.main(["--from-runs", str(run)])
 
 
-def test_held_out_validation_reports_the_test_split(in_tmp, tiny_config):
+def test_held_out_validation_reports_the_test_split(in_tmp, tiny_config, monkeypatch):
     """With data.val_split > 0, val/acc is the held-out split: the table takes test/acc (final weights)."""
+    from eva_lightning.entry import main
+
+    def fit_in_process(cmd: list[str]) -> subprocess.CompletedProcess:  # `python -m eva_lightning fit ...`
+        main(cmd[3:])
+        return subprocess.CompletedProcess(cmd, 0)
+
+    # only seeds' own `subprocess.run`: the test above starts real ones
+    monkeypatch.setattr(seeds, "subprocess", SimpleNamespace(run=fit_in_process))
     seeds.main(["--config", str(tiny_config), "--seeds", "1", "--", "--trainer.max_epochs", "2", "--data.val_split", "0.25"])
     run = in_tmp / "lightning_logs" / "tiny" / "seed_1"
     test_acc = [value for _, value, _ in read_scalars(run)["test/acc"]]
