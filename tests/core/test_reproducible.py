@@ -55,7 +55,7 @@ def test_same_seed_same_weights_and_run_info(tmp_path, mnist_dir, monkeypatch):
 def test_deterministic_mode_runs_every_config_on_cpu(config, tmp_path, monkeypatch):
     """Each network's forward and backward under ``--trainer.deterministic true`` (no op refuses).
 
-    A training step per config is ``tests/test_configs.py``'s job; here only the ops matter, so a
+    A training step per config is ``tests/assignments/test_configs.py``'s job; here only the ops matter, so a
     batch of zeros goes straight through the configured model.
     """
     monkeypatch.chdir(tmp_path)
