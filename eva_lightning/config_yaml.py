@@ -57,6 +57,8 @@ def make_strict_loader(load):
             raise
         except yaml.MarkedYAMLError as exc:
             problem = " ".join(str(exc.problem or exc.context or "not YAML").split())
+            if exc.problem and exc.context and exc.context_mark is not None:  # where the open bracket or block began
+                problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
             raise ConfigFileError(f"malformed YAML in {_where(str(path), exc.problem_mark, column=True)}: {problem}; "
                                   "fix the YAML there (indentation, a ':' after each key, closed brackets)") from None
         except yaml.YAMLError as exc:
