@@ -46,6 +46,19 @@ HARMLESS_LOG_MESSAGES = (
 LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
+class AboveProgressBars(logging.StreamHandler):
+    """The console handler of ``eva``: each line is printed above a running tqdm progress bar
+    (``tqdm.write``), not onto the end of the bar's line (a figure written mid-fit)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # as logging.StreamHandler does: report a failed write, never raise
+            self.handleError(record)
+
+
 def _keep(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(HARMLESS_LOG_MESSAGES)
 
@@ -113,7 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "--version":
         print(version_text())
         return
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=[AboveProgressBars()])
+    # `import lightning` gives its logger a console handler of its own ("INFO: ..."); passed on to
+    # the root handler too, each Lightning line would print twice
+    logging.getLogger("lightning").propagate = False
     from eva_lightning.errors import EvaError
 
     quiet_known_notices()
