@@ -16,6 +16,16 @@ class EpochCheckpoint(ModelCheckpoint):
         # ModelCheckpoint's own key ("ModelCheckpoint{...}"), so checkpoints resume across the two
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._fitting = stage == "fit"
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # validate/test/predict save nothing: the bookkeeping of the run that wrote the file (its best
+        # scores and paths) is of no use, and ModelCheckpoint would warn, naming that run's folder
+        if getattr(self, "_fitting", True):
+            super().load_state_dict(state_dict)
+
 
 def latest_checkpoint() -> ModelCheckpoint:
     """``last.ckpt`` after every epoch: the model of record, and what ``--ckpt_path last`` resumes.

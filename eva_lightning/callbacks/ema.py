@@ -64,3 +64,10 @@ class WarmupEMA(WeightAveraging):
             raise EvaError(f"WarmupEMA decay={decay}: use a value in [0, 1), e.g. 0.998")
         super().__init__(device=device, use_buffers=use_buffers, multi_avg_fn=warmup_ema_multi_avg_fn(decay))
         self.decay = decay
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._average_model is None:
+            # validate/test/predict: the checkpoint's state_dict is the average already (on_save_checkpoint
+            # put it there) and no average is kept, so there is nothing to restore and nothing to warn about
+            return
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -65,9 +65,10 @@ class PredictionWriter(BasePredictionWriter):
         self._probs: list[torch.Tensor] = []
         self._indices: list[int] = []
         self.csv_path: Path | None = None
+        self._message: str | None = None  # what was written, logged once the progress bar has closed its line
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._probs, self._indices = [], []
+        self._probs, self._indices, self._message = [], [], None
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int):
@@ -99,12 +100,20 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerows([name, classes[p], f"{c:.4f}", format_topk(row, classes)]
                              for name, p, c, row in zip(names, pred.tolist(), conf.tolist(), probs))
 
-        if self.gradcam:
-            self._write_gradcam(trainer, pl_module, out, indices, names, pred)
-        self._log_predicted(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
+        overlays = self._write_gradcam(trainer, pl_module, out, indices, names, pred) if self.gradcam else None
+        self._message = self._predicted(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
+        if overlays is not None:
+            self._message += f"\nGradCAM overlays → {overlays}"
 
-    def _log_predicted(self, names: list[str], labels: list[str], conf: list[float], skipped: list[Path],
-                 root: Path | None) -> None:
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # here, not at epoch end: the progress bar ends its line in its own on_predict_end, which runs
+        # first (Trainer.predict appends this callback last), so the lines start on a line of their own
+        if self._message:
+            log.info(self._message)
+            self._message = None
+
+    def _predicted(self, names: list[str], labels: list[str], conf: list[float], skipped: list[Path],
+                   root: Path | None) -> str:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(Counter(labels).items(), key=lambda kv: (-kv[1], kv[0])))
         lines = [f"predicted {len(names)} image(s) → {self.csv_path}", f"  classes: {counts}"]
         lines += [f"  {name}: {label} ({c:.3f})" for name, label, c in list(zip(names, labels, conf))[:10]]
@@ -113,16 +122,17 @@ class PredictionWriter(BasePredictionWriter):
         if skipped:
             lines.append(f"skipped {len(skipped)} unreadable file(s):")
             lines.extend(f"  {_relative(p, root)}" for p in skipped)
-        log.info("\n".join(lines))
+        return "\n".join(lines)
 
     def _write_gradcam(self, trainer: L.Trainer, pl_module: L.LightningModule, out: Path, indices: list[int],
-                       names: list[str], pred: torch.Tensor) -> None:
+                       names: list[str], pred: torch.Tensor) -> Path | None:
+        """A GradCAM overlay per image in ``out/gradcam``; that folder, or None where the model names no layer."""
         from eva_lightning.analysis.gradcam import gradcam, overlay
 
         layer = getattr(pl_module, "gradcam_layer", None)
         if layer is None:
             log.warning("no GradCAM overlays: %s names no gradcam_layer", type(pl_module).__name__)
-            return
+            return None
         dm = trainer.datamodule
         target = out / GRADCAM_DIR
         target.mkdir(exist_ok=True)
@@ -139,7 +149,7 @@ class PredictionWriter(BasePredictionWriter):
                 name = flat.stem if flat.stem not in used else f"{flat.stem}_{flat.suffix.lstrip('.')}"
                 used.add(name)
                 Image.fromarray(overlay(picture, cam.clamp(0, 1))).save(target / f"{name}.png")
-        log.info("GradCAM overlays → %s", target)
+        return target
 
 
 def _display_image(path: Path, side: int = OVERLAY_SIDE) -> np.ndarray:
