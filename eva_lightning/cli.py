@@ -107,7 +107,9 @@ class EvaCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             save_config_callback=SaveConfig,
             trainer_defaults={
-                "logger": lazy_instance(TensorBoardLogger, save_dir=LOG_ROOT, name=UNNAMED),
+                # default_hp_metric False: Lightning's placeholder hp_metric -1, never updated, filled
+                # TensorBoard's HPARAMS tab with -1 for every run; results are the scalars and report.md
+                "logger": lazy_instance(TensorBoardLogger, save_dir=LOG_ROOT, name=UNNAMED, default_hp_metric=False),
                 "callbacks": default_callbacks(),
             },
             args=args,
