@@ -15,10 +15,11 @@ so ``eva report`` writes the same page from a copied run. The evaluation protoco
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,23 @@ def metric_table(result: RunResult) -> list[tuple[str, float, str]]:
     return [(tag, result.final(tag), shown.get(tag, "")) for tag in tags]
 
 
+def partial_evaluation(trainer: dict[str, Any], stage: str, batch_size: Any) -> str | None:
+    """How little of the ``stage`` split (``val`` or ``test``) was measured where the trainer's
+    ``limit_{stage}_batches`` (or ``overfit_batches``) cut it short, e.g.
+    ``"only 2 batches of 128 (≤ 256 images): trainer.limit_val_batches=2"``; None when all of it was."""
+    key = "overfit_batches" if trainer.get("overfit_batches") else f"limit_{stage}_batches"
+    limit = trainer.get(key)
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or (isinstance(limit, float) and limit >= 1.0):
+        return None
+    if isinstance(limit, float):
+        part = f"{100 * limit:g}% of its batches"
+    else:
+        part = f"{limit} batch" + ("" if limit == 1 else "es")
+        if isinstance(batch_size, int) and not isinstance(batch_size, bool):
+            part += f" of {batch_size} (≤ {limit * batch_size:,} images)"
+    return f"only {part}: trainer.{key}={limit}"
+
+
 @dataclass
 class Headline:
     """What a user wants to know when a run ends: the final test accuracy, how long, where the files are.
@@ -92,6 +110,7 @@ class Headline:
     wall_time_s: float | None = None
     status: str | None = None
     run: Path | None = None
+    partial: dict[str, str] = field(default_factory=dict)  # "val"/"test" -> :func:`partial_evaluation`, if cut short
 
     @classmethod
     def from_run(cls, run: RunResult | str | Path) -> "Headline":
@@ -112,6 +131,7 @@ class Headline:
             wall_time_s=wall,
             status=fit.get("status") if fit else ("running or stopped (no end of fit recorded)" if trained else None),
             run=result.path,
+            partial=_partials(result.config.get("trainer"), (result.config.get("data") or {}).get("batch_size")),
         )
 
     @classmethod
@@ -119,8 +139,11 @@ class Headline:
         """From the trainer's last logged metrics (``callback_metrics``): a run that wrote no files."""
         final = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         fit = stage == "fit"
+        limits = {key: getattr(trainer, key, None) for key in
+                  ("limit_val_batches", "limit_test_batches", "overfit_batches")}
         return cls(stage, final, split, epochs=trainer.current_epoch if fit else None,
-                   max_epochs=trainer.max_epochs if fit else None, status="interrupted" if trainer.interrupted else None)
+                   max_epochs=trainer.max_epochs if fit else None, status="interrupted" if trainer.interrupted else None,
+                   partial=_partials(limits, getattr(trainer.datamodule, "batch_size", None)))
 
     def rows(self) -> list[tuple[str, str]]:
         """``(label, value)`` lines, test accuracy first."""
@@ -132,6 +155,8 @@ class Headline:
             where = "final weights, test split" if self.stage == "fit" else "test split"
         else:  # validation ran on the test split: its final epoch is the test result
             where = "final epoch; validation ran on the test split"
+        if (part := self.partial.get("test" if tag == "test/acc" else "val")) is not None:
+            where += f"; {part}"
         if acc is not None:
             rows.append(("test accuracy", f"{100 * acc:.2f}% ({where})"))
         elif self.stage == "fit":
@@ -140,7 +165,8 @@ class Headline:
             rows.append(("test loss", f"{loss:.4f}"))
         if self.val_split > 0 and "val/acc" in f:
             best = f"; best {100 * self.best_val_acc[0]:.2f}% at {self.best_val_acc[1]}" if self.best_val_acc else ""
-            held_out = f"(held-out {self.val_split:g} of the training set)"
+            held_out = f"(held-out {self.val_split:g} of the training set" + (
+                f"; {self.partial['val']})" if "val" in self.partial else ")")
             rows.append(("validation accuracy", f"{100 * f['val/acc']:.2f}% final{best} {held_out}"))
         if self.stage == "fit" and self.epochs is not None:
             of = f" of {self.max_epochs}" if self.max_epochs else ""
@@ -150,7 +176,7 @@ class Headline:
             rows.append(("status", self.status))
         if self.run is not None:
             run = _shown(self.run)
-            rows += [("run folder", str(run)), ("TensorBoard", f"tensorboard --logdir {run}"),
+            rows += [("run folder", str(run)), ("TensorBoard", f"tensorboard --logdir {shlex.quote(str(run))}"),
                      ("report", str(run / REPORT))]
             if self.stage == "fit" and (self.run / CHECKPOINTS / "last.ckpt").exists():
                 rows.append(("checkpoint", str(run / CHECKPOINTS / "last.ckpt")))
@@ -166,6 +192,13 @@ class Headline:
     def markdown(self) -> list[str]:
         """The ``report.md`` form: a two-column table (without the line pointing at the report itself)."""
         return _table([(k, f"`{v}`" if k == "TensorBoard" else v) for k, v in self.rows() if k != "report"])
+
+
+def _partials(trainer: Any, batch_size: Any) -> dict[str, str]:
+    """:func:`partial_evaluation` of the validation and test splits, those cut short only."""
+    trainer = trainer if isinstance(trainer, dict) else {}
+    found = {stage: partial_evaluation(trainer, stage, batch_size) for stage in ("val", "test")}
+    return {stage: part for stage, part in found.items() if part}
 
 
 def _table(rows: list[tuple[str, Any]]) -> list[str]:
