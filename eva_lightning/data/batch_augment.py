@@ -1,31 +1,14 @@
 """Batched augmentation (``data.loader: gpu``): a split held on the training device, augmented a batch at a time.
 
-The assignments' networks are small and their images tiny, so augmenting one sample at a time in
-Python costs more than the forward pass (airbench augments whole CIFAR-10 batches on the GPU for the
-same reason). With ``data.loader: gpu`` the data module's DataLoader yields batches of indices (its
-sampler, which Lightning owns, draws each epoch's order: DDP sharding and resume stay Lightning's);
-in ``on_after_batch_transfer`` :class:`BatchedSplit` gathers the batch from its copy of the uint8
-split on the batch's device and puts it through :class:`BatchAugment`, built from the same YAML
-pipeline as the albumentations path, with the same semantics:
-
-====================================  ====================================================
-albumentations 2.x                    here (per sample, on the device)
-====================================  ====================================================
-PadIfNeeded (center)                  constant fill / reflect_101 / replicate / wrap pad
-RandomCrop (pad_if_needed, center)    offset ``int(u * (H - h + 1))``, as ``get_crop_coords``
-HorizontalFlip(p)                     flipped with probability p
-CoarseDropout (2.x ranges, fill, p)   holes sized and placed as ``CoarseDropout`` does
-Rotate(limit, fill, p) / Affine       bilinear ``affine_grid``/``grid_sample`` about the
-(rotate only)                         pixel centre ``(W/2 - 0.5, H/2 - 0.5)``, constant fill
-Normalize (standard), ToTensorV2      ``x / max_pixel_value``, minus mean, over std
-====================================  ====================================================
-
-albumentations has no batched mode and kornia's ops differ in defaults (fill, crop sampling, hole
-sizes), so these few ops are written out here to keep the *configured* pipeline's meaning. Anything
-else raises :class:`Unsupported`, and that split falls back to albumentations per sample in the
-DataLoader. Random draws come from one ``torch.Generator`` on the device; nothing reads a value
-back to the host (no per-step device sync). Nothing here asks which device it is on: the CPU runs
-the code a GPU runs (the tests do), only the generator's stream differs (CUDA's is Philox).
+Augmenting one tiny image at a time in Python costs more than a small network's forward pass (airbench
+augments whole batches on the GPU for the same reason). The DataLoader yields index batches (Lightning
+keeps the sampler, DDP sharding and resume); ``on_after_batch_transfer`` hands them to
+:class:`BatchedSplit`, which gathers them on the device and applies :class:`BatchAugment`: the same YAML
+pipeline as the albumentations path, op by op with albumentations 2.x semantics (each op's docstring
+says which). albumentations has no batched mode and kornia's defaults differ (fill, crop sampling, hole
+sizes), hence these few ops; anything else raises :class:`Unsupported` and that split falls back to
+albumentations per sample. Random draws come from one ``torch.Generator`` on the device and nothing is
+read back to the host; the CPU runs the code a GPU runs (only the generator's stream differs).
 """
 
 from __future__ import annotations
@@ -52,10 +35,8 @@ _CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
 def _fill(value, channels: int, device: torch.device) -> torch.Tensor:
-    """A fill value (number or per-channel tuple) as a (1, C, 1, 1) float32 tensor on ``device``.
-
-    Cached: building it anew each step would be a host-to-device copy per step.
-    """
+    """A fill value (number or per-channel tuple) as a cached (1, C, 1, 1) float32 tensor on ``device``."""
+    # cached: building it anew would be a host-to-device copy every step
     if isinstance(value, str):
         raise Unsupported(f"fill={value!r}")
     key = (tuple(np.ravel(value).tolist()), channels, str(device))
@@ -79,10 +60,7 @@ class Op:
 
 
 class Pad(Op):
-    """PadIfNeeded / RandomCrop(pad_if_needed): pad to at least (min_h, min_w), centred.
-
-    albumentations puts ``int((min - size) / 2)`` before and the rest after.
-    """
+    """PadIfNeeded / RandomCrop(pad_if_needed): pad to at least (min_h, min_w), ``int((min - size) / 2)`` before."""
 
     random = False
 
@@ -116,8 +94,7 @@ class Crop(Op):
         if self.h > h_in or self.w > w_in:
             raise Unsupported(f"crop {self.h}x{self.w} larger than image {h_in}x{w_in}")
         dev = x.device
-        oy = _uniform_int(g, b, h_in - self.h + 1, dev)
-        ox = _uniform_int(g, b, w_in - self.w + 1, dev)
+        oy, ox = _uniform_int(g, b, h_in - self.h + 1, dev), _uniform_int(g, b, w_in - self.w + 1, dev)
         rows = (oy[:, None] + torch.arange(self.h, device=dev))[:, :, None]  # (B, h, 1)
         cols = (ox[:, None] + torch.arange(self.w, device=dev))[:, None, :]  # (B, 1, w)
         bi = torch.arange(b, device=dev)[:, None, None]
@@ -163,10 +140,8 @@ class Cutout(Op):
         xs = torch.arange(w, device=dev)[None, None, :]
         mask = torch.zeros(b, h, w, dtype=torch.bool, device=dev)
         for k in range(self.holes[1]):
-            hh = self._sizes(g, b, h, self.heights, dev)
-            ww = self._sizes(g, b, w, self.widths, dev)
-            y0 = _uniform_int(g, b, h - hh + 1, dev)
-            x0 = _uniform_int(g, b, w - ww + 1, dev)
+            hh, ww = self._sizes(g, b, h, self.heights, dev), self._sizes(g, b, w, self.widths, dev)
+            y0, x0 = _uniform_int(g, b, h - hh + 1, dev), _uniform_int(g, b, w - ww + 1, dev)
             inside = (ys >= y0[:, None, None]) & (ys < (y0 + hh)[:, None, None])
             inside = inside & (xs >= x0[:, None, None]) & (xs < (x0 + ww)[:, None, None])
             mask |= inside & (apply & (k < n_holes))[:, None, None]
@@ -274,11 +249,8 @@ def _ops(t: A.BasicTransform) -> list[Op]:
 
 
 class BatchAugment:
-    """An albumentations ``Compose`` as batched tensor ops on uint8 NHWC batches.
-
-    Raises:
-        Unsupported: naming the first transform that has no batched equivalent here.
-    """
+    """An albumentations ``Compose`` as batched ops on uint8 NHWC batches; :class:`Unsupported` names the first
+    transform without a batched equivalent."""
 
     def __init__(self, pipeline: A.Compose) -> None:
         self.ops: list[Op] = []
@@ -298,28 +270,15 @@ class BatchAugment:
 
 
 class BatchedSplit:
-    """A split's images and labels, copied to the device its index batches arrive on, augmented there.
-
-    The copy and its ``torch.Generator`` are made on the first index batch's device (``cpu`` or
-    ``cuda`` alike: one code path), and again only if a batch arrives on another device.
-
-    Args:
-        images: uint8 (N, H, W, C) on the host.
-        labels: int64 (N,) on the host.
-        augment: the split's pipeline as batched ops.
-    """
+    """A split's uint8 (N, H, W, C) images and labels, copied to (and a generator made on) the device
+    its index batches arrive on, again only if one arrives on another device; augmented there."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment) -> None:
         self.images, self.labels, self.augment = images, labels, augment
         self._on: tuple[torch.Tensor, torch.Tensor, torch.Generator] | None = None
 
     def __call__(self, idx: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """An index batch -> ``(float32 images (B, C, H, W), labels)`` on its device.
-
-        Args:
-            idx: int64 indices, on the device to work on.
-            seed: restart the generator from this seed first (a training split's per-batch seed).
-        """
+        """An index batch -> ``(float32 images (B, C, H, W), labels)``; ``seed`` restarts the generator first."""
         if self._on is None or self._on[0].device != idx.device:
             g = torch.Generator(idx.device)
             g.manual_seed(torch.initial_seed())

@@ -34,22 +34,11 @@ def _draw_seed() -> int:
 class ImageSplit(Dataset):
     """A split as uint8 (N, H, W, C) images and labels, and the pipeline it goes through.
 
-    Both ways through it are a standard DataLoader (Lightning's samplers, DDP sharding, resume):
-
-    - ``augment`` given (``data.loader: gpu``): items are indices. The data module's
-      ``on_after_batch_transfer`` hands each index batch to :meth:`finish`, and its
-      :class:`~eva_lightning.data.batch_augment.BatchedSplit` gathers and augments them on the
-      batch's device.
-    - otherwise: items are ``(pipeline(image), label)``, albumentations per sample (in workers).
-
-    Randomness follows the run's seed: pipelines start from ``torch.initial_seed()``, and a
-    ``reseed`` split (training) draws a fresh seed from torch's RNG for every batch, so that the
-    stream is what ``seed_everything`` set and what resuming restores. DataLoader workers have
-    torch RNGs of their own (seeded per worker by the DataLoader), so each worker draws its own.
-
-    Args:
-        augment: the pipeline's batched form, if it has one and the split is to be batched.
-        reseed: draw a new seed for every batch (the training split).
+    With ``augment`` (``data.loader: gpu``) items are indices, which :meth:`finish` gathers and augments on
+    the batch's device; otherwise items are ``(pipeline(image), label)``, per sample in the DataLoader.
+    Pipelines start from ``torch.initial_seed()``; a ``reseed`` split (training) draws a fresh seed from
+    torch's RNG every batch, so the stream is what ``seed_everything`` set and resuming restores (each
+    DataLoader worker has its own torch RNG, so draws its own).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, pipeline: A.Compose,
@@ -148,8 +137,7 @@ class VisionDataModule(L.LightningDataModule):
         if std is not None and not all(s > 0 for s in std):
             raise EvaError(f"data.std={list(std)} is impossible: every channel's std must be > 0, or leave it unset")
         self.save_hyperparameters()
-        self.dataset, self.download = dataset, download
-        self.info = DATASETS[dataset]
+        self.dataset, self.download, self.info = dataset, download, DATASETS[dataset]
         self.data_dir = Path(data_dir or os.environ.get("EVA_DATA_DIR") or "data").expanduser()
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.seed, self.val_split = seed, val_split
@@ -158,8 +146,7 @@ class VisionDataModule(L.LightningDataModule):
         self._mean = tuple(mean) if mean is not None else self.info.mean
         self._std = tuple(std) if std is not None else self.info.std
         self._classes: tuple[str, ...] | None = self.info.classes
-        self.predict_dir = Path(predict_dir).expanduser() if predict_dir else None
-        self.loader = loader
+        self.predict_dir, self.loader = Path(predict_dir).expanduser() if predict_dir else None, loader
         self.predict_files: list[Path] = []  # the readable images, in prediction order
         self.predict_skipped: list[Path] = []  # files that could not be read as images
         self.train_set = self.val_set = self.test_set = self.predict_set = None
@@ -196,8 +183,8 @@ class VisionDataModule(L.LightningDataModule):
     def _folder_source(self) -> Path | None:
         return sources.find_folder_source(self.data_dir, self.info.folders)
 
-    def _looked_for(self) -> list[str]:
-        return sources.looked_for(self.info, self.data_dir)
+    def _missing(self, download: bool, failure: str | None = None) -> EvaError:
+        return sources.data_missing(self.data_dir, sources.looked_for(self.info, self.data_dir), download, failure)
 
     def _local_kind(self) -> str | None:
         files = self.info.torchvision
@@ -208,7 +195,7 @@ class VisionDataModule(L.LightningDataModule):
     def _folder_classes(self) -> tuple[str, ...]:
         source = self._folder_source()
         if source is None:
-            raise sources.data_missing(self.data_dir, self._looked_for(), download=False)
+            raise self._missing(download=False)
         return self._load("train").classes if source.is_file() else sources.class_folders(source / "train")
 
     def prepare_data(self) -> None:
@@ -218,7 +205,7 @@ class VisionDataModule(L.LightningDataModule):
         if self._local_kind() is not None:
             return
         if not self.download or self.info.torchvision is None or self.data_dir.is_file():
-            raise sources.data_missing(self.data_dir, self._looked_for(), download=False)
+            raise self._missing(download=False)
         if problem := sources.unwritable(self.data_dir):
             raise EvaError(f"no {self.dataset} data in data_dir={self.data_dir}, and it cannot be downloaded there: "
                            f"{problem}. Point --data.data_dir at a folder that has the data or that you can write to "
@@ -228,8 +215,7 @@ class VisionDataModule(L.LightningDataModule):
                 sources.load_torchvision(self.info.torchvision, self.data_dir, train, download=True)
         except Exception as exc:  # torchvision raises URLError/RuntimeError/OSError when offline
             log.debug("download failed: %r", exc)
-            raise sources.data_missing(self.data_dir, self._looked_for(), download=True,
-                                       failure=sources.download_failure(exc)) from None
+            raise self._missing(download=True, failure=sources.download_failure(exc)) from None
 
     def _load(self, split: Literal["train", "test"]) -> sources.Split:
         if split not in self._splits:
@@ -242,7 +228,7 @@ class VisionDataModule(L.LightningDataModule):
                 out = sources.load_folder_cached(self._folder_source(), split, self._channels, size,
                                                  self.info.classes)
             else:
-                raise sources.data_missing(self.data_dir, self._looked_for(), self.download)
+                raise self._missing(self.download)
             if self.info.classes is None and self._classes is not None and out.classes != self._classes:
                 raise EvaError(f"train and test class folders differ in {self.data_dir}: "
                                f"{sorted(set(out.classes) ^ set(self._classes))} appear in only one of them")
@@ -310,7 +296,7 @@ class VisionDataModule(L.LightningDataModule):
             if self.val_set is None:
                 self.val_set = self.test_set
 
-    def _loader(self, split: ImageSplit, shuffle: bool) -> DataLoader:
+    def _loader(self, split: ImageSplit, shuffle: bool = False) -> DataLoader:
         if self.trainer is not None:
             split.rank = self.trainer.global_rank
         per_sample = split.augment is None  # index batches need no workers and no pinned memory
@@ -321,19 +307,17 @@ class VisionDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Index batches of a batched split become augmented images here, on the device (Lightning's recipe)."""
         t = self.trainer
-        split = self.train_set if t.training else self.test_set if t.testing else (
-            self.predict_set if t.predicting else self.val_set
-        )
-        return split.finish(batch)
+        return (self.train_set if t.training else self.test_set if t.testing
+                else self.predict_set if t.predicting else self.val_set).finish(batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, shuffle=False)
+        return self._loader(self.predict_set)

@@ -44,10 +44,7 @@ class Split:
 
 
 def data_missing(data_dir: Path, looked_for: list[str], download: bool, failure: str | None = None) -> EvaError:
-    """The offline error: where we looked, what for, and the two ways out.
-
-    ``failure``: why the download failed when that is known and is not the network.
-    """
+    """The offline error: where we looked, what for, and the two ways out (``failure``: a known non-network cause)."""
     if data_dir.is_file():
         wanted = " or ".join(p.replace(f"{data_dir}/", "") for p in looked_for)
         return EvaError(f"data_dir={data_dir} is a file, not a folder: point --data.data_dir at the folder that "
@@ -66,10 +63,8 @@ def data_missing(data_dir: Path, looked_for: list[str], download: bool, failure:
 
 
 def unwritable(folder: Path) -> str | None:
-    """Why files cannot be created in ``folder`` (made if missing), or None.
-
-    A real write answers for every cause at once: permissions, a read-only mount, a file in the way.
-    """
+    """Why files cannot be created in ``folder`` (made if missing), or None."""
+    # a real write answers for every cause at once: permissions, a read-only mount, a file in the way
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -166,10 +161,8 @@ def decode_image(data: bytes | str | Path, name: str, channels: int, size: int |
 
 
 def class_order(found: set[str], expected: tuple[str, ...] | None, where: str) -> tuple[str, ...]:
-    """The class folders in label order: a data set's own classes (which they must be exactly), else sorted.
-
-    A stray folder must never become a class: it would shift the labels of every class after it.
-    """
+    """The class folders in label order: a data set's own classes (which they must be exactly), else sorted."""
+    # a stray folder must never become a class: it would shift the labels of every class after it
     if expected is None:
         if not found:
             raise EvaError(f"{where} has no class folders (expected {where}/<class>/<image files>)")
@@ -250,13 +243,6 @@ def class_folders(split_dir: Path) -> tuple[str, ...]:
     return tuple(sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")))
 
 
-def _decode_listing(per_class: dict[str, list[tuple[str, int, int]]], order: tuple[str, ...], channels: int,
-                    size: int | None, split_dir: Path) -> Split:
-    """Decode an ImageFolder split listed by :func:`list_folder`; unreadable files are skipped."""
-    return _decode_classes({c: [(p, p) for p, _, _ in per_class[c]] for c in order}, order, channels, size,
-                           str(split_dir))
-
-
 def read_folder_archive(archive: Path, split: str, channels: int, size: int | None,
                         classes: tuple[str, ...] | None = None) -> Split:
     """Decode one split straight out of a ``.tar.gz`` ImageFolder export, without unpacking it."""
@@ -296,8 +282,7 @@ _CACHE_FORMAT = 2
 
 def _cache_dir(source: Path) -> Path:
     """Beside the data when that folder is writable, else the user's cache directory."""
-    # beside the data only where its folder is meant to be written: root passes os.access on a
-    # read-only shared copy, so the folder's own write bit is checked too
+    # root passes os.access on a read-only shared copy, so the folder's own write bit is checked too
     parent = source.parent
     if os.access(parent, os.W_OK) and parent.stat().st_mode & stat_mod.S_IWUSR:
         return parent
@@ -313,11 +298,8 @@ def _digest(lines) -> str:
 
 def load_folder_cached(source: Path, split: str, channels: int, size: int | None,
                        classes: tuple[str, ...] | None = None) -> Split:
-    """Decode a folder tree or archive once; later calls read the ``.npz`` cache while the files are unchanged.
-
-    ``source`` is either the tree root (holding ``train/`` and ``test/``) or a ``.tar.gz`` of it;
-    ``classes``: the data set's own classes in label order (the class folders must be those), or None.
-    """
+    """Decode a tree (holding ``train/`` and ``test/``) or its ``.tar.gz`` once; later calls read the ``.npz``
+    cache while the files are unchanged. ``classes``: the class folders they must be, in label order, or None."""
     settings = hashlib.sha1(f"{_CACHE_FORMAT}|{source.resolve()}|{split}|{channels}|{size}|{classes}".encode())
     prefix = f".{source.name}.{split}.{settings.hexdigest()[:8]}."
     if source.is_dir():
@@ -339,7 +321,8 @@ def load_folder_cached(source: Path, split: str, channels: int, size: int | None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             log.warning("decoding %s:%s again: its cache %s cannot be read (%s)", source, split, cache, exc)
     if source.is_dir():
-        out = _decode_listing(per_class, order, channels, size, split_dir)
+        out = _decode_classes({c: [(p, p) for p, _, _ in per_class[c]] for c in order}, order, channels, size,
+                              str(split_dir))
     else:
         out = read_folder_archive(source, split, channels, size, classes)
     tmp = cache.with_suffix(".tmp.npz")
