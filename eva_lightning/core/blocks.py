@@ -35,16 +35,9 @@ def conv_bn_relu(cin: int, cout: int, dilation: int = 1, dropout: float = 0.0) -
 
 
 class DepthwiseSeparableConv2d(nn.Sequential):
-    """A depthwise k x k conv (one filter per input channel) followed by a pointwise 1x1 conv.
+    """A depthwise k x k conv ('same' padding, optionally dilated) then a pointwise 1x1 conv.
 
-    Costs ``cin*k*k + cin*cout`` weights instead of ``cin*cout*k*k`` (about 8x fewer for 3x3 at
-    256 channels) for the same receptive-field growth.
-
-    Args:
-        cin: input channels.
-        cout: output channels.
-        kernel_size: depthwise kernel.
-        dilation: depthwise dilation ('same' padding either way).
+    ``cin*k*k + cin*cout`` weights instead of ``cin*cout*k*k`` for the same receptive-field growth.
     """
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, dilation: int = 1) -> None:

@@ -1,13 +1,9 @@
 """Checkpoint files: written atomically, read as data, checked before Lightning touches them.
 
-A ``.ckpt`` is a pickle, and unpickling can call any function its author named. Every checkpoint
-the user names is therefore read with ``torch.load(weights_only=True)``: tensors, plain Python
-values and the few project types registered below, nothing else. A file that needs more is
-refused with one line naming the object, unless the user passes ``--trust_checkpoint true`` for a
-file whose author they trust. Class paths stored inside a checkpoint (``hyper_parameters.
-_class_path``, which LightningCLI instantiates) are checked as strings before anything imports
-them: only this project's classes, or the ones the user's own config names
-(:func:`saved_model_config`).
+A ``.ckpt`` is a pickle, and unpickling can call any function its author named, so checkpoints are
+read with ``torch.load(weights_only=True)`` unless the user passes ``--trust_checkpoint true``. Class
+paths stored inside one (which LightningCLI instantiates) are checked as strings before anything
+imports them: only this project's classes or the ones the user's own config names.
 """
 
 from __future__ import annotations
@@ -33,12 +29,9 @@ TRUST_HINT = "if you trust whoever made the file, pass --trust_checkpoint true (
 class SafeCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to ``.<name>.tmp`` beside the target, fsync, then ``os.replace``; loads as data.
 
-    Lightning's own ``_atomic_save`` goes through an fsspec transaction whose temporary file
-    lives in the system temp directory: when that is another file system (a tmpfs ``/tmp``, a
-    mounted drive), the final move is a copy into the real name, which a crash can truncate, and
-    nothing is fsynced. A rename within one directory is atomic on POSIX and Windows.
-    Loading: Lightning passes ``weights_only=None`` unless told otherwise; here that means ``True``
-    (the CLI passes ``False`` only under ``--trust_checkpoint true``).
+    Lightning's ``_atomic_save`` writes its temporary file in the system temp directory: on another file
+    system the final move is a copy a crash can truncate, and nothing is fsynced; a rename within one
+    directory is atomic. Lightning's ``weights_only=None`` means ``True`` here (``False`` only when trusted).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -66,12 +59,10 @@ def trusts_checkpoint(cfg: Any) -> bool:
 
 
 def saved_model_config(path, model: Any, trusted: bool = False) -> dict | None:
-    """The ``model`` config a checkpoint's hyper-parameters give, checked before anything imports it.
+    """The ``model`` config LightningCLI merges from a checkpoint, checked before anything imports it.
 
-    What LightningCLI merges into the configured ``model`` when ``--ckpt_path`` names a file, read
-    with :func:`load_checkpoint_file`; the saved class must match the configured one (``model``, a
-    jsonargparse namespace with ``class_path``) and every class path in it must pass
-    :func:`check_class_paths`. ``None``: the file saved no hyper-parameters.
+    The saved class must match ``model`` (a jsonargparse namespace with ``class_path``) and every class
+    path must pass :func:`check_class_paths`. ``None``: the file saved no hyper-parameters.
     """
     hparams = dict(load_checkpoint_file(path, trusted=trusted, mmap=True).get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
@@ -86,11 +77,7 @@ def saved_model_config(path, model: Any, trusted: bool = False) -> dict | None:
 
 
 def load_checkpoint_file(path, map_location: Any = "cpu", trusted: bool = False, mmap: bool = False) -> dict:
-    """Read a Lightning checkpoint as data (``weights_only=True``) unless ``trusted``.
-
-    A missing, truncated or corrupt file, or one that needs an object outside torch's allow-list,
-    is an :class:`EvaError` naming the cause.
-    """
+    """Read a Lightning checkpoint as data (``weights_only=True``) unless ``trusted``; any failure is an EvaError."""
     path = Path(path)
     if not path.is_file():
         raise EvaError(f"checkpoint {path} does not exist: check --ckpt_path (or use --ckpt_path last)")
@@ -108,21 +95,17 @@ def load_checkpoint_file(path, map_location: Any = "cpu", trusted: bool = False,
 
 
 def _corrupt(path: Path, exc: BaseException) -> str:
-    return (
-        f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
-        f"Use another checkpoint; the run directory also holds best-*.ckpt files"
-    )
+    return (f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
+            "Use another checkpoint; the run directory also holds best-*.ckpt files")
 
 
 def _refusal(path: Path, message: str) -> str:
     """One line from torch's weights-only error: which object the file wanted, and what to do."""
     found = re.search(r"GLOBAL ([\w.]+)", message)  # torch: "Unsupported global: GLOBAL x" or "unsupported GLOBAL x"
     what = f"the object {found.group(1)}" if found else "something other than tensors and plain values"
-    return (
-        f"checkpoint {path} was refused: loading it needs {what}, which is not a tensor, a plain value "
-        f"or an eva_lightning type, and a checkpoint that unpickles objects can run code on this machine; "
-        f"{TRUST_HINT}"
-    )
+    return (f"checkpoint {path} was refused: loading it needs {what}, which is not a tensor, a plain value "
+            "or an eva_lightning type, and a checkpoint that unpickles objects can run code on this machine; "
+            f"{TRUST_HINT}")
 
 
 def class_paths(value: Any) -> Iterator[str]:
@@ -139,11 +122,8 @@ def class_paths(value: Any) -> Iterator[str]:
 
 
 def check_class_paths(path, hparams: dict, allowed: set[str], trusted: bool = False) -> None:
-    """Refuse a checkpoint whose hyper-parameters name a class outside this project and ``allowed``.
-
-    Checked as strings, before jsonargparse imports them: importing a module runs its code, so a
-    checkpoint must not choose which module ``eva`` imports.
-    """
+    """Refuse a checkpoint whose hyper-parameters name a class outside this project and ``allowed``."""
+    # as strings, before jsonargparse imports them: importing runs code, so a checkpoint must not choose it
     if trusted:
         return
     for name in class_paths(hparams):
@@ -163,12 +143,10 @@ def import_dotted(class_path: str) -> Any:
 
 
 def check_checkpoint_class(path, saved: str | None, configured: str | None, allowed: set[str]) -> None:
-    """Raise an :class:`EvaError` if the checkpoint was saved from another model class.
+    """Raise an :class:`EvaError` if the checkpoint was saved from another model class than the configured one.
 
-    LightningCLI replaces the configured model by the class saved in the checkpoint; when the
-    config names another class, saying so beats silently evaluating a different model. Two
-    spellings of one class are compared by importing them, which happens only for a saved path
-    inside this project or ``allowed`` (a string from a checkpoint chooses no import).
+    (LightningCLI would silently evaluate the saved class.) Two spellings of one class are compared by
+    importing them, only for a saved path inside this project or ``allowed``.
     """
     if not saved or not configured or saved == configured:
         return
@@ -183,11 +161,8 @@ def _mismatch(path, saved: str, configured: str, details: str = "") -> EvaError:
 
 
 def check_checkpoint(path, model: torch.nn.Module, trusted: bool = False) -> None:
-    """Raise an :class:`EvaError` unless ``path`` is a readable checkpoint of ``model``'s architecture.
-
-    Reads the file memory-mapped (only the header and tensor shapes are touched), so the later
-    full load by Lightning is the only real read.
-    """
+    """Raise an :class:`EvaError` unless ``path`` is a readable checkpoint of ``model``'s architecture."""
+    # memory-mapped: only the header and shapes are touched, Lightning's later load is the only real read
     ckpt = load_checkpoint_file(path, trusted=trusted, mmap=True)
     saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
     wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -26,34 +26,16 @@ def check_virtual_batch_size(n: int, option: str = "model.init_args.virtual_batc
 
 
 class GhostBatchNorm(nn.BatchNorm2d):
-    """Batch norm over virtual batches ("ghost" batches) of ``virtual_batch_size`` samples.
+    """Batch norm over virtual ("ghost") batches of ``virtual_batch_size`` samples.
 
-    In training the batch is split into ``ceil(N / virtual_batch_size)`` chunks (``torch.chunk``;
-    the last may be smaller), and each chunk is normalised with its own mean and variance. The
-    running statistics are updated once per chunk, so -- as MosaicML composer's ``GhostBatchNorm``
-    does -- the momentum is divided by the number of chunks for that forward pass: after one step
-    the running statistics have moved about as far as plain BN's would. A batch of at most
-    ``virtual_batch_size`` samples is one chunk (plain BN). Evaluation uses the running statistics.
-
-    It *is* an ``nn.BatchNorm2d`` (same parameters, buffers and state-dict keys), so code that
-    treats norm layers specially (no L1, no weight decay) treats it the same way.
-
-    Args:
-        num_features: channels.
-        virtual_batch_size: samples per ghost batch.
-        eps: added to the variance.
-        momentum: running-statistics momentum per *batch* (divided among its chunks).
-        affine: learn a per-channel scale and shift.
+    In training each ``torch.chunk`` of the batch is normalised with its own statistics; the running
+    statistics update once per chunk with the momentum divided by the chunks (as MosaicML composer's
+    ``GhostBatchNorm``), so a step moves them about as far as plain BN's. Evaluation uses the running
+    statistics. It *is* an ``nn.BatchNorm2d`` (same state-dict keys), so norm-layer rules (no L1) apply.
     """
 
-    def __init__(
-        self,
-        num_features: int,
-        virtual_batch_size: int = 32,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-    ) -> None:
+    def __init__(self, num_features: int, virtual_batch_size: int = 32, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
         if virtual_batch_size < 1:
             raise ValueError(f"virtual_batch_size must be >= 1, got {virtual_batch_size}")

@@ -54,37 +54,24 @@ class ImageClassifier(L.LightningModule):
         if not l1 >= 0:
             raise EvaError(f"model.init_args.l1={l1} is impossible: the L1 λ must be >= 0 (0 turns the penalty off)")
         if not 0 <= label_smoothing < 1:
-            raise EvaError(
-                f"model.init_args.label_smoothing={label_smoothing} is impossible: it must be in [0, 1) (0.1 is usual)"
-            )
+            raise EvaError(f"model.init_args.label_smoothing={label_smoothing} is impossible: it must be in [0, 1) (0.1 is usual)")
         if lr is not None and not lr > 0:
-            raise EvaError(
-                f"model.init_args.lr={lr} is impossible: the learning rate must be > 0 (or unset: the optimiser's lr)"
-            )
+            raise EvaError(f"model.init_args.lr={lr} is impossible: the learning rate must be > 0 (or unset: the optimiser's lr)")
         # the optimiser is built in configure_optimizers, after the run directory exists: try its arguments now
         try:
             groups = optimizer([nn.Parameter(torch.zeros(1))]).param_groups
         except ValueError as exc:  # torch's own checks: "Invalid learning rate: -0.1"
             raise EvaError(f"model.init_args.optimizer.init_args: {exc}; fix that value") from None
         if not 0 <= groups[0].get("momentum", 0) < 1:  # torch checks >= 0 only; >= 1 never forgets a step
-            raise EvaError(
-                f"model.init_args.optimizer.init_args.momentum={groups[0]['momentum']} is impossible: "
-                "it must be in [0, 1) (0.9 is usual)"
-            )
+            raise EvaError(f"model.init_args.optimizer.init_args.momentum={groups[0]['momentum']} is impossible: "
+                           "it must be in [0, 1) (0.9 is usual)")
         self.save_hyperparameters(ignore=["optimizer"])
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.optimizer_factory = optimizer
-        self.lr = lr
-        self.schedule = schedule
-        self.l1 = l1
-        self.label_smoothing = label_smoothing
-        self.channels_last = channels_last
-        self.compile = compile
+        self.num_classes, self.in_channels, self.optimizer_factory = num_classes, in_channels, optimizer
+        self.lr, self.schedule, self.l1, self.label_smoothing = lr, schedule, l1, label_smoothing
+        self.channels_last, self.compile = channels_last, compile
         # validate_args=False: the check counts torch.unique(target) on the host, a device sync every step
-        metric = lambda: torchmetrics.Accuracy(  # noqa: E731
-            task="multiclass", num_classes=num_classes, average="micro", validate_args=False
-        )
+        metric = lambda: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="micro",  # noqa: E731
+                                               validate_args=False)
         self.val_acc, self.test_acc = metric(), metric()
         # nan_strategy="disable": the NaN check is an `if tensor.any()`, a device sync every step
         mean = lambda: torchmetrics.MeanMetric(nan_strategy="disable")  # noqa: E731
@@ -133,15 +120,8 @@ class ImageClassifier(L.LightningModule):
         weights = [m.weight for m in self.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         return self.l1 * sum(w.abs().sum() for w in weights)
 
-    # Per step only metric updates on the device: each self.log costs about a millisecond of Python
-    # in Lightning (its result collection moves every value to the device), more than a small net's
-    # step on a GPU. Epoch means go out once per epoch under the plain names (train/loss, val/acc ...).
-    @staticmethod
-    def _update_mean(metric: torchmetrics.MeanMetric, value: torch.Tensor, n: int) -> None:
-        # the batch mean once per sample, so the epoch mean weighs every sample alike (a short last
-        # batch counts for its size); a weight= argument would be ignored under nan_strategy="disable"
-        metric.update(value.detach().expand(n))
-
+    # Per step only metric updates on the device: each self.log is Python work in Lightning (its result
+    # collection moves every value to the device); epoch means go out once per epoch (train/loss, val/acc ...).
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         # train/* are logged with the epoch's last batch (not in on_train_epoch_end), so callbacks
         # see them at epoch end; the per-step loss goes to its own tag on steps the logger writes.
@@ -180,7 +160,9 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         acc_metric.update(logits, y)
-        self._update_mean(loss_metric, loss, y.shape[0])
+        # the batch mean once per sample, so a short last batch counts for its size (weight= would be
+        # ignored under nan_strategy="disable")
+        loss_metric.update(loss.detach().expand(y.shape[0]))
         # what the image callbacks draw from (MisclassifiedGrid, ConfusionMatrixFigure): no second forward
         return {"loss": loss, "logits": logits}
 
@@ -217,10 +199,8 @@ class ImageClassifier(L.LightningModule):
             if steps == float("inf"):  # max_epochs=-1 and no max_steps
                 raise EvaError(f"a {s.name} schedule spans the whole run, which has no end (trainer.max_epochs=-1): "
                                "set trainer.max_epochs or trainer.max_steps, or use schedule.name none or plateau")
-            sched = make_scheduler(
-                opt, s, total_steps=int(steps),
-                epochs=max(1, trainer.max_epochs or 1), hold=bool(trainer.fast_dev_run),
-            )
+            sched = make_scheduler(opt, s, total_steps=int(steps), epochs=max(1, trainer.max_epochs or 1),
+                                   hold=bool(trainer.fast_dev_run))
         else:
             sched = make_scheduler(opt, s)
         if s.interval == "plateau":

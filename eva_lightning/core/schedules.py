@@ -1,7 +1,6 @@
-"""The LR schedule: its configuration (``Schedule``) and the optimiser and scheduler built from it.
+"""The LR schedule (``Schedule``) and the optimiser and scheduler built from it.
 
-One home for the dispatch: ``ImageClassifier.configure_optimizers`` and ``benchmarks/plain_loop.py``
-both call :func:`make_optimizer` and :func:`make_scheduler`, so both train with the same schedule.
+``ImageClassifier.configure_optimizers`` and ``benchmarks/plain_loop.py`` both build through here.
 """
 
 from __future__ import annotations
@@ -59,9 +58,7 @@ class Schedule:
         }
         for name, (ok, rule) in problems.items():
             if not ok:
-                raise EvaError(
-                    f"model.init_args.schedule.{name}={getattr(self, name)} is impossible: it must be {rule}"
-                )
+                raise EvaError(f"model.init_args.schedule.{name}={getattr(self, name)} is impossible: it must be {rule}")
 
     @property
     def interval(self) -> Literal["step", "epoch", "plateau"]:
@@ -78,11 +75,8 @@ torch.serialization.add_safe_globals([Schedule, (Schedule, "eva_lightning.core.m
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
 
 
-def make_optimizer(
-    factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
-    params: Iterable[torch.nn.Parameter],
-    lr: float | None = None,
-) -> torch.optim.Optimizer:
+def make_optimizer(factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+                   params: Iterable[torch.nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
     """The configured optimiser over ``params``; ``lr``, if set, replaces its LR in every group."""
     opt = factory(params)
     if lr is not None:
@@ -91,13 +85,8 @@ def make_optimizer(
     return opt
 
 
-def make_scheduler(
-    opt: torch.optim.Optimizer,
-    schedule: Schedule,
-    total_steps: int | None = None,
-    epochs: int | None = None,
-    hold: bool = False,
-) -> Scheduler:
+def make_scheduler(opt: torch.optim.Optimizer, schedule: Schedule, total_steps: int | None = None,
+                   epochs: int | None = None, hold: bool = False) -> Scheduler:
     """The scheduler for ``schedule``; step it as ``schedule.interval`` says.
 
     Args:
@@ -129,18 +118,9 @@ def _one_cycle(opt: torch.optim.Optimizer, s: Schedule, total: int, epochs: int,
     if hold or total < 3:  # too few steps for a cycle: hold the LR
         return lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
     if not 0 < peak_step < total - 1:
-        raise EvaError(
-            f"schedule.peak_epoch={s.peak_epoch} is outside the run ({epochs} epochs, {total} steps): "
-            "choose a peak epoch between 0 and trainer.max_epochs"
-        )
+        raise EvaError(f"schedule.peak_epoch={s.peak_epoch} is outside the run ({epochs} epochs, {total} steps): "
+                       "choose a peak epoch between 0 and trainer.max_epochs")
     # OneCycleLR's warm-up ends at step pct_start*total - 1, so +1 puts the max on peak_step
-    return lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=[g["lr"] for g in opt.param_groups],
-        total_steps=total,
-        pct_start=(peak_step + 1) / total,
-        anneal_strategy=s.anneal,
-        div_factor=s.div_factor,
-        final_div_factor=s.final_div_factor,
-        cycle_momentum=False,
-    )
+    return lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
+                                   pct_start=(peak_step + 1) / total, anneal_strategy=s.anneal,
+                                   div_factor=s.div_factor, final_div_factor=s.final_div_factor, cycle_momentum=False)
