@@ -41,13 +41,7 @@ class ResLayer(nn.Module):
 
 
 class CustomResNet(nn.Module):
-    """ResNet-9: 6,573,120 parameters (3x32x32 input, 10 classes).
-
-    Args:
-        width: channels of the prep layer (doubled by each layer); 64 is Page's.
-        logit_scale: multiplies the logits. Page's network scales them by 0.125, which keeps the
-            early softmax soft and trains faster than the plain FC.
-    """
+    """ResNet-9: 6,573,120 parameters (3x32x32 input, 10 classes), ``width`` prep channels doubled by each layer."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64, logit_scale: float = 0.125) -> None:
         super().__init__()
@@ -69,7 +63,7 @@ class S11Model(ImageClassifier):
 
     Args:
         width: prep-layer channels (64: Page's; smaller only for quick tests).
-        logit_scale: factor on the logits (Page: 0.125).
+        logit_scale: factor on the logits; Page's 0.125 keeps the early softmax soft, which trains faster.
         **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
     """
 

@@ -1,9 +1,4 @@
-"""S4 as the course words it: "6 convolution layers with kernels 10, 10, 20, 20, 30, 30" (configs/s4_literal.yaml).
-
-The S4 run itself (configs/s4.yaml: no dense layer, at most two max-pools, < 10k parameters,
->= 99.4%) trains S5 step 5's < 8k network (:class:`~eva_lightning.assignments.s5.S5Final`), whose
-rules are a superset of S4's; results in docs/mnist.md.
-"""
+"""S4's wording taken literally (configs/s4_literal.yaml); the S4 run itself (configs/s4.yaml) trains S5's FinalNet."""
 
 from __future__ import annotations
 
@@ -15,11 +10,9 @@ from eva_lightning.errors import EvaError
 
 
 class LiteralNet(nn.Module):
-    """The course's wording taken literally: "6 convolution layers with kernels 10, 10, 20, 20, 30, 30".
+    """The course's "6 convolution layers with kernels 10, 10, 20, 20, 30, 30".
 
-    With 3x3 kernels the six convs alone hold 19,890 weights (9·(1·10 + 10·10 + 10·20 + 20·20 + 20·30
-    + 30·30)), twice the assignment's 10k limit, before BN and the classifier: configs/s4_literal.yaml is
-    summarised (``eva summary``), not trained. S4 keeps the parameter limit and not this wording.
+    Its six 3x3 convs alone hold 19,890 weights, twice S4's 10k limit: summarised (``eva summary``), not trained.
 
     1x28 -> conv w0x26 -> conv w1x24 -> maxpool w1x12 -> conv w2x10 -> conv w3x8 -> maxpool w3x4
     -> conv w4x4 (padded) -> conv w5x4 (padded) -> GAP w5x1 -> 1x1 10x1 -> logits

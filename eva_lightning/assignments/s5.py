@@ -1,17 +1,8 @@
-"""S5: MNIST in the course's steps (configs/s5_step*.yaml, s5.yaml; results in docs/mnist.md).
+"""S5: MNIST in the course's steps (configs/s5_step*.yaml, s5.yaml), one change per step.
 
-Steps 1-4 follow the course, one change per step, with one optimiser and schedule for all four
-(configs/s5_base.yaml: SGD, LR 0.01, momentum 0.9, fixed LR, 15 epochs):
-
-    step 1  SkeletonNet(batch_norm=False)  the skeleton: conv blocks, one max-pool, GAP, no dense layer
-    step 2  SkeletonNet(batch_norm=True)   + batch norm after every conv (nothing else changes)
-    step 3  S5Net                          under 10k parameters: narrow blocks, 1x1 transition, dropout
-    step 4  S5Net                          + rotation ±7° (only the data pipeline changes)
-    step 5  FinalNet                       the course's final target (configs/s5.yaml, `make run`):
-                                           > 99.5% in 10 epochs, < 10k parameters, BN, GAP, augmentation
-
-S6 trains the step-4 network with L1/L2 and Ghost BN: ``S5Model(norm="gbn")``.
-Shapes are written as channels x size, with the receptive field (RF) after each layer.
+Steps 1-2: :class:`SkeletonNet` without, then with batch norm; steps 3-4 (and S6, with Ghost BN):
+:class:`S5Net`, step 4 adding rotation; step 5: :class:`FinalNet`. Shapes as channels x size, with the
+receptive field (RF) after each layer.
 """
 
 from __future__ import annotations
@@ -75,11 +66,6 @@ class S5Net(MnistNet):
 
     1x28 -> conv 8x26 (RF 3) -> conv 16x24 (5) -> maxpool 16x12 (6) -> 1x1 8x12 (6)
     -> conv 16x10 (10) -> conv 16x8 (14) -> conv 16x6 (18) -> GAP 16x1 -> 1x1 10x1 -> logits
-
-    Args:
-        dropout: dropout after every conv block (not the head).
-        norm: ``bn`` or ``gbn`` (Ghost BN, S6).
-        virtual_batch_size: ghost batch size when ``norm="gbn"``.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.05, norm: NormKind = "bn",
@@ -93,12 +79,6 @@ class FinalNet(MnistNet):
     1x28 -> conv w0x26 (RF 3) -> conv w1x24 (5) -> maxpool w1x12 (6) -> 1x1 w2x12 (6)
     -> conv w3x10 (10) -> conv w4x8 (14) -> conv w5x6 (18) -> conv w6x6 (22, padded)
     -> GAP w6x1 -> 1x1 10x1 -> logits
-
-    Args:
-        widths: output channels of the seven conv blocks, in the order above.
-        dropout: dropout after every conv block (not the head).
-        norm: ``bn`` or ``gbn`` (Ghost BN).
-        virtual_batch_size: ghost batch size for ``gbn``.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
@@ -147,7 +127,7 @@ class S5Final(ImageClassifier):
     """Step 5 (and ``s5_small``): :class:`FinalNet`.
 
     Args:
-        widths: output channels of the seven conv blocks.
+        widths: output channels of the seven conv blocks (w0-w6 of :class:`FinalNet`).
         dropout: dropout after every conv block.
         norm: ``bn`` or ``gbn`` (S6's Ghost BN runs).
         virtual_batch_size: ghost batch size for ``gbn``.

@@ -22,11 +22,7 @@ from eva_lightning.core.layers import check_dropout
 
 
 class S7Net(nn.Module):
-    """744,490 parameters (3x32x32 input, 10 classes).
-
-    Args:
-        dropout: dropout after every conv block (0: none; the augmentation regularises).
-    """
+    """744,490 parameters (3x32x32 input, 10 classes); ``dropout`` after every conv block."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, dropout: float = 0.0) -> None:
         super().__init__()
@@ -41,17 +37,14 @@ class S7Net(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(512, num_classes, 1), nn.Flatten())
 
     def forward(self, x):
-        x = self.t1(self.c1(x))
-        x = self.t2(self.c2(x))
-        x = self.t3(self.c3(x))
-        return self.head(self.c4(x))
+        return self.head(self.c4(self.t3(self.c3(self.t2(self.c2(self.t1(self.c1(x))))))))
 
 
 class S7Model(ImageClassifier):
     """:class:`S7Net` as a LightningModule.
 
     Args:
-        dropout: dropout after every conv block.
+        dropout: dropout after every conv block (0: none; the augmentation regularises).
         **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
     """
 

@@ -36,13 +36,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet with a CIFAR stem.
+    """ResNet with a CIFAR stem: ``layers`` blocks per stage, ``width`` stem channels doubled per stage.
 
-    Args:
-        layers: blocks per stage ([2, 2, 2, 2] is ResNet18).
-        width: channels of the stem and ``layer1`` (doubled per stage); 64 is the paper's.
-        zero_init_residual: start each block's last BN at zero, so every residual block begins as
-            the identity (Goyal et al.; torchvision notes +0.2-0.3%).
+    ``zero_init_residual``: each block's last BN starts at zero, so each begins as the identity (Goyal et al.).
     """
 
     def __init__(self, layers: list[int], in_channels: int = 3, num_classes: int = 10, width: int = 64,
