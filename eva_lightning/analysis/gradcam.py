@@ -1,8 +1,7 @@
 """GradCAM as a plain function (Selvaraju et al., 2017), usable outside any callback.
 
-pytorch-grad-cam is not a dependency of this project and its API wants a model/target-layer
-object per call; the algorithm itself is a few lines, written here so that the contract the
-callbacks and ``eva predict`` rely on (model left exactly as found) is explicit and tested.
+A few lines rather than pytorch-grad-cam (an object per model and layer), so the contract the callbacks
+and ``eva predict`` rely on (the model left exactly as found) is explicit and tested.
 """
 
 from __future__ import annotations
@@ -20,11 +19,8 @@ from eva_lightning.errors import EvaError
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Every module of ``model`` in eval mode inside the block; afterwards each gets its own mode back.
-
-    ``model.train()`` afterwards would not do: a module frozen in eval mode on purpose (a mixed
-    state) must stay so.
-    """
+    """Every module of ``model`` in eval mode inside the block; afterwards each gets its own mode back."""
+    # not model.train() afterwards: a module frozen in eval mode on purpose must stay so
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -36,13 +32,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
             class_idx: torch.Tensor | None = None) -> torch.Tensor:
-    """GradCAM heat maps for a batch: (N, H, W) in [0, 1] on the images' device.
+    """GradCAM heat maps for a batch: (N, H, W) in [0, 1] on the images' device (a flat map is all zeros).
 
-    Gradients of the class score (the logit) w.r.t. the target layer's activations, averaged over
-    space, weight its channels; the map is the ReLU of the weighted sum, upsampled bilinearly to the
-    input size and min-max normalised per image (a flat map is all zeros). In eval mode, one image's
-    map does not depend on the rest of the batch. The model is left exactly as found: each module's
-    train/eval mode, weights, buffers and ``.grad`` (``torch.autograd.grad`` does not accumulate).
+    Computed in eval mode (one image's map does not depend on the batch); the model is left exactly as
+    found: modes, weights, buffers and ``.grad`` (``torch.autograd.grad`` does not accumulate).
 
     Args:
         model: a module that maps ``images`` to logits (N, classes).

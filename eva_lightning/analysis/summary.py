@@ -1,13 +1,10 @@
 """``eva summary``: per-layer output shape, parameters, receptive field and jump, plus constraint flags.
 
-Receptive field arithmetic (for each conv/pool, kernel k, stride s, dilation d):
-``rf_out = rf_in + (k - 1) * d * jump_in`` and ``jump_out = jump_in * s``. torchinfo and
-``lightning.pytorch.utilities.model_summary`` give shapes and parameters but no receptive field,
-so it is computed here. It is tracked per *tensor* through every torch function (a
-``TorchFunctionMode``), so functional ops, residual additions (the larger path wins) and
-concatenations are followed as the network really runs. Global pooling marks the tensor as global
-without enlarging the number: the receptive field reported is that of the last spatial layer, the
-course's convention (after global pooling every output sees the whole image anyway).
+Per conv/pool (kernel k, stride s, dilation d): ``rf_out = rf_in + (k - 1) * d * jump_in``, ``jump_out =
+jump_in * s`` (torchinfo and Lightning's summary have no receptive field). Tracked per *tensor* through
+every torch function (a ``TorchFunctionMode``), so functional ops, residual additions (the larger path
+wins) and concatenations count as the network runs. Global pooling marks a tensor global without growing
+the number: the course reports the last spatial layer's receptive field.
 """
 
 from __future__ import annotations
@@ -96,6 +93,12 @@ def _first(v: Any) -> int:
     return int(v)
 
 
+def _grow(src: _RF, k: int, stride: int, dilation: int = 1, depthwise: bool | None = None) -> _RF:
+    """The receptive field after a window of ``k`` taps ``dilation`` apart, moved ``stride`` at a time."""
+    return _RF(src.rf + (k - 1) * dilation * src.jump, src.jump * stride,
+               src.depthwise if depthwise is None else depthwise, src.is_global)
+
+
 def _tensors(obj: Any):
     if isinstance(obj, torch.Tensor):
         yield obj
@@ -129,12 +132,9 @@ class _Tracker(TorchFunctionMode):
             return out
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         src = self.get(x) if x is not None and self.get(x) is not None else max(ins, key=lambda i: (i.rf, i.jump))
-        merged = _RF(
-            rf=max(i.rf for i in ins), jump=max(i.jump for i in ins),
-            depthwise=any(i.depthwise for i in ins), is_global=any(i.is_global for i in ins),
-        )
+        new = _RF(rf=max(i.rf for i in ins), jump=max(i.jump for i in ins),
+                  depthwise=any(i.depthwise for i in ins), is_global=any(i.is_global for i in ins))
         name = getattr(func, "__name__", "")
-        new = merged
         if name == "conv2d":
             k = _first(args[1].shape[-2:])
             stride = _first(_arg(args, kwargs, 3, "stride", 1))
@@ -143,7 +143,7 @@ class _Tracker(TorchFunctionMode):
             self.has_dilated |= dilation > 1 and k > 1
             depthwise = groups > 1 and groups == x.shape[1]
             self.has_depthwise_separable |= k == 1 and groups == 1 and src.depthwise
-            new = _RF(src.rf + (k - 1) * dilation * src.jump, src.jump * stride, depthwise, src.is_global)
+            new = _grow(src, k, stride, dilation, depthwise)
         elif name in ("max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d"):
             is_max = "max" in name
             k = _first(_arg(args, kwargs, 1, "kernel_size", 1))
@@ -151,7 +151,7 @@ class _Tracker(TorchFunctionMode):
             stride = k if stride in (None, [], ()) else _first(stride)
             dilation = _first(_arg(args, kwargs, 4, "dilation", 1)) if is_max else 1
             self.maxpools += int(is_max)
-            new = _RF(src.rf + (k - 1) * dilation * src.jump, src.jump * stride, src.depthwise, src.is_global)
+            new = _grow(src, k, stride, dilation)
         elif name in ("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"):
             size = _arg(args, kwargs, 1, "output_size", 1)
             size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
@@ -162,7 +162,7 @@ class _Tracker(TorchFunctionMode):
             else:  # adaptive pooling to n > 1: a window of about in/out with stride in//out
                 k = max(-(-int(i) // int(o or i)) for i, o in zip(in_hw, size))
                 s = max(int(i) // int(o or i) for i, o in zip(in_hw, size))
-                new = _RF(src.rf + (k - 1) * src.jump, src.jump * s, src.depthwise, src.is_global)
+                new = _grow(src, k, s)
         elif name in ("mean", "amax", "sum", "max", "avg_pool", "logsumexp") and x is not None and x.dim() == 4:
             dims = _arg(args, kwargs, 1, "dim", None)
             dims = {d % 4 for d in ((dims,) if isinstance(dims, int) else (dims or ()))}
@@ -178,11 +178,8 @@ class _Tracker(TorchFunctionMode):
 
 
 def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
-    """Run one zero image of ``input_shape`` (C, H, W) through ``net`` and report every leaf module.
-
-    The network's train/eval modes are restored; nothing is learnt (no grad, eval mode, so
-    BatchNorm statistics are untouched).
-    """
+    """Run one zero image of ``input_shape`` (C, H, W) through ``net`` (eval mode, no grad: nothing changes)
+    and report every leaf module."""
     if len(input_shape) != 3:
         raise EvaError(f"input_shape must be (C, H, W), got {input_shape}")
     rows: list[LayerRow] = []
