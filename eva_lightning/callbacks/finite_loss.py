@@ -17,14 +17,10 @@ from eva_lightning.errors import EvaError
 class FiniteLossGuard(Callback):
     """Stop at the first NaN/inf training loss with where and the likely cause.
 
-    Raising before the next checkpoint means no checkpoint of the diverged weights is written, so
-    ``last.ckpt`` stays the last good one. (``EarlyStopping(check_finite=True)`` looks only at an
-    epoch-end metric, after ``ModelCheckpoint`` may already have saved NaN weights.) On a GPU
-    reading the loss every step would stall the device queue, so the first bad step is recorded
-    on the device and read every ``check_every_n_steps`` and always before validation and at the
-    end of each epoch (before ``ModelCheckpoint`` saves). A CPU runs the same code, so the CPU
-    tests cover the GPU's path. In DDP the decision is shared by all ranks so none is left
-    waiting in a collective.
+    Raising before the next checkpoint keeps ``last.ckpt`` the last good one (``EarlyStopping(check_finite=
+    True)`` looks at an epoch-end metric, after NaN weights may be saved). Reading the loss every step would
+    stall a GPU's queue, so the first bad step is recorded on the device and read every
+    ``check_every_n_steps``, before validation and at epoch end; in DDP all ranks share the decision.
 
     Args:
         check_every_n_steps: steps between reads of the device-side record.

@@ -1,9 +1,7 @@
 """``batch_hooks_only_where_used``: a callback leaves Lightning's per-batch loop alone unless it uses a batch hook.
 
-Lightning calls every per-batch hook of every callback, overridden or not, each call a few µs of
-Python (docs/speed.md has the cost); it skips a hook attribute that is not callable
-(``trainer/call.py``), so a hook the class does not override is set to None.
-``tests/callbacks/test_callbacks.py`` checks that this holds. Only hooks without a return value are listed.
+Lightning calls every per-batch hook of every callback, overridden or not (docs/speed.md has the cost),
+but skips a hook attribute that is not callable (``trainer/call.py``): so an unused one is set to None.
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ T = TypeVar("T", bound=type)
 def batch_hooks_only_where_used(cls: T) -> T:
     """Class decorator for a Callback: the batch hooks it inherits unchanged become None.
 
-    A subclass that defines one of them gets it called as usual (its own method is callable); it
-    cannot call ``super()`` for it (there is nothing to call: the base's was a no-op).
+    A subclass's own hook is called as usual, but cannot call ``super()`` for it (the base's was a no-op).
     """
     for name in BATCH_HOOKS:
         if getattr(cls, name) is getattr(L.Callback, name):

@@ -1,8 +1,7 @@
-"""Image callbacks: misclassified grid, GradCAM overlays, confusion matrix.
+"""Image callbacks: misclassified grid, GradCAM overlays, confusion matrix; each a PNG and a TensorBoard image.
 
-Each writes a PNG into the run's log dir and the same picture as a TensorBoard image, on rank 0.
-MisclassifiedGrid and ConfusionMatrixFigure draw from the logits the validation/test step returned
-(``ImageClassifier``'s steps return ``{"loss", "logits"}``): they never run the network again.
+MisclassifiedGrid and ConfusionMatrixFigure draw from the logits the validation/test step returned: no
+second forward.
 """
 
 from __future__ import annotations
@@ -66,11 +65,11 @@ class MisclassifiedGrid(L.Callback):
     def __init__(self, num_images: int = 25, every_n_epochs: int = 1) -> None:
         self.num_images = _at_least(1, "MisclassifiedGrid", "num_images", num_images, "25: a 5×5 grid")
         self.every_n_epochs = _check_every("MisclassifiedGrid", every_n_epochs)
-        self._images, self._pred, self._true = [], [], []  # per batch: wrong images, predicted and true labels
+        self.on_validation_epoch_start()
         self.last_count = 0  # tiles in the last grid drawn (0: none found)
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._images, self._pred, self._true = [], [], []
+    def on_validation_epoch_start(self, *_) -> None:
+        self._images, self._pred, self._true = [], [], []  # per batch: wrong images, predicted and true labels
 
     def _collected(self) -> int:
         return sum(len(t) for t in self._true)
@@ -110,7 +109,7 @@ class MisclassifiedGrid(L.Callback):
         fig.tight_layout()
         publish(fig, trainer, "misclassified", f"misclassified_epoch{epoch}.png")
         self.last_count = n
-        self._images, self._pred, self._true = [], [], []
+        self.on_validation_epoch_start()
 
 
 @batch_hooks_only_where_used
@@ -121,9 +120,8 @@ class GradCAMGrid(L.Callback):
 
     Args:
         target_layer: module path of the layer (e.g. ``net.layer3``); None → the module's ``gradcam_layer``.
-        num_images: images in the sample, the same every epoch: the first validation image of each
-            class in turn (a class-sorted test set such as CIFAR-10's would otherwise give one class
-            only), then the first remaining images where there are fewer classes than images.
+        num_images: images in the sample, the same every epoch: the first validation image of each class
+            (a class-sorted set would otherwise give one class), then the first others.
         every_n_epochs: draw after every n-th epoch's validation.
         true_class: also show the map for the true class (a fourth column).
     """

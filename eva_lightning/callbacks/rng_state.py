@@ -40,13 +40,9 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
 
 @batch_hooks_only_where_used
 class RngState(Callback):
-    """Global RNG states in the checkpoint, restored on resume.
+    """Global RNG states in the checkpoint, restored on resume (Lightning restores everything else, not the RNGs).
 
-    Lightning restores weights, optimiser, schedulers, loops and callback states, but not the
-    RNGs: a resumed run would shuffle the next epoch from the seed's start state instead of where
-    the interrupted run was. Restoring happens while Lightning restores callbacks, which is after
-    the model was built (its init draws from the RNG) and before the first training batch is
-    drawn; in DDP every rank gets rank 0's states (ranks start from the same seed anyway).
+    Restored with the callbacks: after the model's init drew from the RNG, before the first batch is drawn.
     """
 
     def state_dict(self) -> dict[str, Any]:
