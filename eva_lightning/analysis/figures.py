@@ -21,10 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def publish(fig: Figure, trainer, tag: str, filename: str) -> Path:
-    """Save ``fig`` as ``<run dir>/<filename>`` and log it as TensorBoard image ``tag``; closes the figure.
-
-    The run dir is :func:`eva_lightning.runs.layout.run_dir` (rank 0 calls this alone), else ``trainer.default_root_dir``.
-    """
+    """Save ``fig`` as ``<run dir or default_root_dir>/<filename>``, log it as TensorBoard image ``tag``, close it."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     path = (run_dir(trainer) or Path(trainer.default_root_dir)) / filename

@@ -37,11 +37,8 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
     Computed in eval mode (one image's map does not depend on the batch); the model is left exactly as
     found: modes, weights, buffers and ``.grad`` (``torch.autograd.grad`` does not accumulate).
 
-    Args:
-        model: a module that maps ``images`` to logits (N, classes).
-        images: input batch (N, C, H, W), already normalised as the model expects.
-        target_layer: module path of the layer to look at, e.g. ``net.layer3``.
-        class_idx: (N,) class per image; default the predicted class.
+    ``images`` (N, C, H, W) are normalised as ``model`` expects; ``target_layer`` is a module path such as
+    ``net.layer3``; ``class_idx`` (N,) defaults to the predicted class.
     """
     model = getattr(model, "_orig_mod", model)  # torch.compile(model): the layer names are the eager model's
     try:
@@ -84,12 +81,8 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
 
 
 def overlay(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
-    """Blend a heat map over an image: (H, W, 3) uint8 RGB.
-
-    Args:
-        image: (H, W, 3), (H, W) or (C, H, W), float in [0, 1] or uint8.
-        cam: (H, W) heat map in [0, 1], drawn in matplotlib's ``colormap`` with weight ``alpha``.
-    """
+    """Blend an (H, W) heat map in [0, 1] (matplotlib ``colormap``, weight ``alpha``) over any single image layout
+    (:func:`to_hwc_float`): (H, W, 3) uint8 RGB."""
     from matplotlib import colormaps
 
     img = to_hwc_float(image)

@@ -1,10 +1,8 @@
 """``eva summary``: per-layer output shape, parameters, receptive field and jump, plus constraint flags.
 
-Per conv/pool (kernel k, stride s, dilation d): ``rf_out = rf_in + (k - 1) * d * jump_in``, ``jump_out =
-jump_in * s`` (torchinfo and Lightning's summary have no receptive field). Tracked per *tensor* through
-every torch function (a ``TorchFunctionMode``), so functional ops, residual additions (the larger path
-wins) and concatenations count as the network runs. Global pooling marks a tensor global without growing
-the number: the course reports the last spatial layer's receptive field.
+The receptive field (which torchinfo and Lightning's summary lack) is tracked per *tensor* through every torch
+function (a ``TorchFunctionMode``), so functional ops, residual additions (the larger path wins) and
+concatenations count; global pooling marks a tensor global without growing it (the course's convention).
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """S11: David Page's ResNet-9 ("How to train your ResNet"), one-cycle, batch 512, 24 epochs.
 
-    prep    conv 3x3 - BN - ReLU                                  64x32
-    layer1  X = conv 3x3 - MaxPool - BN - ReLU                    128x16
-            R1 = ResBlock(X) (conv-BN-ReLU-conv-BN-ReLU); X + R1  128x16
-    layer2  conv 3x3 - MaxPool - BN - ReLU                        256x8
-    layer3  X = conv 3x3 - MaxPool - BN - ReLU                    512x4
-            R2 = ResBlock(X); X + R2                              512x4
-    pool    MaxPool(4)                                            512x1
-    fc      Linear 512 -> 10, times 0.125                         logits (softmax is the loss's)
+prep 64x32 -> layer1 128x16 (+ResBlock) -> layer2 256x8 -> layer3 512x4 (+ResBlock) -> MaxPool(4) -> FC x 0.125
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """S8: ResNet18 for CIFAR-10 (3x3 stem, no stem max-pool), trained with random crop + flip.
 
-The network follows torchvision's ``models/resnet.py`` (``BasicBlock``, ``_make_layer``), with
-the CIFAR stem of He et al. / kuangliu's pytorch-cifar: a 32x32 image keeps its resolution
-until ``layer2``. Shapes: stem 64x32, layer1 64x32, layer2 128x16, layer3 256x8, layer4 512x4,
-GAP 512, FC 10. S9 and S10 train this same network with other data pipelines and schedules.
+torchvision's ``models/resnet.py`` with He et al.'s CIFAR stem: a 32x32 image keeps its resolution until
+``layer2`` (stem 64x32 ... layer4 512x4, GAP, FC). S9 and S10 train it with other pipelines and schedules.
 """
 
 from __future__ import annotations

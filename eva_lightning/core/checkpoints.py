@@ -1,9 +1,7 @@
 """Checkpoint files: written atomically, read as data, checked before Lightning touches them.
 
-A ``.ckpt`` is a pickle, and unpickling can call any function its author named, so checkpoints are
-read with ``torch.load(weights_only=True)`` unless the user passes ``--trust_checkpoint true``. Class
-paths stored inside one (which LightningCLI instantiates) are checked as strings before anything
-imports them: only this project's classes or the ones the user's own config names.
+Unpickling a ``.ckpt`` can call any function its author named: read with ``weights_only=True`` unless
+``--trust_checkpoint true``, and class paths inside one are checked as strings before anything imports them.
 """
 
 from __future__ import annotations

@@ -87,14 +87,10 @@ def make_optimizer(factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim
 
 def make_scheduler(opt: torch.optim.Optimizer, schedule: Schedule, total_steps: int | None = None,
                    epochs: int | None = None, hold: bool = False) -> Scheduler:
-    """The scheduler for ``schedule``; step it as ``schedule.interval`` says.
+    """The scheduler for ``schedule``, stepped as ``schedule.interval`` says (``opt``'s LR is a one-cycle's peak).
 
-    Args:
-        opt: the optimiser; its LR is the peak of a one-cycle schedule.
-        schedule: the configuration.
-        total_steps: optimiser steps of the whole run (needed by ``cosine`` and ``onecycle``).
-        epochs: epochs of the run (``onecycle``: places the peak).
-        hold: keep the LR constant instead of a one-cycle (e.g. a ``fast_dev_run``).
+    ``cosine`` and ``onecycle`` need the run's ``total_steps`` and ``epochs``; ``hold`` keeps a one-cycle's LR
+    constant (a ``fast_dev_run``).
     """
     s = schedule
     if s.name == "none":

@@ -151,11 +151,9 @@ class Cutout(Op):
 class Rotate(Op):
     """Rotate(limit) / Affine(rotate=...): angle ~ U(lo, hi) degrees with probability p.
 
-    Same matrix as albumentations (``create_affine_transformation_matrix`` about
-    ``(W/2 - 0.5, H/2 - 0.5)``, cv2's counter-clockwise sense), bilinear, constant fill; the centre
-    is the origin of ``grid_sample``'s ``align_corners=False`` coordinates. cv2 rounds its
-    bilinear weights to 1/32 and its uint8 result to integers: expect differences of a grey level
-    or two, none in geometry.
+    albumentations' matrix about ``(W/2 - 0.5, H/2 - 0.5)`` (the origin of ``grid_sample``'s
+    ``align_corners=False`` coordinates), bilinear, constant fill; cv2 rounds its weights to 1/32 and
+    its result to integers, so grey levels may differ by one or two, geometry not.
     """
 
     def __init__(self, limit: tuple[float, float], fill, p: float, mode: str = "bilinear") -> None:

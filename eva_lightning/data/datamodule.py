@@ -34,11 +34,9 @@ def _draw_seed() -> int:
 class ImageSplit(Dataset):
     """A split as uint8 (N, H, W, C) images and labels, and the pipeline it goes through.
 
-    With ``augment`` (``data.loader: gpu``) items are indices, which :meth:`finish` gathers and augments on
-    the batch's device; otherwise items are ``(pipeline(image), label)``, per sample in the DataLoader.
-    Pipelines start from ``torch.initial_seed()``; a ``reseed`` split (training) draws a fresh seed from
-    torch's RNG every batch, so the stream is what ``seed_everything`` set and resuming restores (each
-    DataLoader worker has its own torch RNG, so draws its own).
+    With ``augment`` (``data.loader: gpu``) items are indices that :meth:`finish` gathers and augments on the
+    device, else ``(pipeline(image), label)``. A ``reseed`` split (training) draws a seed from torch's RNG
+    every batch: the stream ``seed_everything`` set and resuming restores (each worker has its own RNG).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, pipeline: A.Compose,
@@ -98,12 +96,10 @@ class VisionDataModule(L.LightningDataModule):
         channels: for ``folder``: 1 (grey) or 3 (RGB).
         mean: per-channel mean for normalisation; default the data set's own.
         std: per-channel std; default the data set's own.
-        predict_dir: folder of your own images for ``eva predict`` (any size, grey or colour;
-            converted to the model's input with the test pipeline).
-        loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or ``gpu``:
-            index batches, gathered from the split held on the training device and augmented there as a
-            batch (``eva_lightning.data.batch_augment``); a pipeline without a batched
-            version falls back to ``torch`` for that split, with a logged reason.
+        predict_dir: folder of your own images for ``eva predict`` (any size, grey or colour).
+        loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or ``gpu``: the
+            split held on the training device, augmented there a batch at a time (``data.batch_augment``);
+            a pipeline without a batched version falls back to ``torch`` for that split, saying why.
     """
 
     def __init__(

@@ -1,9 +1,5 @@
-"""What the data module knows about each data set: one frozen description per ``data.dataset`` value.
-
-Everything that differs between MNIST, CIFAR-10 and an ImageFolder tree is written here (classes,
-statistics, image shape, where its files are and how they are read); the data module and the
-readers in :mod:`~eva_lightning.data.sources` never name a data set.
-"""
+"""One frozen description per ``data.dataset`` value: all that differs between data sets, so that the data
+module and :mod:`~eva_lightning.data.sources` never name one."""
 
 from __future__ import annotations
 
@@ -16,44 +12,26 @@ DatasetName = Literal["mnist", "cifar10", "folder"]
 
 @dataclass(frozen=True)
 class TorchvisionFiles:
-    """A torchvision data set's own files under ``data_dir``.
+    """A torchvision data set's own files under ``data_dir``."""
 
-    Args:
-        dataset: the ``torchvision.datasets`` class name (``MNIST``).
-        markers: files that exist under ``data_dir`` once both splits are there.
-        looked_for: where they are, for the "no data found" message.
-        files: every file torchvision reads, for the "missing or damaged" message.
-    """
-
-    dataset: str
-    markers: tuple[str, ...]
-    looked_for: str
-    files: tuple[str, ...] = ()
+    dataset: str  # the torchvision.datasets class name (MNIST)
+    markers: tuple[str, ...]  # files that exist once both splits are there
+    looked_for: str  # where they are, for the "no data found" message
+    files: tuple[str, ...] = ()  # every file torchvision reads, for the "missing or damaged" message
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One data set: what the model needs from it and where its images come from.
-
-    Args:
-        name: the ``data.dataset`` value.
-        channels: image channels; None: ``data.channels`` decides.
-        image_size: side of the square images; None: ``data.image_size`` or the files decide.
-        mean: per-channel mean of the training split (pixels in [0, 1]); None: computed from it.
-        std: per-channel std, likewise.
-        classes: class names in label order; None: the tree's class folders, sorted.
-        torchvision: torchvision's files, read (and downloaded) through ``torchvision.datasets``.
-        folders: ImageFolder exports looked for under ``data_dir``: ``<name>/{train,test}/<class>/*``
-            or ``<name>.tar.gz``; ``""`` is ``data_dir`` itself (the tree, or an archive there).
-    """
+    """One data set: what the model needs from it and where its images come from (None: read from the data)."""
 
     name: DatasetName
-    channels: int | None = None
-    image_size: int | None = None
-    mean: tuple[float, ...] | None = None
+    channels: int | None = None  # None: data.channels decides
+    image_size: int | None = None  # side of the square images; None: data.image_size or the files decide
+    mean: tuple[float, ...] | None = None  # per channel, of the training split's pixels in [0, 1]
     std: tuple[float, ...] | None = None
-    classes: tuple[str, ...] | None = None
-    torchvision: TorchvisionFiles | None = None
+    classes: tuple[str, ...] | None = None  # in label order; None: the tree's class folders, sorted
+    torchvision: TorchvisionFiles | None = None  # read (and downloaded) through torchvision.datasets
+    # ImageFolder exports under data_dir: <name>/{train,test}/<class>/* or <name>.tar.gz; "" is data_dir itself
     folders: tuple[str, ...] = ()
 
     @property

@@ -1,8 +1,6 @@
-"""Reading torchvision's data sets and ImageFolder trees into in-memory uint8 arrays.
+"""Reading torchvision's data sets and ImageFolder trees into in-memory :class:`Split` arrays.
 
-Every source ends as ``(images, labels, classes)``: images ``uint8`` of shape (N, H, W, C),
-labels ``int64`` of shape (N,). The arrays are small (CIFAR-10 is 180 MB), so holding them in
-memory beats decoding files every epoch; folder trees are decoded once and cached as ``.npz``.
+Small enough to hold in memory rather than decode every epoch; folder trees are decoded once and cached as ``.npz``.
 """
 
 from __future__ import annotations

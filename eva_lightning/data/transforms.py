@@ -1,8 +1,7 @@
 """albumentations pipelines written in YAML as ``[{name: HorizontalFlip, p: 0.5}, ...]``.
 
-albumentations 2.x only *warns* about an unknown argument and drops it, so a typo such as
-``{name: CoarseDropout, hole_heigth_range: ...}`` would silently train without the intended
-augmentation. Every argument is therefore checked against the transform's signature first.
+albumentations 2.x only *warns* about an unknown argument and drops it, so a typo would silently train
+without the intended augmentation: every argument is checked against the transform's signature first.
 """
 
 from __future__ import annotations
@@ -48,15 +47,10 @@ def build_transform(spec: TransformSpec) -> A.BasicTransform:
         raise EvaError(f"bad arguments for {spec['name']}: {exc}") from None
 
 
-def build_pipeline(
-    specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float], seed: int | None = None
-) -> A.Compose:
-    """A Compose ending in a CHW float tensor.
-
-    ``None`` gives the default Normalize(data set mean/std) + ToTensorV2. A Normalize written
-    without ``mean``/``std`` gets the data set's own, and ToTensorV2 is appended if missing.
-    ``seed`` seeds the Compose's own generator (albumentations 2.x ignores the global seeds).
-    """
+def build_pipeline(specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float],
+                   seed: int | None = None) -> A.Compose:
+    """A Compose ending in ToTensorV2 (appended if missing); a Normalize without ``mean``/``std`` gets the data
+    set's (``None`` is just that Normalize). ``seed``: the Compose's own generator (2.x ignores global seeds)."""
     specs = list(specs) if specs is not None else [{"name": "Normalize"}]
     transforms = []
     for spec in specs:
