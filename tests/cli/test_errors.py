@@ -130,7 +130,7 @@ def _clean_failure(result: dict, *needles: str) -> str:
         ("unknown_transform", ["unknown albumentations transform 'HorizontalFlipp'", "Did you mean 'HorizontalFlip'"]),
         ("unknown_transform_arg", ["Affine has no argument 'shera'", "Did you mean 'shear'"]),
         ("offline", ["no data found in data_dir=", "nowhere", "--data.data_dir", "--data.download true"]),
-        ("empty_class", ["class folder", "emu is empty"]),
+        ("empty_class", ["class folder emu in", "is empty: add images or remove the folder"]),
         ("class_mismatch", ["train and test class folders differ", "['frog']"]),
         ("sync_bn_cpu", ["trainer.sync_batchnorm: true needs CUDA GPUs"]),
         ("truncated_ckpt", ["truncated.ckpt is truncated or corrupt"]),
