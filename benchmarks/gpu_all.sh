@@ -18,7 +18,7 @@
 #   source .device/prelude.sh && bash benchmarks/gpu_all.sh "$OUT"      # on the GPU machine
 #
 # Budgets: from the last GPU figures (one H100, 2026-11-27, benchmarks/RESULTS.md and
-# docs/readme/cifar.md, four streams: S7 75 s, S8 138 s, S9 180 s, S10 192 s with neighbours, S11
+# docs/cifar.md, four streams: S7 75 s, S8 138 s, S9 180 s, S10 192 s with neighbours, S11
 # 39.8 s of eva fit alone plus 17 s of plain loop) with about 20-40% headroom for process start and a
 # slower neighbour; the GPU this time is an H200 (same compute class, faster memory). An S6 run needs
 # about two minutes on a GPU, so two of the five fit (GBN, and L1+L2+BN: every regulariser once);
@@ -29,7 +29,7 @@
 #   bash benchmarks/gpu_all.sh --rehearse OUT
 # runs every leg of the same plan on the CPU with tiny limits (tiny synthetic MNIST and CIFAR-10 in a
 # temporary folder, 2 training batches of 16, 1 epoch, LR range tests of 4 steps) and writes the same
-# OUT/summary.md; tests/test_gpu_script.py runs it in CI.
+# OUT/summary.md; tests/benchmarks/test_gpu_all.py runs it in CI.
 set -uo pipefail
 rehearse=0
 if [ "${1:-}" = --rehearse ]; then rehearse=1; shift; fi
