@@ -11,7 +11,7 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 
-from conftest import CONFIGS, as_param, config_args, read_config, write_cifar_jpeg, write_mnist
+from conftest import CONFIGS, TINY_CONFIG, as_param, config_args, read_config, write_cifar_jpeg, write_mnist
 from eva_lightning.callbacks import LRRangeTest
 from eva_lightning.cli import EvaCLI
 from eva_lightning.errors import EvaError
@@ -66,27 +66,9 @@ def test_applied_config_of_every_run_trains_with_the_lr(config, synthetic_roots,
     assert record.lrs == [LR]  # fast_dev_run holds a schedule's LR at its peak: the suggestion
 
 
-BASE = """\
-seed_everything: 1
-trainer:
-  max_epochs: 1
-  accelerator: cpu
-  devices: 1
-  log_every_n_steps: 1
-  enable_progress_bar: false
-model:
-  class_path: tiny.TinyNet
-  init_args:
-    width: 6
-    optimizer:
-      class_path: torch.optim.SGD
-      init_args: {{lr: 0.05, momentum: 0.9}}
-data:
-  dataset: mnist
-  data_dir: {data_dir}
-  download: false
-  batch_size: 32
-"""
+# the tiny config with a width of its own, which the run composed on it overrides
+BASE = TINY_CONFIG.replace("  init_args:\n    optimizer:", "  init_args:\n    width: 6\n    optimizer:")
+assert "width: 6" in BASE
 
 
 @pytest.mark.parametrize("range_test", [False, True], ids=["composed", "composed_with_LRRangeTest"])
