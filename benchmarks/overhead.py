@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import run  # noqa: E402
-from eva_lightning.core import ImageClassifier  # noqa: E402
+from eva_lightning.core.module import ImageClassifier  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent / "overhead.yaml"
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eva_lightning.errors import EvaError  # noqa: E402
+from eva_lightning.core.errors import EvaError  # noqa: E402
 from eva_lightning.runs.layout import holds_run, name  # noqa: E402
 from eva_lightning.runs.result import RunResult  # noqa: E402
 

@@ -28,8 +28,8 @@ from eva_lightning.callbacks.finite_loss import FiniteLossGuard
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.callbacks.model_table import LayerTable
 from eva_lightning.callbacks.rng_state import RngState
-from eva_lightning.config_yaml import ConfigFileError, use_strict_yaml
-from eva_lightning.core import ImageClassifier
+from eva_lightning.core.config_yaml import ConfigFileError, use_strict_yaml
+from eva_lightning.core.module import ImageClassifier
 from eva_lightning.core.checkpoints import (
     LAST,
     SafeCheckpointIO,
@@ -41,7 +41,7 @@ from eva_lightning.core.checkpoints import (
 from eva_lightning.core.trainer import EvaTrainer
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.layout import check_writable, newest_version, run_dir, version_number
 from eva_lightning.runs.record import RunInfo, RunReport
 from eva_lightning.runs.report import Headline

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     # `import lightning` gives its logger a console handler of its own ("INFO: ..."); passed on to
     # the root handler too, each Lightning line would print twice
     logging.getLogger("lightning").propagate = False
-    from eva_lightning.errors import EvaError
+    from eva_lightning.core.errors import EvaError
 
     quiet_known_notices()
     try:

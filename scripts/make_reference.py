@@ -33,7 +33,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
 from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
 
 from eva_lightning.runs import layout  # noqa: E402
-from eva_lightning.errors import EvaError  # noqa: E402
+from eva_lightning.core.errors import EvaError  # noqa: E402
 from eva_lightning.runs.report import figure_families, write_report  # noqa: E402
 
 log = logging.getLogger("make_reference")

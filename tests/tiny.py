@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from eva_lightning.core import ImageClassifier
+from eva_lightning.core.module import ImageClassifier
 
 
 class TinyNet(ImageClassifier):

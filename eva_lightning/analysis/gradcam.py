@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from eva_lightning.analysis.gradcam import eval_mode
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 @dataclass(frozen=True)

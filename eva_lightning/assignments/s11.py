@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eva_lightning.core import ImageClassifier
+from eva_lightning.core.module import ImageClassifier
 from eva_lightning.core.blocks import conv3x3, conv_bn_relu
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 class ResBlock(nn.Sequential):
@@ -57,7 +57,7 @@ class S11Model(ImageClassifier):
     Args:
         width: prep-layer channels (64: Page's; smaller only for quick tests).
         logit_scale: factor on the logits; Page's 0.125 keeps the early softmax soft, which trains faster.
-        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+        **kwargs: :class:`~eva_lightning.core.module.ImageClassifier` arguments.
     """
 
     gradcam_layer = "net.layer3"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from eva_lightning.core import ImageClassifier
+from eva_lightning.core.module import ImageClassifier
 from eva_lightning.core.blocks import conv_bn
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 class LiteralNet(nn.Module):
@@ -40,7 +40,7 @@ class S4Literal(ImageClassifier):
 
     Args:
         widths: output channels of the six 3x3 convs.
-        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+        **kwargs: :class:`~eva_lightning.core.module.ImageClassifier` arguments.
     """
 
     gradcam_layer = "net.block3"

@@ -12,10 +12,10 @@ from typing import Callable
 
 from torch import nn
 
-from eva_lightning.core import ImageClassifier
+from eva_lightning.core.module import ImageClassifier
 from eva_lightning.core.blocks import conv_bn
 from eva_lightning.core.layers import NormKind, check_dropout, check_virtual_batch_size, norm2d
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 class MnistNet(nn.Module):
@@ -94,7 +94,7 @@ class S5Skeleton(ImageClassifier):
 
     Args:
         batch_norm: step 2's batch norm after every conv.
-        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+        **kwargs: :class:`~eva_lightning.core.module.ImageClassifier` arguments.
     """
 
     gradcam_layer = "net.block2"
@@ -111,7 +111,7 @@ class S5Model(ImageClassifier):
         dropout: dropout after every conv block.
         norm: ``bn`` or ``gbn``.
         virtual_batch_size: ghost batch size for ``gbn``.
-        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+        **kwargs: :class:`~eva_lightning.core.module.ImageClassifier` arguments.
     """
 
     gradcam_layer = "net.block2"
@@ -131,7 +131,7 @@ class S5Final(ImageClassifier):
         dropout: dropout after every conv block.
         norm: ``bn`` or ``gbn`` (S6's Ghost BN runs).
         virtual_batch_size: ghost batch size for ``gbn``.
-        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+        **kwargs: :class:`~eva_lightning.core.module.ImageClassifier` arguments.
     """
 
     gradcam_layer = "net.block2"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from eva_lightning.core import ImageClassifier
+from eva_lightning.core.module import ImageClassifier
 from eva_lightning.core.blocks import conv_bn_relu, dws_bn_relu
 from eva_lightning.core.layers import check_dropout
 
@@ -44,7 +44,7 @@ class S7Model(ImageClassifier):
 
     Args:
         dropout: dropout after every conv block (0: none; the augmentation regularises).
-        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+        **kwargs: :class:`~eva_lightning.core.module.ImageClassifier` arguments.
     """
 
     gradcam_layer = "net.c3"

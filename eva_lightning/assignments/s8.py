@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eva_lightning.core import ImageClassifier
+from eva_lightning.core.module import ImageClassifier
 from eva_lightning.core.blocks import conv1x1, conv3x3
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 class BasicBlock(nn.Module):
@@ -83,7 +83,7 @@ class S8Model(ImageClassifier):
 
     Args:
         width: stem/``layer1`` channels (64: ResNet18; smaller only for quick tests).
-        **kwargs: :class:`~eva_lightning.core.ImageClassifier` arguments.
+        **kwargs: :class:`~eva_lightning.core.module.ImageClassifier` arguments.
     """
 
     # layer3's 8x8 maps localise better than layer4's 4x4 ones

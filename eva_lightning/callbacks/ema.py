@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 def ema_decay(n: int, decay: float) -> float:

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 @batch_hooks_only_where_used

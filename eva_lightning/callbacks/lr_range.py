@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateFinder
 
 from eva_lightning.analysis.figures import publish
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 log = logging.getLogger(__name__)
 

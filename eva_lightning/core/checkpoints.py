@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 LAST = "last.ckpt"
 PROJECT = "eva_lightning."

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 def check_dropout(p: float, option: str = "model.init_args.dropout") -> float:

@@ -14,7 +14,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from eva_lightning.core.schedules import Schedule, make_optimizer, make_scheduler
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 class ImageClassifier(L.LightningModule):

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch.optim import lr_scheduler
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
 
 from eva_lightning.callbacks.predictions import PredictionWriter
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 #: a number of batches (int) or a fraction of them (float in [0, 1]). Plain ``int`` first, so ``1`` is one
 #: batch and YAML's ``1.0`` all of them (jsonargparse's restricted ints would turn ``1.0`` into ``1``);

@@ -18,7 +18,7 @@ from eva_lightning.data import sources
 from eva_lightning.data.batch_augment import BatchAugment, BatchedSplit, Unsupported
 from eva_lightning.data.datasets import DATASETS, DatasetName
 from eva_lightning.data.transforms import TransformSpec, build_pipeline
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 log = logging.getLogger(__name__)
 

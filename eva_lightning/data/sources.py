@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from eva_lightning.data.datasets import DatasetInfo, TorchvisionFiles
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import albumentations as A
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 TransformSpec = dict[str, Any]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.layout import name, seed_runs
 from eva_lightning.runs.result import RunResult, best, may_choose_best
 

@@ -12,7 +12,7 @@ from typing import Callable
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 EVENTS = "events.out.tfevents.*"  # TensorBoard's scalars and images
 CONFIG = "config.yaml"  # the resolved configuration, written by LightningCLI

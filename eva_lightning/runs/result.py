@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.layout import CONFIG, EVENTS, FIT_RESULT, RUN_INFO, resolve
 
 #: ``tag -> [(step, value, wall_time), ...]`` as the event files hold them

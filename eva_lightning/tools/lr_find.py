@@ -17,7 +17,7 @@ from pathlib import Path
 
 import os
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 
 from eva_lightning.analysis.summary import summarize
 from eva_lightning.cli import EvaCLI
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 def main(argv: list[str] | None = None) -> None:

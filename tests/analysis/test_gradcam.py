@@ -12,7 +12,7 @@ from torch import nn
 
 from eva_lightning.analysis.gradcam import gradcam, overlay
 from eva_lightning.callbacks import GradCAMGrid
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 def linear_cam_net(conv_w: list[float], fc_w: list[list[float]]) -> nn.Sequential:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from eva_lightning.callbacks import ConfusionMatrixFigure, CurvesFigure, GradCAMGrid, MisclassifiedGrid
 from eva_lightning.data import VisionDataModule
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from tiny import TinyNet
 
 NUM_CLASSES = 4

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from eva_lightning.callbacks import FiniteLossGuard, RngState
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 class GoesBad(L.LightningModule):

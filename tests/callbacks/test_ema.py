@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from eva_lightning.callbacks import WarmupEMA
 from eva_lightning.callbacks.ema import ema_decay, warmup_ema_multi_avg_fn
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from conftest import ROOT
 from tiny import TinyNet
 

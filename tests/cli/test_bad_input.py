@@ -16,7 +16,7 @@ import torch
 from conftest import TINY_CONFIG, write_mnist
 from eva_lightning.entry import main
 from eva_lightning.data import VisionDataModule, sources
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 S5, S7, S8, S11 = (f"eva_lightning.assignments.{m}" for m in ("s5.S5Model", "s7.S7Model", "s8.S8Model", "s11.S11Model"))
 CALLBACKS = "eva_lightning.callbacks"

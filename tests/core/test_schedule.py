@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from eva_lightning.core import Schedule
+from eva_lightning.core.schedules import Schedule
 from eva_lightning.data import VisionDataModule
 from tiny import TinyNet
 
@@ -49,7 +49,7 @@ def test_one_cycle_peaks_at_first_step_of_peak_epoch_and_ends_at_start(mnist_dir
 
 
 def test_one_cycle_rejects_a_peak_outside_the_run(mnist_dir):
-    from eva_lightning.errors import EvaError
+    from eva_lightning.core.errors import EvaError
 
     with pytest.raises(EvaError, match="peak_epoch"):
         _fit(mnist_dir, Schedule(name="onecycle", peak_epoch=7), epochs=3)
@@ -71,7 +71,7 @@ def test_reduce_on_plateau_lowers_lr_after_patience_flat_epochs():
 
 def test_make_scheduler_is_the_one_cycle_both_loops_step():
     # what benchmarks/plain_loop.py builds without a trainer: 8 steps an epoch, 5 epochs, peak at epoch 2
-    from eva_lightning.core import make_optimizer, make_scheduler
+    from eva_lightning.core.schedules import make_optimizer, make_scheduler
 
     schedule = Schedule(name="onecycle", peak_epoch=2, final_div_factor=1.0, div_factor=10)
     assert schedule.interval == "step"

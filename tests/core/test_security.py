@@ -103,7 +103,7 @@ def test_class_path_in_a_checkpoint_is_not_imported(attack):
 
 def test_nested_class_paths_are_checked_as_strings():
     from eva_lightning.core.checkpoints import check_class_paths
-    from eva_lightning.errors import EvaError
+    from eva_lightning.core.errors import EvaError
 
     hparams = {"_class_path": "eva_lightning.assignments.s4.S4Model", "norm": {"class_path": "evilmod.Norm"}}
     with pytest.raises(EvaError, match="names the class 'evilmod.Norm'.*will not import it"):

@@ -13,7 +13,7 @@ from conftest import tar_tree, write_cifar_jpeg, write_folder
 from eva_lightning.data import VisionDataModule, sources
 from eva_lightning.data.datamodule import EVALUATION_ORDER_SEED
 from eva_lightning.data.datasets import DATASETS, DatasetName
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 def test_each_data_set_value_has_one_description():

@@ -20,7 +20,7 @@ from conftest import TINY_CONFIG, tar_tree, write_cifar_jpeg, write_folder, writ
 from eva_lightning.data import VisionDataModule, sources
 from eva_lightning.data.datasets import CIFAR10
 from eva_lightning.entry import main
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 def _train_labels(dm: VisionDataModule) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from eva_lightning.core import ImageClassifier, Schedule
+from eva_lightning.core.module import ImageClassifier
+from eva_lightning.core.schedules import Schedule
 from eva_lightning.data import VisionDataModule, sources
 from eva_lightning.data.datasets import MNIST
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from eva_lightning.data.transforms import build_pipeline, build_transform
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 
 
 def test_valid_list_builds_and_ends_in_a_tensor():

@@ -9,7 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.compare import compare, main, read_run
 
 

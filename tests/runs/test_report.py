@@ -13,7 +13,7 @@ from PIL import Image
 
 from eva_lightning.cli import EvaCLI
 from conftest import ROOT
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.report import main as report_main
 
 

@@ -9,7 +9,7 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from conftest import ROOT
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.report import Headline
 from eva_lightning.runs.result import RunResult
 from eva_lightning.runs.seeds import read_seed_run

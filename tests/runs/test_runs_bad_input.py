@@ -17,7 +17,7 @@ import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from eva_lightning.cli import EvaCLI
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.runs import report
 
 

@@ -14,7 +14,7 @@ from lightning.pytorch import Trainer
 from conftest import CONFIGS, TINY_CONFIG, as_param, config_args, read_config, write_cifar_jpeg, write_mnist
 from eva_lightning.callbacks import LRRangeTest
 from eva_lightning.cli import EvaCLI
-from eva_lightning.errors import EvaError
+from eva_lightning.core.errors import EvaError
 from eva_lightning.tools.lr_find import apply_lr, main
 
 LR = 0.0123456789012345  # more digits than any print: the file must hold it exactly
