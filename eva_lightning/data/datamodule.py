@@ -88,8 +88,8 @@ class VisionDataModule(L.LightningDataModule):
         pin_memory: pin host memory (speeds copies to a GPU).
         seed: seed of the validation split carved out of train (shuffling and augmentation
             follow the run's seed, ``seed_everything``).
-        val_split: fraction of train held out as validation; 0 uses the test split, as the
-            assignments do.
+        val_split: the part of train held out as validation: a fraction (< 1) or a number of images
+            (>= 1, e.g. 5000); 0 validates on the test split, as the assignments do.
         train_transforms: albumentations pipeline for training, ``[{name: ..., args...}]``.
         test_transforms: pipeline for validation/test/predict (never augmented).
         image_size: for ``folder``: resize every image to this square size.
@@ -122,8 +122,9 @@ class VisionDataModule(L.LightningDataModule):
         loader: Literal["torch", "gpu"] = "torch",
     ) -> None:
         super().__init__()
-        if not 0.0 <= val_split < 1.0:
-            raise EvaError(f"data.val_split must be in [0, 1), got {val_split}")
+        if not (0.0 <= val_split < 1.0 or val_split == int(val_split) >= 1):
+            raise EvaError(f"data.val_split={val_split} is impossible: give a fraction in [0, 1) of the training set "
+                           "(0.1) or a whole number of its images (5000)")
         if batch_size < 1:
             raise EvaError(f"data.batch_size={batch_size} is impossible: use at least 1 (e.g. --data.batch_size 128)")
         if num_workers < 0:
@@ -281,7 +282,10 @@ class VisionDataModule(L.LightningDataModule):
         if stage in ("fit", "validate", None) and self.train_set is None:
             if self.val_split > 0:
                 perm = np.random.default_rng(self.seed).permutation(len(train.labels))
-                n_val = int(round(self.val_split * len(perm)))
+                n_val = int(self.val_split) if self.val_split >= 1 else int(round(self.val_split * len(perm)))
+                if n_val >= len(perm):
+                    raise EvaError(f"data.val_split={self.val_split:g} holds out every one of the {len(perm)} training "
+                                   "images: hold out fewer (e.g. a tenth of them) so that some remain to train on")
                 self.train_set = self._dataset(train, self.train_specs, np.sort(perm[n_val:]), train=True)
                 self.val_set = self._dataset(train, self.test_specs, perm[:n_val])  # shuffled: a fair prefix
             else:

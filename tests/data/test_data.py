@@ -124,6 +124,23 @@ def test_validation_split_is_seeded_and_never_augmented(mnist_dir):
     np.testing.assert_allclose(dm.train_set[0][0][0].numpy(), flipped, atol=1e-5)
 
 
+def test_validation_split_as_an_image_count_is_the_fraction_it_equals(mnist_dir):
+    """``data.val_split: 64`` holds out the same 64 images as ``0.25`` of the 256 (issue #28: 5000 of MNIST's 60,000)."""
+    by_count = VisionDataModule("mnist", data_dir=str(mnist_dir), val_split=64, seed=3)
+    by_fraction = VisionDataModule("mnist", data_dir=str(mnist_dir), val_split=0.25, seed=3)
+    for dm in (by_count, by_fraction):
+        dm.setup("fit")
+    assert len(by_count.val_set) == 64 and len(by_count.train_set) == 192
+    np.testing.assert_array_equal(by_count.val_set.labels.numpy(), by_fraction.val_set.labels.numpy())
+
+
+@pytest.mark.parametrize("val_split", [-0.1, 1.5, 256, 1000])
+def test_impossible_validation_split_is_refused_with_the_fix(mnist_dir, val_split):
+    with pytest.raises(EvaError, match=r"data\.val_split=.*(fraction|fewer)"):
+        dm = VisionDataModule("mnist", data_dir=str(mnist_dir), val_split=val_split)
+        dm.setup("fit")
+
+
 def test_offline_without_data_names_data_dir_and_fixes(tmp_path):
     dm = VisionDataModule("mnist", data_dir=str(tmp_path / "empty"), download=False)
     with pytest.raises(EvaError) as err:
