@@ -9,6 +9,10 @@ and a JSON file beside it. ``eva seeds --from-runs DIR...`` only tabulates runs 
 Each run's figure is its result of record (:meth:`~eva_lightning.runs.result.RunResult.result_of_record`):
 a run that held out a validation split without testing, or stopped before ``trainer.max_epochs``,
 is refused.
+
+A config that names the seeds it was chosen on (``tuning_seeds: [1, 2]``: their runs, on a held-out
+validation split, picked its settings) gets the table in two parts: the *reporting* seeds, which no
+choice ever saw, with their mean ± sd (the figure to publish), and the *tuning* seeds apart (in-sample).
 """
 
 from __future__ import annotations
@@ -38,6 +42,13 @@ class SeedRun:
     final: float  # the metric after the last epoch
     last3: list[float]  # its last three values, oldest first (one when test/acc is tested once, after fit)
     wall_s: float  # seconds trained: first to last logged scalar, less a resumed run's pauses
+    tuning_seeds: list[int] | None = None  # the config's tuning_seeds (None: it names none)
+    held_out: bool = False  # the run held out a validation split (data.val_split > 0): a run to choose on
+
+    @property
+    def tuning(self) -> bool:
+        """Whether the run is in-sample: a choice of its configuration saw its seed, or could have (held out)."""
+        return self.held_out or (self.tuning_seeds is not None and self.seed in self.tuning_seeds)
 
 
 def read_seed_run(run_dir: str | Path) -> SeedRun:
@@ -50,8 +61,10 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
     record = result.result_of_record()
     seed = result.config.get("seed_everything")
     seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+    tuning = result.config.get("tuning_seeds")
     return SeedRun(seed, str(result.path), record.metric, record.epochs, record.values[-1], record.values[-3:],
-                   wall_s=result.trained_seconds())
+                   wall_s=result.trained_seconds(), tuning_seeds=list(tuning) if tuning else None,
+                   held_out=result.val_split > 0)
 
 
 def mean_sd(runs: list[SeedRun]) -> dict:
@@ -69,12 +82,9 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-def markdown(runs: list[SeedRun], title: str) -> str:
-    """The table: one row per seed, then mean ± sd."""
+def _rows(runs: list[SeedRun]) -> list[str]:
     stats = mean_sd(runs)
-    metrics = sorted({r.metric for r in runs})
     lines = [
-        f"### {title}", "", f"Final-epoch test accuracy (%, `{'`, `'.join(metrics)}`), one run per seed.", "",
         "| seed | run | epochs | final | last 3 epochs | min of last 3 | wall |",
         "| ---: | --- | ---: | ---: | --- | ---: | ---: |",
     ]
@@ -83,9 +93,41 @@ def markdown(runs: list[SeedRun], title: str) -> str:
         f"| {' / '.join(_pct(v) for v in r.last3)} | {_pct(min(r.last3))} | {r.wall_s:.0f} s |" for r in runs
     ]
     sd = "–" if stats["sd"] is None else _pct(stats["sd"])
-    lines += ["", f"**mean ± sd (n = {stats['n']}, sample sd): {_pct(stats['mean'])} ± {sd}**"
-              f"; lowest of any seed's last 3 epochs: {_pct(stats['min_last3'])}", ""]
+    return lines + ["", f"**mean ± sd (n = {stats['n']}, sample sd): {_pct(stats['mean'])} ± {sd}**"
+                        f"; lowest of any seed's last 3 epochs: {_pct(stats['min_last3'])}", ""]
+
+
+def split_roles(runs: list[SeedRun]) -> tuple[list[SeedRun], list[SeedRun]] | None:
+    """``(reporting, tuning)`` runs when a run's config names its ``tuning_seeds``; else None."""
+    if not any(r.tuning_seeds is not None for r in runs):
+        return None
+    return [r for r in runs if not r.tuning], [r for r in runs if r.tuning]
+
+
+def markdown(runs: list[SeedRun], title: str) -> str:
+    """The table: one row per seed, then mean ± sd; reporting and tuning seeds apart when they are known."""
+    metrics = sorted({r.metric for r in runs})
+    lines = [f"### {title}", "", f"Final-epoch test accuracy (%, `{'`, `'.join(metrics)}`), one run per seed.", ""]
+    roles = split_roles(runs)
+    if roles is None:
+        return "\n".join(lines + _rows(runs))
+    reporting, tuning = roles
+    chosen_on = sorted({s for r in runs for s in r.tuning_seeds or []})
+    if reporting:
+        lines += ["#### Reporting seeds: no choice of the configuration saw them (the figure to publish)", "", *_rows(reporting)]
+    else:
+        lines += ["No reporting seed: every run here is in-sample (see below); train seeds outside the tuning seeds.", ""]
+    if tuning:
+        lines += [f"#### Tuning seeds: in-sample (the configuration was chosen on seeds {', '.join(map(str, chosen_on)) or '?'}"
+                  " on a held-out validation split, or the run held one out)", "", *_rows(tuning)]
     return "\n".join(lines)
+
+
+def _row(run: SeedRun, roles: bool) -> dict:
+    row = asdict(run)
+    if roles:
+        return row | {"tuning": run.tuning}
+    return {k: v for k, v in row.items() if k not in ("tuning_seeds", "held_out")}  # the table as before tuning_seeds
 
 
 def write_table(runs: list[SeedRun], out: Path, title: str, command: list[str] | None = None) -> tuple[Path, Path]:
@@ -95,7 +137,10 @@ def write_table(runs: list[SeedRun], out: Path, title: str, command: list[str] |
     if command:
         text += "\nCommand: `" + " ".join(command) + "`\n"
     out.write_text(text)
-    data = {"title": title, "command": command, **mean_sd(runs), "runs": [asdict(r) for r in runs]}
+    roles = split_roles(runs)
+    reporting, tuning = roles if roles else (runs, [])
+    data = {"title": title, "command": command, **(mean_sd(reporting) if reporting else {"n": 0}),
+            **({"tuning": mean_sd(tuning)} if tuning else {}), "runs": [_row(r, bool(roles)) for r in runs]}
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     return out, json_path

@@ -112,6 +112,30 @@ def test_held_out_validation_reports_the_test_split(in_tmp, tiny_config, monkeyp
     assert row["final"] == pytest.approx(test_acc[-1]) and row["last3"] == pytest.approx(test_acc[-3:])
 
 
+def test_tuning_seeds_of_the_config_are_tabulated_apart_from_the_reporting_seeds(in_tmp, tiny_config, monkeypatch):
+    """A config naming ``tuning_seeds`` gets its other seeds' mean ± sd as the figure, its tuning seeds apart."""
+    from eva_lightning.entry import main
+
+    def fit_in_process(cmd: list[str]) -> subprocess.CompletedProcess:
+        main(cmd[3:])
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(seeds, "subprocess", SimpleNamespace(run=fit_in_process))
+    tiny_config.write_text(tiny_config.read_text() + "tuning_seeds: [2]\n")
+    seeds.main(["--config", str(tiny_config), "--seeds", "2", "5", "6", "--", "--trainer.max_epochs", "1"])
+    root = in_tmp / "lightning_logs" / "tiny"
+    assert yaml.safe_load((root / "seed_5" / "config.yaml").read_text())["tuning_seeds"] == [2]  # every run records it
+    finals = {seed: final_val_acc(root / f"seed_{seed}")[0] for seed in (2, 5, 6)}
+    data = json.loads((root / "seeds.json").read_text())
+    assert data["n"] == 2 and data["mean"] == pytest.approx(statistics.mean([finals[5], finals[6]]))
+    assert data["tuning"]["n"] == 1 and data["tuning"]["mean"] == pytest.approx(finals[2])
+    assert {r["seed"]: r["tuning"] for r in data["runs"]} == {2: True, 5: False, 6: False}
+    table = (root / "seeds.md").read_text()
+    reporting, tuning = table.split("#### Tuning seeds")
+    assert "#### Reporting seeds" in reporting and "| 5 |" in reporting and "| 6 |" in reporting and "| 2 |" not in reporting
+    assert "chosen on seeds 2" in tuning and "| 2 |" in tuning and "| 5 |" not in tuning
+
+
 def test_one_seed_has_no_sd():
     run = seeds.SeedRun(seed=1, run_dir="r", metric="val/acc", epochs=3, final=0.99, last3=[0.98, 0.985, 0.99], wall_s=1)
     assert seeds.mean_sd([run]) == {"n": 1, "mean": 0.99, "sd": None, "min_last3": 0.98}
