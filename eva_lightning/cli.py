@@ -128,6 +128,11 @@ class EvaCLI(LightningCLI):
                  "and such a file can run code: only for files whose author you trust (Lightning's "
                  "--weights_only false means the same).",
         )
+        parser.add_argument(
+            "--tuning_seeds", type=list[int] | None, default=None,
+            help="The seeds whose runs chose this configuration (on a held-out validation split). Only recorded: "
+                 "`eva seeds` reports the other seeds' test accuracy apart from these in-sample ones.",
+        )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
