@@ -1,10 +1,9 @@
 """``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure.
 
-Reads the runs' event files and prints each run's final value per metric. A best over epochs is
-shown only for ``val/*`` of a run with a held-out validation split (``data.val_split > 0``):
-with validation on the test split a best epoch would be chosen on the test set. A folder of
-``seed_N`` runs (``eva seeds``) is one curve: the mean over the seeds per epoch with a band of ±
-one sample standard deviation, and its final value as mean ± sd.
+Reads the runs' event files and prints each run's final value per metric. A best over epochs is shown only for
+``val/*`` of a run with a held-out validation split (``data.val_split > 0``): with validation on the test split a
+best epoch would be chosen on the test set. A folder of ``seed_N`` runs (``eva seeds``) is one curve: the mean over
+the seeds per epoch with a band of ± one sample standard deviation, and its final value as mean ± sd.
 """
 
 from __future__ import annotations
@@ -92,8 +91,7 @@ def compare(run_dirs: list[str | Path], metrics: list[str], out: str | Path) -> 
     from eva_lightning.analysis.figures import plt
 
     runs = [read_run(d) for d in run_dirs]
-    missing = [m for m in metrics if not any(m in r.scalars for r in runs)]
-    if missing:
+    if missing := [m for m in metrics if not any(m in r.scalars for r in runs)]:
         tags = sorted({t for r in runs for t in r.scalars})
         raise EvaError(f"no run logged {missing}; logged tags: {tags}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
@@ -138,7 +136,6 @@ def notes(results: list[Result]) -> list[str]:
             "no best is chosen on it"] if on_test else []
 
 
-
 def main(argv: list[str] | None = None) -> None:
     """Parse ``eva compare`` arguments, draw the figure, print the table."""
     parser = ArgumentParser(prog="eva compare", description=__doc__.split("\n")[0])
@@ -148,6 +145,4 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = compare(args.runs, list(args.metrics), args.out)
     print(table(results))
-    for line in notes(results):
-        print(line)
-    print(f"figure: {args.out}")
+    print("\n".join([*notes(results), f"figure: {args.out}"]))

@@ -25,11 +25,10 @@ CHECKPOINTS = "checkpoints"  # last.ckpt and, with a held-out split, best-*.ckpt
 def run_dir(trainer: L.Trainer) -> Path | None:
     """The run's folder for files beside its logs; None under ``fast_dev_run`` or without a logger.
 
-    Without a logger Lightning's log dir is the working directory, not a run's folder: nothing
-    is written there. This is rank 0's folder, read from its logger as ``trainer.log_dir`` does but
-    without that property's broadcast, so rank 0 may call it alone (a collective called by one rank
-    of several hangs, or fails once the others have exited). Other ranks' loggers may have picked
-    another version number: only rank 0 writes files.
+    Without a logger Lightning's log dir is the working directory, not a run's folder: nothing is written there.
+    This is rank 0's folder, read from its logger as ``trainer.log_dir`` does but without that property's broadcast,
+    so rank 0 may call it alone (a collective called by one rank of several hangs, or fails once the others have
+    exited). Other ranks' loggers may have picked another version number: only rank 0 writes files.
     """
     if not trainer.loggers or trainer.fast_dev_run:
         return None
@@ -41,8 +40,7 @@ def run_dir(trainer: L.Trainer) -> Path | None:
 def check_writable(folder: str | Path) -> None:
     """Raise an :class:`EvaError` unless files can be written in ``folder`` (it may not exist yet).
 
-    Asks the nearest folder that exists, without creating anything, so a run refused later on
-    leaves nothing behind.
+    Asks the nearest folder that exists, without creating anything, so a run refused later on leaves nothing behind.
     """
     folder = Path(folder).expanduser().absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())

@@ -46,9 +46,8 @@ def git_commit(where: Path = CODE_DIR) -> dict[str, Any]:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return {"commit": None}
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10
-        )
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                                capture_output=True, text=True, timeout=10)
         return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None}
@@ -77,22 +76,12 @@ def versions() -> dict[str, str | None]:
 
 def machine(trainer: L.Trainer | None = None) -> dict[str, Any]:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    info: dict[str, Any] = {
-        "host": socket.gethostname(),
-        "os": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "gpus": gpus,
-        "cuda": torch.version.cuda if gpus else None,
-    }
+    info: dict[str, Any] = {"host": socket.gethostname(), "os": platform.platform(), "cpu": cpu_name(),
+                            "cpu_count": os.cpu_count(), "gpus": gpus, "cuda": torch.version.cuda if gpus else None}
     if trainer is not None:
-        info.update(
-            accelerator=type(trainer.accelerator).__name__,
-            strategy=type(trainer.strategy).__name__,
-            world_size=trainer.world_size,
-            precision=str(trainer.precision),
-            deterministic=torch.are_deterministic_algorithms_enabled(),
-        )
+        info.update(accelerator=type(trainer.accelerator).__name__, strategy=type(trainer.strategy).__name__,
+                    world_size=trainer.world_size, precision=str(trainer.precision),
+                    deterministic=torch.are_deterministic_algorithms_enabled())
     return info
 
 
@@ -168,12 +157,9 @@ class RunReport(Callback):
         if stage == "fit":
             if self._start is None:
                 return
-            result = dict(
-                wall_time_s=round(time.perf_counter() - self._start, 1),
-                epochs=trainer.current_epoch,  # epochs completed (the counter ends one past the last)
-                global_step=trainer.global_step,
-                status="interrupted" if trainer.interrupted else "finished",
-            )
+            result = dict(wall_time_s=round(time.perf_counter() - self._start, 1),
+                          epochs=trainer.current_epoch,  # epochs completed (the counter ends one past the last)
+                          global_step=trainer.global_step, status="interrupted" if trainer.interrupted else "finished")
             (run / FIT_RESULT).write_text(json.dumps(result, indent=2))
         for logger in trainer.loggers:  # the event file must hold the last epoch before it is read back
             flush = getattr(getattr(logger, "experiment", None), "flush", None)

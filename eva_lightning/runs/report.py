@@ -1,10 +1,9 @@
 """``report.md`` per run: headline, config, metrics, epochs, wall time, machine, versions and figures.
 
-The page is rebuilt from what the run left in its folder (:class:`~eva_lightning.runs.result.RunResult`),
-so ``eva report`` writes the same page from a copied run. The evaluation protocol
-(:mod:`eva_lightning.runs.result`) shapes what is shown: on the test split (``data.val_split: 0``)
-``val/*`` are named test accuracy and nothing is called best; with a held-out split the test is
-``test/acc`` and a best is shown for the held-out validation split only. :class:`Headline` opens
+The page is rebuilt from what the run left in its folder (:class:`~eva_lightning.runs.result.RunResult`), so
+``eva report`` writes the same page from a copied run. The evaluation protocol (:mod:`eva_lightning.runs.result`)
+shapes it: on the test split (``data.val_split: 0``) ``val/*`` are named test accuracy and nothing is called best;
+with a held-out split the test is ``test/acc`` and only the held-out split has a best. :class:`Headline` opens
 ``report.md`` and is printed when ``eva fit`` / ``eva test`` ends.
 
     eva report lightning_logs/s5/version_0      # (re)write report.md of a run
@@ -33,24 +32,17 @@ from eva_lightning.runs.result import RunResult, tag_of_record
 #: metrics shown first, in this order; any other scalar follows alphabetically.
 METRIC_ORDER = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss", "lr")
 #: figure sections: (title, file-name pattern), first match wins; the rest go under "Other figures".
-FIGURE_GROUPS = (
-    ("Training curves", r"curves"),
-    ("LR finder", r"lr_find"),
-    ("Misclassified images", r"misclassified"),
-    ("Confusion matrix", r"confusion"),
-    ("GradCAM", r"gradcam"),
-)
+FIGURE_GROUPS = (("Training curves", r"curves"), ("LR finder", r"lr_find"), ("Misclassified images", r"misclassified"),
+                 ("Confusion matrix", r"confusion"), ("GradCAM", r"gradcam"))
 
 
 # --------------------------------------------------------------------------- parts of the page
 def machine_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
     """Header rows for the machine a run used (the host name is left out of the published page)."""
-    m = info.get("machine") or {}
+    m, code = info.get("machine") or {}, info.get("code") or {}
     if not m:
         return [("machine", f"not recorded (no {RUN_INFO} in the run directory)")]
-    gpus = m.get("gpus") or []
-    gpu = ", ".join(f"{n} × {name}" for name, n in Counter(gpus).items()) if gpus else "none"
-    code = info.get("code") or {}
+    gpu = ", ".join(f"{n} × {name}" for name, n in Counter(m.get("gpus") or []).items()) or "none"
     commit = code.get("commit")
     return [
         ("os", m.get("os")),
@@ -246,17 +238,6 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
 
 
-def _model_and_data(cfg: dict[str, Any]) -> dict[str, str]:
-    """Model class and data set out of the resolved config."""
-    model, data = (cfg.get(k) or {} for k in ("model", "data"))
-    out = {}
-    if isinstance(model, dict) and model.get("class_path"):
-        out["model"] = f"`{model['class_path']}`"
-    if isinstance(data, dict) and data.get("dataset"):
-        out["data"] = f"{data['dataset']} (batch size {data.get('batch_size')})"
-    return out
-
-
 def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     """Write ``report.md`` in ``run_dir`` from what the run left there; returns its path.
 
@@ -281,10 +262,11 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
     )
 
     lines = [f"# Run report: {title or f'{run.parent.name}/{run.name}'}", ""] + headline.markdown()
-    head = _model_and_data(result.config)
+    model, data = (result.config.get(k) or {} for k in ("model", "data"))
+    model, data = (part if isinstance(part, dict) else {} for part in (model, data))
     rows = [
-        ("model", head.get("model")),
-        ("data", head.get("data")),
+        ("model", f"`{model['class_path']}`" if model.get("class_path") else None),
+        ("data", f"{data['dataset']} (batch size {data.get('batch_size')})" if data.get("dataset") else None),
         ("steps", result.fit.get("global_step")),
         ("started (UTC)", started),
         ("starts", info.get("starts") if info.get("starts", 1) > 1 else None),  # resumed runs
@@ -322,10 +304,8 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
                     lines += [f"Earlier: {earlier}", ""]
 
     if result.config_text:
-        lines += [
-            "## Configuration", "", "<details><summary>resolved config.yaml</summary>", "", "```yaml",
-            result.config_text.rstrip(), "```", "", "</details>", "",
-        ]
+        lines += ["## Configuration", "", "<details><summary>resolved config.yaml</summary>", "", "```yaml",
+                  result.config_text.rstrip(), "```", "", "</details>", ""]
     versions = {k: v for k, v in (info.get("versions") or {}).items() if v}
     if versions:
         lines += ["## Package versions", "", "| package | version |", "|---|---|"]

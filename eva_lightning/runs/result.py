@@ -1,10 +1,10 @@
-"""Reading a run folder back: :class:`RunResult` reads its events, config, run info and fit result
-once each, and holds the project's one rule for what a run measured.
+"""Reading a run folder back: :class:`RunResult` reads its events, config, run info and fit result once each, and
+holds the project's one rule for what a run measured.
 
-The evaluation protocol: the result of record is the *final* epoch's test accuracy. With
-``data.val_split: 0`` validation runs on the test split, so ``val/acc`` is the test accuracy and no
-epoch is chosen on it. With ``data.val_split > 0`` fit ends by testing the final weights
-(``test/acc``), and only the held-out validation split may have a best epoch.
+The evaluation protocol: the result of record is the *final* epoch's test accuracy. With ``data.val_split: 0``
+validation runs on the test split, so ``val/acc`` is the test accuracy and no epoch is chosen on it. With
+``data.val_split > 0`` fit ends by testing the final weights (``test/acc``), and only the held-out validation
+split may have a best epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ Scalars = dict[str, list[tuple[int, float, float]]]
 
 
 def read_scalars(run: Path) -> Scalars:
-    """Every scalar tag of the run's event files: ``tag -> [(step, value, wall_time), ...]``."""
+    """Every scalar tag of the run's event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     scalars: Scalars = {}
@@ -41,11 +41,10 @@ def read_scalars(run: Path) -> Scalars:
 
 
 def holds_results(run: Path) -> bool:
-    """Whether a run folder holds what a failed start must never delete: a checkpoint, or events of a
-    finished epoch (an epoch-level metric: ``train/loss``, ``train/acc``, ``val/*``, ``test/*``)."""
-    if any(Path(run).rglob("*.ckpt")):
-        return True
-    return any(tag in ("train/loss", "train/acc") or tag.startswith(("val/", "test/")) for tag in read_scalars(run))
+    """Whether a run folder holds what a failed start must never delete: a checkpoint, or events of a finished
+    epoch (an epoch-level metric: ``train/loss``, ``train/acc``, ``val/*``, ``test/*``)."""
+    return any(Path(run).rglob("*.ckpt")) or any(
+        tag in ("train/loss", "train/acc") or tag.startswith(("val/", "test/")) for tag in read_scalars(run))
 
 
 def tag_of_record(logged: Collection[str], val_split: float) -> str:
@@ -124,8 +123,7 @@ class RunResult:
     @property
     def max_epochs(self) -> int | None:
         trainer = self.config.get("trainer")
-        value = trainer.get("max_epochs") if isinstance(trainer, dict) else None
-        return int(value) if value else None
+        return int(trainer["max_epochs"]) if isinstance(trainer, dict) and trainer.get("max_epochs") else None
 
     def run_info(self) -> dict[str, Any]:
         """The newest ``fit`` document of ``run_info.yaml``, with the first start's time and the number of starts."""
@@ -172,8 +170,7 @@ class RunResult:
 
     def final(self, tag: str) -> float | None:
         """The value of ``tag`` at its last step."""
-        pts = self.points(tag)
-        return pts[-1][1] if pts else None
+        return pts[-1][1] if (pts := self.points(tag)) else None
 
     def best(self, tag: str) -> tuple[float, str] | None:
         """Best value of ``tag`` and where (``"epoch N"``, else ``"step N"``); None unless :func:`may_choose_best`."""
@@ -185,8 +182,8 @@ class RunResult:
 
     @property
     def epochs(self) -> int | None:
-        """Epochs trained: as ``fit_result.json`` recorded them, else the epoch of the last per-epoch
-        training loss (a test after fit is logged one epoch further on)."""
+        """Epochs trained: as ``fit_result.json`` recorded them, else the epoch of the last per-epoch training loss
+        (a test after fit is logged one epoch further on)."""
         if self.fit.get("epochs") is not None:
             return int(self.fit["epochs"])
         per_epoch = self.points("train/loss") or self.points(tag_of_record(self.scalars, self.val_split))
@@ -204,11 +201,10 @@ class RunResult:
         if not self.scalars:
             raise EvaError(f"{run}: no TensorBoard scalars (is it a run directory of eva fit?)")
         metric = tag_of_record(self.scalars, split)
-        if metric not in self.scalars and split > 0:
-            raise EvaError(f"{run}: validation was held out of the training set (data.val_split={split}) but the run "
-                           "logged no test/acc, so it holds no test accuracy to tabulate")
         if metric not in self.scalars:
-            raise EvaError(f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(self.scalars)}")
+            raise EvaError(f"{run}: validation was held out of the training set (data.val_split={split}) but the run "
+                           "logged no test/acc, so it holds no test accuracy to tabulate" if split > 0 else
+                           f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(self.scalars)}")
         epochs = self.epochs
         if self.max_epochs and epochs < self.max_epochs:
             raise EvaError(f"{run}: stopped after epoch {epochs} of {self.max_epochs}; its last epoch is not the "
