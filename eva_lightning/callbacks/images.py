@@ -82,9 +82,8 @@ class MisclassifiedGrid(L.Callback):
             return
         x, y, pred = batch[0], batch[1], logits.argmax(dim=1)
         wrong = pred != y  # the boolean indexing below reads back to the host: only until enough are found
-        self._images.append(x[wrong].detach().cpu())
-        self._pred.append(pred[wrong].cpu())
-        self._true.append(y[wrong].cpu())
+        for parts, t in ((self._images, x.detach()), (self._pred, pred), (self._true, y)):
+            parts.append(t[wrong].cpu())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)):
@@ -127,10 +126,9 @@ class GradCAMGrid(L.Callback):
     """
 
     def __init__(self, target_layer: str | None = None, num_images: int = 8, every_n_epochs: int = 1, true_class: bool = False) -> None:
-        self.target_layer = target_layer
+        self.target_layer, self.true_class = target_layer, true_class
         self.num_images = _at_least(1, "GradCAMGrid", "num_images", num_images, "8: one row per image")
         self.every_n_epochs = _check_every("GradCAMGrid", every_n_epochs)
-        self.true_class = true_class
         self._picked: list[tuple[torch.Tensor, int]] = []  # (image, label), one per class
         self._spare: list[tuple[torch.Tensor, int]] = []  # the first others, to fill up
         self.last_maps: torch.Tensor | None = None
@@ -215,14 +213,12 @@ class ConfusionMatrixFigure(L.Callback):
     def __init__(self, every_n_epochs: int = 1, normalize: str = "none") -> None:
         if normalize not in NORMALIZE:
             raise EvaError(f"ConfusionMatrixFigure.normalize={normalize!r} is unknown: use one of {', '.join(NORMALIZE)}")
-        self.every_n_epochs = _check_every("ConfusionMatrixFigure", every_n_epochs, least=0)
-        self.normalize = normalize
+        self.every_n_epochs, self.normalize = _check_every("ConfusionMatrixFigure", every_n_epochs, least=0), normalize
         self.matrix: torchmetrics.Metric | None = None
         self.last: torch.Tensor | None = None
 
     def _reset(self, pl_module: L.LightningModule) -> None:
-        num_classes = getattr(pl_module, "num_classes", None)
-        if num_classes is None:
+        if (num_classes := getattr(pl_module, "num_classes", None)) is None:
             raise EvaError("ConfusionMatrixFigure needs a module with num_classes")
         norm = None if self.normalize == "none" else self.normalize
         # validate_args=False: the checks read the targets back to the host, a device sync every batch
@@ -238,8 +234,7 @@ class ConfusionMatrixFigure(L.Callback):
         self.last = value.cpu()
         if not trainer.is_global_zero:
             return
-        _, _, classes = data_stats(trainer)
-        n = value.shape[0]
+        classes, n = data_stats(trainer)[2], value.shape[0]
         fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * n + 2), max(3.5, 0.5 * n + 1.5)))
         self.matrix.plot(val=value, ax=ax, add_text=n <= 20, labels=list(classes) if classes else None)
         ax.set_title(f"Confusion matrix ({stage}, epoch {trainer.current_epoch})")

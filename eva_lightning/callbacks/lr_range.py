@@ -27,14 +27,12 @@ def suggest_lr(
 ) -> int | None:
     """Index of the suggested LR: the steepest descent of the loss along the sweep's own axis.
 
-    The rule: drop the first ``skip_begin`` and last ``skip_end`` points and any non-finite loss
-    (as Lightning does), then take the most negative slope of the loss (Lightning's recorded,
-    exponentially smoothed loss) against **log LR** in ``exponential`` mode and against **LR** in
-    ``linear`` mode, i.e. the biggest fall per step of the ladder. Lightning 2.6's
-    ``suggestion()`` differentiates against the linear LR in both modes; on an exponential
-    ladder that divides the slope by the LR and drags the answer towards the small LRs where the
-    loss only starts to fall (Lightning-AI/pytorch-lightning#21141). torch-lr-finder, fastai and
-    the course use the log-LR slope.
+    The rule: drop the first ``skip_begin`` and last ``skip_end`` points and any non-finite loss (as Lightning
+    does), then take the most negative slope of the loss (Lightning's recorded, exponentially smoothed loss) against
+    **log LR** in ``exponential`` mode and against **LR** in ``linear`` mode, i.e. the biggest fall per step of the
+    ladder. Lightning 2.6's ``suggestion()`` differentiates against the linear LR in both modes; on an exponential
+    ladder that divides the slope by the LR and drags the answer towards the small LRs where the loss only starts to
+    fall (Lightning-AI/pytorch-lightning#21141). torch-lr-finder, fastai and the course use the log-LR slope.
 
     Args:
         lrs: the LRs tried, in order.
@@ -51,8 +49,7 @@ def suggest_lr(
     if len(lrs) != len(losses):
         raise ValueError(f"{len(lrs)} LRs but {len(losses)} losses")
     idx = np.arange(len(lrs))[skip_begin : len(lrs) - skip_end]
-    lr = np.asarray(lrs, dtype=np.float64)[idx]
-    loss = np.asarray(losses, dtype=np.float64)[idx]
+    lr, loss = np.asarray(lrs, dtype=np.float64)[idx], np.asarray(losses, dtype=np.float64)[idx]
     keep = np.isfinite(loss) & (lr > 0)
     idx, lr, loss = idx[keep], lr[keep], loss[keep]
     if len(idx) < 2:
@@ -97,59 +94,48 @@ def check_sweep(min_lr: float, max_lr: float, num_training: int, mode: str, earl
         raise EvaError(f"{prefix}early_stop_threshold={early_stop_threshold:g}: use a positive factor (e.g. 4) or null")
 
 
-class _DropRecords(logging.Filter):
-    """Drops log records that mention ``needle`` or start with one of ``prefixes``."""
-
-    def __init__(self, needle: str, prefixes: tuple[str, ...]) -> None:
-        super().__init__()
-        self.needle, self.prefixes = needle, prefixes
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return self.needle not in message and not message.startswith(self.prefixes)
-
-
-#: the loggers of Lightning's notices about the range test's own save-and-restore
+#: the loggers of Lightning's notices about the range test's own save-and-restore, and how those notices start
 _RESTORE_LOGGERS = ("lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.pytorch.utilities.rank_zero")
+_RESTORE_NOTICES = ("`weights_only` was not set", "Found current_model_state")
 
 
 @contextmanager
-def scratch_checkpoint(trainer: L.Trainer) -> Iterator[None]:
+def scratch_checkpoint(trainer: L.Trainer, num_training: int) -> Iterator[None]:
     """Lightning's range test saves the model to ``<default_root_dir>/.lr_find_<uuid>.ckpt`` and loads it back.
 
-    That folder is the working directory unless the user chose one, and a killed test leaves the
-    file there. Here it goes to a temporary folder, removed afterwards, and Lightning's notices
-    about that internal file (``weights_only`` not set, restoring from it) are not printed.
+    That folder is the working directory unless the user chose one, and a killed test leaves the file there.
+    Here it goes to a temporary folder, removed afterwards, and Lightning's notices about that internal file
+    (``weights_only`` not set, restoring from it) are not printed. The test stops after ``num_training`` steps
+    but also at ``max_epochs``: that is raised meanwhile, so the test may cross epochs on small data.
     """
-    saved = trainer._default_root_dir  # no public setter; only the range test's checkpoint reads it here
+    saved, max_epochs = trainer._default_root_dir, trainer.fit_loop.max_epochs  # (no public setter of the dir)
     with tempfile.TemporaryDirectory(prefix="eva_lr_find_") as scratch:
-        quiet = _DropRecords(scratch, ("`weights_only` was not set", "Found current_model_state"))
+        def quiet(record: logging.LogRecord) -> bool:
+            return scratch not in str(record.msg) and not str(record.msg).startswith(_RESTORE_NOTICES)
+
         loggers = [logging.getLogger(name) for name in _RESTORE_LOGGERS]
         for logger in loggers:
             logger.addFilter(quiet)
-        trainer._default_root_dir = scratch
+        trainer._default_root_dir, trainer.fit_loop.max_epochs = scratch, max(max_epochs or 1, num_training)
         try:
             yield
         finally:
-            trainer._default_root_dir = saved
+            trainer._default_root_dir, trainer.fit_loop.max_epochs = saved, max_epochs
             for logger in loggers:
                 logger.removeFilter(quiet)
 
 
 @batch_hooks_only_where_used
 class LRRangeTest(LearningRateFinder):
-    """LR range test at the start of ``fit``; its suggestion becomes ``model.lr``.
+    """LR range test at the start of ``fit``; its suggestion (:func:`suggest_lr`) becomes ``model.lr``.
 
-    ``ImageClassifier`` uses ``model.lr`` as the optimiser's LR, which the one-cycle schedule
-    takes as its peak (start = peak / div_factor). The optimiser and schedule are built again
-    after the test so both come from the suggestion (:func:`suggest_lr`: steepest descent against
-    log LR in exponential mode, against LR in linear mode). The loss-vs-LR plot is saved as
-    ``lr_find.png`` in the run dir and logged as TensorBoard image ``lr_find``.
+    ``ImageClassifier`` uses ``model.lr`` as the optimiser's LR, which the one-cycle schedule takes as its peak
+    (start = peak / div_factor); optimiser and schedule are built again after the test, from the suggestion.
+    The loss-vs-LR plot is saved as ``lr_find.png`` in the run dir and logged as TensorBoard image ``lr_find``.
 
-    The test is skipped, and the model's LR used as it is, when ``model.lr`` is already set
-    (``model.init_args.lr`` in the config or on the command line, e.g. the copy ``eva lr_find
-    --apply`` writes): an LR given explicitly wins. It is also skipped under ``fast_dev_run`` and
-    when resuming from a checkpoint.
+    Skipped, and the model's LR used as it is, when ``model.lr`` is already set (``model.init_args.lr`` in the
+    config or on the command line, e.g. the copy ``eva lr_find --apply`` writes: an LR given explicitly wins),
+    under ``fast_dev_run``, and when resuming from a checkpoint.
 
     Args:
         min_lr: smallest LR tried.
@@ -178,14 +164,8 @@ class LRRangeTest(LearningRateFinder):
         if pl_module.lr is not None:
             log.info("LRRangeTest: skipped, model.lr=%s is set; training uses it", pl_module.lr)
             return
-        # the test stops after num_training steps but also at max_epochs: let it cross epochs on small data
-        max_epochs = trainer.fit_loop.max_epochs
-        trainer.fit_loop.max_epochs = max(max_epochs or 1, self.num_training)
-        try:
-            with scratch_checkpoint(trainer):
-                self.lr_find(trainer, pl_module)
-        finally:
-            trainer.fit_loop.max_epochs = max_epochs
+        with scratch_checkpoint(trainer, self.num_training):
+            self.lr_find(trainer, pl_module)
         finder = self.optimal_lr
         self.suggested_lr = suggestion(finder, self.mode) if finder is not None else None
         if self.suggested_lr is None:

@@ -1,12 +1,10 @@
 """``eva predict``: a trained model on your own images → ``predictions.csv`` (+ GradCAM overlays).
 
-    eva predict --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt \\
-        --data.predict_dir my_images/ [--gradcam true]
+    eva predict --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt --data.predict_dir my_images/ [--gradcam true]
 
-``VisionDataModule`` reads every file under ``data.predict_dir`` (any size, grey or colour),
-converts it to the model's input with the test pipeline and remembers which files it could not
-read; :class:`PredictionWriter` turns the softmax outputs of ``predict_step`` into the CSV in the
-run directory (``lightning_logs/<config>/version_N``) and logs what it predicted.
+``VisionDataModule`` reads every file under ``data.predict_dir`` (any size, grey or colour) with the test pipeline
+and remembers the files it could not read; :class:`PredictionWriter` turns the softmax outputs of ``predict_step``
+into the CSV in the run directory (``lightning_logs/<config>/version_N``) and logs what it predicted.
 """
 
 from __future__ import annotations
@@ -60,8 +58,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def __init__(self, gradcam: bool = False, output_dir: str | None = None) -> None:
         super().__init__(write_interval="batch")
-        self.gradcam = gradcam
-        self.output_dir = output_dir
+        self.gradcam, self.output_dir = gradcam, output_dir
         self._probs: list[torch.Tensor] = []
         self._indices: list[int] = []
         self.csv_path: Path | None = None
@@ -72,8 +69,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int):
-        probs = prediction.detach().float().cpu()
-        self._probs.append(probs)
+        self._probs.append(probs := prediction.detach().float().cpu())
         start = len(self._indices)
         self._indices.extend(batch_indices if batch_indices is not None else range(start, start + len(probs)))
 
@@ -89,7 +85,6 @@ class PredictionWriter(BasePredictionWriter):
         indices = [self._indices[i] for i in order]
         classes = list(getattr(dm, "classes", None) or [str(i) for i in range(probs.shape[1])])
         names = [_relative(files[i], root) if i < len(files) else f"#{i}" for i in indices]
-
         out = Path(self.output_dir or run_dir(trainer) or trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.csv_path = out / CSV_NAME
@@ -99,7 +94,6 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow(["file", "prediction", "probability", "top3"])
             writer.writerows([name, classes[p], f"{c:.4f}", format_topk(row, classes)]
                              for name, p, c, row in zip(names, pred.tolist(), conf.tolist(), probs))
-
         overlays = self._write_gradcam(trainer, pl_module, out, indices, names, pred) if self.gradcam else None
         self._message = self._predicted(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
         if overlays is not None:
@@ -133,11 +127,9 @@ class PredictionWriter(BasePredictionWriter):
         if layer is None:
             log.warning("no GradCAM overlays: %s names no gradcam_layer", type(pl_module).__name__)
             return None
-        dm = trainer.datamodule
-        target = out / GRADCAM_DIR
+        dm, target = trainer.datamodule, out / GRADCAM_DIR
         target.mkdir(exist_ok=True)
-        batch = max(1, int(getattr(dm, "batch_size", 32)))
-        used: set[str] = set()
+        batch, used = max(1, int(getattr(dm, "batch_size", 32))), set()
         for start in range(0, len(indices), batch):
             chunk = indices[start : start + batch]
             x = torch.stack([dm.predict_set[i][0] for i in chunk]).to(pl_module.device)
@@ -155,8 +147,8 @@ class PredictionWriter(BasePredictionWriter):
 def _display_image(path: Path, side: int = OVERLAY_SIDE) -> np.ndarray:
     """The user's image as RGB uint8 with its longer side ``side`` px.
 
-    The model saw the whole image resized to a square, so the square heat map stretched back to
-    the original aspect ratio covers the same content.
+    The model saw the whole image resized to a square, so the square heat map stretched back to the original aspect
+    ratio covers the same content.
     """
     with Image.open(path) as img:
         img = img.convert("RGB")

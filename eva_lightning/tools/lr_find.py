@@ -1,21 +1,18 @@
 """``eva lr_find --config X [--lr_find.min_lr --lr_find.max_lr --lr_find.num_training] [--apply]``.
 
-Lightning's ``Tuner.lr_find`` on the configured model and data: it saves the model and
-optimiser state, runs the range test, and restores them. The suggestion is the project's rule
-(:func:`eva_lightning.callbacks.lr_range.suggest_lr`), not Lightning's ``suggestion()``. This
-tool saves the loss-vs-LR plot with the suggestion marked, prints the suggested LR and, with
-``--apply``, writes a config that includes the given one (its ``config:`` key, so a config composed
-from a base config stays whole) and sets ``model.init_args.lr`` to the suggestion exactly
-(``ImageClassifier.lr`` overrides the optimiser's LR and is the one-cycle peak; an ``LRRangeTest``
-callback skips itself because the LR is set, so the new config's fit uses this LR).
+Lightning's ``Tuner.lr_find`` on the configured model and data (it saves the model and optimiser state, runs
+the range test, and restores them), with the project's suggestion rule
+(:func:`eva_lightning.callbacks.lr_range.suggest_lr`), not Lightning's ``suggestion()``. Saves the loss-vs-LR
+plot with the suggestion marked, prints the suggested LR and, with ``--apply``, writes a config that sets
+``model.init_args.lr`` to it (:func:`apply_lr`): ``ImageClassifier.lr`` overrides the optimiser's LR and is the
+one-cycle peak.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import os
 
 from eva_lightning.core.errors import EvaError
 
@@ -92,9 +89,7 @@ def range_test(trainer, model, datamodule, opts: LRFindOptions):
     check_sweep(opts.min_lr, opts.max_lr, opts.num_training, opts.mode, opts.early_stop_threshold, "--lr_find.")
     # a range-test callback in the config (LRRangeTest) would run twice: the Tuner refuses it
     trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateFinder)]
-    # the test stops after num_training steps, but also at max_epochs: let it cross epochs on small data
-    trainer.fit_loop.max_epochs = max(trainer.fit_loop.max_epochs or 1, opts.num_training)
-    with scratch_checkpoint(trainer):
+    with scratch_checkpoint(trainer, opts.num_training):
         return Tuner(trainer).lr_find(model, datamodule=datamodule, min_lr=opts.min_lr, max_lr=opts.max_lr,
                                       num_training=opts.num_training, mode=opts.mode,
                                       early_stop_threshold=opts.early_stop_threshold, update_attr=False)
