@@ -108,14 +108,11 @@ def _refusal(path: Path, message: str) -> str:
 
 def class_paths(value: Any) -> Iterator[str]:
     """Every class path a checkpoint's hyper-parameters name (``_class_path`` / ``class_path`` keys)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("_class_path", "class_path") and isinstance(item, str):
-                yield item
-            else:
-                yield from class_paths(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        if key in ("_class_path", "class_path") and isinstance(item, str):
+            yield item
+        else:
             yield from class_paths(item)
 
 

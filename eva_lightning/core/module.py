@@ -69,13 +69,12 @@ class ImageClassifier(L.LightningModule):
         self.num_classes, self.in_channels, self.optimizer_factory = num_classes, in_channels, optimizer
         self.lr, self.schedule, self.l1, self.label_smoothing = lr, schedule, l1, label_smoothing
         self.channels_last, self.compile = channels_last, compile
-        # validate_args=False: the check counts torch.unique(target) on the host, a device sync every step
-        metric = lambda: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="micro",  # noqa: E731
-                                               validate_args=False)
-        self.val_acc, self.test_acc = metric(), metric()
+        # validate_args=False: the check counts torch.unique(target) on the host, a device sync every step;
         # nan_strategy="disable": the NaN check is an `if tensor.any()`, a device sync every step
-        mean = lambda: torchmetrics.MeanMetric(nan_strategy="disable")  # noqa: E731
-        self.val_loss, self.test_loss = mean(), mean()
+        accuracy = dict(task="multiclass", num_classes=num_classes, average="micro", validate_args=False)
+        self.val_acc, self.test_acc = torchmetrics.Accuracy(**accuracy), torchmetrics.Accuracy(**accuracy)
+        self.val_loss, self.test_loss = (torchmetrics.MeanMetric(nan_strategy="disable"),
+                                         torchmetrics.MeanMetric(nan_strategy="disable"))
         # training: the epoch's sums on the device (loss·n, correct, L1·n), one in-place add a step, cheaper
         # in Python than two torchmetrics updates (docs/speed.md); evaluation keeps torchmetrics
         self._train_sums: torch.Tensor | None = None
@@ -195,8 +194,7 @@ class ImageClassifier(L.LightningModule):
         s = self.schedule
         if s.interval == "step":  # only these need the run's length (and a trainer)
             trainer = self.trainer
-            steps = trainer.estimated_stepping_batches
-            if steps == float("inf"):  # max_epochs=-1 and no max_steps
+            if (steps := trainer.estimated_stepping_batches) == float("inf"):  # max_epochs=-1 and no max_steps
                 raise EvaError(f"a {s.name} schedule spans the whole run, which has no end (trainer.max_epochs=-1): "
                                "set trainer.max_epochs or trainer.max_steps, or use schedule.name none or plateau")
             sched = make_scheduler(opt, s, total_steps=int(steps), epochs=max(1, trainer.max_epochs or 1),

@@ -1,14 +1,13 @@
 """Batched augmentation (``data.loader: gpu``): a split held on the training device, augmented a batch at a time.
 
-Augmenting one tiny image at a time in Python costs more than a small network's forward pass (airbench
-augments whole batches on the GPU for the same reason). The DataLoader yields index batches (Lightning
-keeps the sampler, DDP sharding and resume); ``on_after_batch_transfer`` hands them to
-:class:`BatchedSplit`, which gathers them on the device and applies :class:`BatchAugment`: the same YAML
-pipeline as the albumentations path, op by op with albumentations 2.x semantics (each op's docstring
-says which). albumentations has no batched mode and kornia's defaults differ (fill, crop sampling, hole
-sizes), hence these few ops; anything else raises :class:`Unsupported` and that split falls back to
-albumentations per sample. Random draws come from one ``torch.Generator`` on the device and nothing is
-read back to the host; the CPU runs the code a GPU runs (only the generator's stream differs).
+Augmenting one tiny image at a time in Python costs more than a small network's forward pass (airbench augments
+whole batches on the GPU for the same reason). The DataLoader yields index batches (Lightning keeps the sampler, DDP
+sharding and resume); ``on_after_batch_transfer`` hands them to :class:`BatchedSplit`, which gathers them on the
+device and applies :class:`BatchAugment`: the same YAML pipeline as the albumentations path, op by op with
+albumentations 2.x semantics (each op's docstring says which). albumentations has no batched mode and kornia's
+defaults differ (fill, crop sampling, hole sizes), hence these few ops; anything else raises :class:`Unsupported`
+and that split falls back to albumentations per sample. Random draws come from one ``torch.Generator`` on the device
+and nothing is read back to the host; the CPU runs the code a GPU runs (only the generator's stream differs).
 """
 
 from __future__ import annotations
@@ -136,8 +135,7 @@ class Cutout(Op):
         dev = x.device
         n_holes = self.holes[0] + _uniform_int(g, b, self.holes[1] - self.holes[0] + 1, dev)
         apply = torch.rand(b, generator=g, device=dev) < self.p
-        ys = torch.arange(h, device=dev)[None, :, None]
-        xs = torch.arange(w, device=dev)[None, None, :]
+        ys, xs = torch.arange(h, device=dev)[None, :, None], torch.arange(w, device=dev)[None, None, :]
         mask = torch.zeros(b, h, w, dtype=torch.bool, device=dev)
         for k in range(self.holes[1]):
             hh, ww = self._sizes(g, b, h, self.heights, dev), self._sizes(g, b, w, self.widths, dev)
@@ -169,17 +167,14 @@ class Rotate(Op):
         cos, sin = torch.cos(rad), torch.sin(rad)
         # albumentations maps src -> dst by [[cos, sin], [-sin, cos]] in pixels; grid_sample needs
         # dst -> src (the inverse) in coordinates normalised by 2/W and 2/H.
-        theta = torch.stack(
-            [torch.stack([cos, -sin * h / w, torch.zeros_like(cos)], 1),
-             torch.stack([sin * w / h, cos, torch.zeros_like(cos)], 1)], 1
-        ).to(x.dtype)
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin * h / w, zero], 1), torch.stack([sin * w / h, cos, zero], 1)], 1)
+        theta = theta.to(x.dtype)
         grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
         fill = _fill(self.fill, c, dev).to(x.dtype)
         # rotate (x - fill) with zero padding and add fill back: a constant border of any colour
         out = F.grid_sample(x - fill, grid, mode=self.mode, padding_mode="zeros", align_corners=False) + fill
-        if self.p >= 1.0:
-            return out
-        return torch.where(apply[:, None, None, None], out, x)  # untouched samples stay exact
+        return out if self.p >= 1.0 else torch.where(apply[:, None, None, None], out, x)  # untouched samples stay exact
 
 
 class Normalize(Op):
@@ -191,9 +186,7 @@ class Normalize(Op):
         self.mean, self.std, self.max_pixel = tuple(mean), tuple(std), float(max_pixel_value)
 
     def __call__(self, x, g):
-        c = x.shape[1]
-        mean = _fill(tuple(m * self.max_pixel for m in self.mean), c, x.device)
-        std = _fill(tuple(v * self.max_pixel for v in self.std), c, x.device)
+        mean, std = (_fill(tuple(v * self.max_pixel for v in s), x.shape[1], x.device) for s in (self.mean, self.std))
         return (x - mean) / std
 
 
@@ -207,11 +200,8 @@ def _rotate(t: A.Rotate | A.Affine) -> Rotate:
             raise Unsupported("crop_border=True")
         limit = t.limit
     else:
-        plain = (
-            t.scale == {"x": (1.0, 1.0), "y": (1.0, 1.0)} and t.translate_percent is None
-            and t.translate_px == {"x": (0, 0), "y": (0, 0)} and t.shear == {"x": (0.0, 0.0), "y": (0.0, 0.0)}
-            and not t.fit_output
-        )
+        plain = (t.scale == {"x": (1.0, 1.0), "y": (1.0, 1.0)} and t.translate_percent is None and not t.fit_output
+                 and t.translate_px == {"x": (0, 0), "y": (0, 0)} and t.shear == {"x": (0.0, 0.0), "y": (0.0, 0.0)})
         if not plain:
             raise Unsupported("scale/translate/shear (only rotate= is batched)")
         limit = t.rotate

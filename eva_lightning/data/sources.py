@@ -51,10 +51,9 @@ def data_missing(data_dir: Path, looked_for: list[str], download: bool, failure:
     why = ("download is disabled (data.download: false)" if not download
            else f"the download failed: {failure}" if failure else "the download failed (no internet?)")
     # downloading was already on when it failed: the second way out is a connection, not the flag
-    second = (
-        "allowing the download on a machine with internet: --data.download true" if not download
-        else f"running once on a machine that reaches the internet, or copying the data into {data_dir} as listed above"
-    )
+    second = ("allowing the download on a machine with internet: --data.download true" if not download else
+              f"running once on a machine that reaches the internet, or copying the data into {data_dir} as listed "
+              "above")
     return EvaError(f"no data found in data_dir={data_dir} and {why}.\nLooked for:\n{tried}\nFix it by either:\n"
                     "  1. pointing at a folder that has the data: --data.data_dir /path/to/data "
                     f"(or export EVA_DATA_DIR=/path/to/data), or\n  2. {second}")
@@ -268,10 +267,9 @@ def read_folder_archive(archive: Path, split: str, channels: int, size: int | No
     _note_hidden(hidden, archive)
     if not per_class:
         raise EvaError(f"{archive} has no {split}/<class>/ folders")
-    for files in per_class.values():
-        files.sort()
-    order = class_order(set(per_class), classes, f"{archive}:{split}")
-    return _decode_classes(per_class, order, channels, size, f"{archive}:{split}")
+    where = f"{archive}:{split}"
+    order = class_order(set(per_class), classes, where)
+    return _decode_classes({c: sorted(files) for c, files in per_class.items()}, order, channels, size, where)
 
 
 #: bumped when what a cache holds changes, so that older caches are not read
