@@ -30,14 +30,8 @@ from eva_lightning.callbacks.model_table import LayerTable
 from eva_lightning.callbacks.rng_state import RngState
 from eva_lightning.core.config_yaml import ConfigFileError, use_strict_yaml
 from eva_lightning.core.module import ImageClassifier
-from eva_lightning.core.checkpoints import (
-    LAST,
-    SafeCheckpointIO,
-    check_checkpoint,
-    import_dotted,
-    saved_model_config,
-    trusts_checkpoint,
-)
+from eva_lightning.core.checkpoints import (LAST, SafeCheckpointIO, check_checkpoint, import_dotted,
+                                             saved_model_config, trusts_checkpoint)
 from eva_lightning.core.trainer import EvaTrainer
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
@@ -60,14 +54,8 @@ class LRMonitor(LearningRateMonitor):
 
 def default_callbacks() -> list:
     """Callbacks of every run. ``fit`` with ``data.val_split > 0`` also gets :func:`held_out_checkpoint`."""
-    return [
-        latest_checkpoint(),
-        LRMonitor(logging_interval="step"),
-        RngState(),
-        FiniteLossGuard(),
-        RunInfo(),
-        RunReport(),  # last: writes report.md after the other callbacks' end-of-fit figures
-    ]
+    return [latest_checkpoint(), LRMonitor(logging_interval="step"), RngState(), FiniteLossGuard(), RunInfo(),
+            RunReport()]  # RunReport last: writes report.md after the other callbacks' end-of-fit figures
 
 
 def holds_out_validation(datamodule) -> bool:
@@ -122,12 +110,10 @@ class EvaCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         self.parsers.append(parser)
-        parser.add_argument(
-            "--trust_checkpoint", type=bool, default=False,
-            help="Load a --ckpt_path that needs more than tensors and plain values. A checkpoint is a pickle "
-                 "and such a file can run code: only for files whose author you trust (Lightning's "
-                 "--weights_only false means the same).",
-        )
+        parser.add_argument("--trust_checkpoint", type=bool, default=False,
+                            help="Load a --ckpt_path that needs more than tensors and plain values. A checkpoint is a "
+                                 "pickle and such a file can run code: only for files whose author you trust "
+                                 "(Lightning's --weights_only false means the same).")
         parser.add_argument(
             "--tuning_seeds", type=list[int] | None, default=None,
             help="The seeds whose runs chose this configuration (on a held-out validation split). Only recorded: "
@@ -248,9 +234,8 @@ class EvaCLI(LightningCLI):
     def _check_sync_batchnorm(self) -> None:
         """torch's SyncBatchNorm runs only on CUDA; on CPU DDP it fails inside DDP's constructor."""
         wanted = self.config[self.subcommand].get("trainer", {}).get("sync_batchnorm")
-        if wanted and isinstance(self.trainer.strategy, ParallelStrategy) and not isinstance(
-            self.trainer.accelerator, CUDAAccelerator
-        ):
+        strategy, accelerator = self.trainer.strategy, self.trainer.accelerator
+        if wanted and isinstance(strategy, ParallelStrategy) and not isinstance(accelerator, CUDAAccelerator):
             raise EvaError(
                 "trainer.sync_batchnorm: true needs CUDA GPUs (torch's SyncBatchNorm has no CPU version): "
                 "drop it for CPU runs (each process then keeps its own BatchNorm statistics)"
@@ -277,19 +262,18 @@ class EvaCLI(LightningCLI):
         """Where the default TensorBoard logger writes, set in the config (so ``config.yaml`` records it).
 
         - its name: the stem of the last ``--config`` (``lightning_logs/s5/version_N``).
-        - ``--trainer.default_root_dir DIR``: ``DIR/<config>/version_N``. As in Lightning, that is
-          where a run's files go unless a logger says otherwise; the default logger's fixed
-          ``save_dir=lightning_logs`` would otherwise win.
-        - ``--ckpt_path last``: the newest ``version_N`` of this config that holds a ``last.ckpt``.
-          The default logger starts a new ``version_N`` each run, so Lightning's own ``last`` (the
-          checkpoint callback's last file of *this* run) would find nothing after a crash. ``fit``
-          also logs into that version (unless the user chose one), so the resumed curves continue.
+        - ``--trainer.default_root_dir DIR``: ``DIR/<config>/version_N``, as in Lightning (the default
+          logger's fixed ``save_dir=lightning_logs`` would otherwise win).
+        - ``--ckpt_path last``: the newest ``version_N`` of this config that holds a ``last.ckpt``. The default
+          logger starts a new ``version_N`` each run, so Lightning's own ``last`` (the checkpoint callback's last
+          file of *this* run) would find nothing after a crash. ``fit`` also logs into that version (unless the
+          user chose one), so the resumed curves continue.
         """
         spec = (cfg.get("trainer") or {}).get("logger")
         init = getattr(spec, "init_args", None)
         if init is None or import_dotted(spec.class_path) is not TensorBoardLogger:
             return
-        if init.name == UNNAMED and cfg.get("config"):  # the run is named after the last --config (its stem)
+        if init.name == UNNAMED and cfg.get("config"):
             init.name = Path(str(cfg["config"][-1])).stem
         if cfg.get("trainer.default_root_dir") is not None and init.save_dir == LOG_ROOT:
             init.save_dir = str(cfg["trainer.default_root_dir"])
@@ -309,8 +293,8 @@ class EvaCLI(LightningCLI):
     def after_fit(self) -> None:
         """With a held-out validation split, fit ends by testing the final weights on the test split.
 
-        The figure of record is the final epoch's test accuracy (``test/acc``, ``test/loss`` in the
-        logs, the console and ``report.md``); ``best-*.ckpt`` was chosen on the held-out split only.
+        The figure of record is the final epoch's test accuracy (``test/acc``, ``test/loss`` in the logs, the
+        console and ``report.md``); ``best-*.ckpt`` was chosen on the held-out split only.
         """
         if not holds_out_validation(self.datamodule) or self.trainer.interrupted:
             return
