@@ -1,11 +1,15 @@
-"""EvaTrainer: Lightning's Trainer whose signature says which numbers are valid, and which refuses
-accelerator and precision settings this machine cannot run."""
+"""EvaTrainer: Lightning's Trainer whose signature says which numbers are valid, which refuses
+accelerator and precision settings this machine cannot run, and whose ``precision: auto`` picks the
+fastest one it can."""
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
+
+import torch
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch import Trainer
@@ -18,6 +22,10 @@ from eva_lightning.core.errors import EvaError
 #: batch and YAML's ``1.0`` all of them (jsonargparse's restricted ints would turn ``1.0`` into ``1``);
 #: Lightning refuses a negative count itself.
 Batches = int | ClosedUnitInterval
+#: Lightning's precision values, and ``auto`` (:func:`auto_precision`)
+Precision = Literal["auto"] | get_type_hints(Trainer.__init__)["precision"]
+
+log = logging.getLogger(__name__)
 
 
 class EvaTrainer(Trainer):
@@ -47,6 +55,8 @@ class EvaTrainer(Trainer):
         accumulate_grad_batches: batches per optimiser step.
         gradient_clip_val: clip gradients to this norm/value (0 or unset: no clipping).
         num_sanity_val_steps: validation batches before training (-1: all).
+        precision: Lightning's precision, or ``auto``: the fastest this machine runs well
+            (:func:`auto_precision`).
     """
 
     def __init__(
@@ -67,10 +77,13 @@ class EvaTrainer(Trainer):
         accumulate_grad_batches: PositiveInt = 1,
         gradient_clip_val: NonNegativeFloat | None = None,
         num_sanity_val_steps: NonNegativeInt | Literal[-1] | None = None,
+        precision: Precision = None,
         **trainer_args: Any,
     ) -> None:
-        check_machine(trainer_args.get("accelerator", "auto"), trainer_args.get("devices", "auto"),
-                      trainer_args.get("precision"))
+        accelerator = trainer_args.get("accelerator", "auto")
+        if precision == "auto":
+            precision = auto_precision(accelerator)
+        check_machine(accelerator, trainer_args.get("devices", "auto"), precision)
         super().__init__(
             max_epochs=max_epochs, min_epochs=min_epochs, max_steps=max_steps, min_steps=min_steps,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
@@ -78,7 +91,7 @@ class EvaTrainer(Trainer):
             overfit_batches=overfit_batches, val_check_interval=val_check_interval,
             check_val_every_n_epoch=check_val_every_n_epoch, log_every_n_steps=log_every_n_steps,
             accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val,
-            num_sanity_val_steps=num_sanity_val_steps, **trainer_args,
+            num_sanity_val_steps=num_sanity_val_steps, precision=precision, **trainer_args,
         )
 
     def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
@@ -90,6 +103,28 @@ class EvaTrainer(Trainer):
         """
         self.callbacks.append(PredictionWriter(gradcam=gradcam))
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+
+def auto_precision(accelerator: Any) -> str:
+    """``trainer.precision: auto``: bf16 autocast where the hardware computes bf16 natively, else fp32.
+
+    A CUDA GPU with bf16 (Ampere and later) gets ``bf16-mixed``, an older one ``16-mixed``. A CPU gets
+    ``bf16-mixed`` only with AMX or AVX-512 BF16 (``torch.cpu.get_capabilities()``): with AMX, S5's step
+    ran 1.37x faster than in fp32 (issue #28); without either, bf16 is emulated, and S7's step ran 3x slower
+    (85 vs 250 img/s on this project's AVX-512 VM, benchmarks/RESULTS.md).
+    """
+    name = accelerator.lower() if isinstance(accelerator, str) else "custom"
+    if name in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        chosen = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        log.info("trainer.precision=auto: %s on the GPU", chosen)
+        return chosen
+    caps = torch.cpu.get_capabilities()
+    if name in ("auto", "cpu") and (caps.get("amx_bf16") or caps.get("avx512_bf16")):
+        log.info("trainer.precision=auto: bf16-mixed (this CPU computes bf16 natively: AMX / AVX-512 BF16)")
+        return "bf16-mixed"
+    log.info("trainer.precision=auto: 32-true (%s)", "this CPU has no AMX or AVX-512 BF16, on which bf16 autocast "
+             "would run slower than fp32" if name in ("auto", "cpu") else f"accelerator {accelerator}")
+    return "32-true"
 
 
 def check_machine(accelerator: Any, devices: Any, precision: Any) -> None:
