@@ -30,9 +30,7 @@ class EpochCheckpoint(ModelCheckpoint):
 def latest_checkpoint() -> ModelCheckpoint:
     """``last.ckpt`` after every epoch: the model of record, and what ``--ckpt_path last`` resumes.
 
-    Lightning's ``save_last=True`` writes ``last.ckpt`` only beside a top-k save, so with a monitored
-    metric that stops improving it stays at the last improvement. Without a monitor ModelCheckpoint
-    saves at every epoch end; named ``last`` without a version counter, it overwrites that one file.
+    Not ``save_last=True``: that writes only beside a top-k save, stuck at a monitored metric's last improvement.
     """
     return EpochCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
 

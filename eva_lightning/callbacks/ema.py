@@ -16,10 +16,9 @@ def ema_decay(n: int, decay: float) -> float:
 
 
 def warmup_ema_multi_avg_fn(decay: float):
-    """An ``AveragedModel`` ``multi_avg_fn``: ``ema = d * ema + (1 - d) * current`` with ``d = ema_decay(n, decay)``.
+    """An ``AveragedModel`` ``multi_avg_fn``: ``ema = d * ema + (1 - d) * current``, ``d = ema_decay(n, decay)``.
 
-    ``n`` is ``AveragedModel.n_averaged`` (a device tensor: no host sync per step). Integer buffers
-    (BatchNorm's ``num_batches_tracked``) are copied from the model rather than averaged.
+    ``n`` stays a device tensor (no host sync per step); integer buffers are copied, not averaged.
     """
 
     @torch.no_grad()
@@ -41,15 +40,9 @@ def warmup_ema_multi_avg_fn(decay: float):
 class WarmupEMA(WeightAveraging):
     """Exponential moving average of the weights (and buffers) with timm's decay warm-up.
 
-    After ``n`` updates (one per optimiser step) the next one uses ``decay_n = min(decay, (1 + n) / (10 + n))``:
-    0.18, 0.25, 0.31 … at first, 0.9 after 80 steps, ``decay`` from ``n = (10·decay - 1) / (1 - decay)`` on (4,490
-    steps for 0.998). Lightning's ``EMAWeightAveraging(decay=0.998)`` uses 0.998 from the first step, so after
-    MNIST's first epoch (469 steps of 128) the average still holds 0.998^469 ≈ 39% of the random initialisation and
-    validates at about 11%; with the warm-up it follows the model early, then settles into the long average.
-
-    Everything else is Lightning's ``WeightAveraging``: validation runs on the average, checkpoints hold it as
-    ``state_dict`` (the live weights in ``current_model_state``, the update count in ``averaging_state``, so a
-    resumed run continues the same schedule), and the average replaces the weights when training ends.
+    Update ``n`` (one per optimiser step) uses ``min(decay, (1 + n) / (10 + n))``. Lightning's ``EMAWeightAveraging``
+    uses ``decay`` from the first step: after MNIST's first epoch its average is still ~39% random initialisation
+    and validates at ~11% (docs/internals.md). The rest is Lightning's ``WeightAveraging``.
 
     Args:
         decay: the long-run decay (horizon about ``1 / (1 - decay)`` steps).

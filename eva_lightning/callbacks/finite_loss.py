@@ -1,5 +1,4 @@
-""":class:`FiniteLossGuard` stops training at the first NaN/inf loss, before any checkpoint of the
-diverged weights is written, and says where and why."""
+""":class:`FiniteLossGuard`: stop at the first NaN/inf loss, before its weights reach a checkpoint."""
 
 from __future__ import annotations
 
@@ -17,10 +16,9 @@ from eva_lightning.core.errors import EvaError
 class FiniteLossGuard(Callback):
     """Stop at the first NaN/inf training loss with where and the likely cause.
 
-    Raising before the next checkpoint keeps ``last.ckpt`` the last good one (``EarlyStopping(check_finite=
-    True)`` looks at an epoch-end metric, after NaN weights may be saved). Reading the loss every step would
-    stall a GPU's queue, so the first bad step is recorded on the device and read every
-    ``check_every_n_steps``, before validation and at epoch end; in DDP all ranks share the decision.
+    Not ``EarlyStopping(check_finite=True)``: it reads an epoch-end metric, after NaN weights may be saved. A read
+    per step would stall a GPU, so the first bad step is kept on the device and read every
+    ``check_every_n_steps``, before validation and at epoch end; DDP ranks share the decision.
 
     Args:
         check_every_n_steps: steps between reads of the device-side record.

@@ -1,8 +1,5 @@
-"""``batch_hooks_only_where_used``: a callback leaves Lightning's per-batch loop alone unless it uses a batch hook.
-
-Lightning calls every per-batch hook of every callback, overridden or not (docs/speed.md has the cost),
-but skips a hook attribute that is not callable (``trainer/call.py``): so an unused one is set to None.
-"""
+"""Unused per-batch callback hooks set to None: Lightning calls every hook, overridden or not, but skips
+one that is not callable (``trainer/call.py``; the cost is in docs/speed.md)."""
 
 from __future__ import annotations
 
@@ -25,10 +22,7 @@ T = TypeVar("T", bound=type)
 
 
 def batch_hooks_only_where_used(cls: T) -> T:
-    """Class decorator for a Callback: the batch hooks it inherits unchanged become None.
-
-    A subclass's own hook is called as usual, but cannot call ``super()`` for it (the base's was a no-op).
-    """
+    """Class decorator: a Callback's inherited no-op batch hooks become None (its own cannot call ``super()``)."""
     for name in BATCH_HOOKS:
         if getattr(cls, name) is getattr(L.Callback, name):
             setattr(cls, name, None)

@@ -1,8 +1,4 @@
-"""Image callbacks: misclassified grid, GradCAM overlays, confusion matrix; each a PNG and a TensorBoard image.
-
-MisclassifiedGrid and ConfusionMatrixFigure draw from the logits the validation/test step returned: no
-second forward.
-"""
+"""Image callbacks: misclassified grid, GradCAM overlays, confusion matrix; each a PNG and a TensorBoard image."""
 
 from __future__ import annotations
 
@@ -36,7 +32,7 @@ def _check_every(owner: str, every_n_epochs: int, least: int = 1) -> int:
 
 
 def _step_logits(owner: str, pl_module: L.LightningModule, outputs) -> torch.Tensor:
-    """The logits the validation/test step returned for this batch."""
+    """The logits the validation/test step returned for this batch (no second forward)."""
     logits = outputs.get("logits") if isinstance(outputs, dict) else None
     if not isinstance(logits, torch.Tensor):
         raise EvaError(

@@ -1,8 +1,4 @@
-"""LRRangeTest: Lightning's LR finder at fit start, feeding ``model.lr`` (the one-cycle peak).
-
-The sweep is Lightning's (``LearningRateFinder`` / ``Tuner.lr_find``); the suggestion is
-:func:`suggest_lr`, not ``_LRFinder.suggestion()`` (see there why).
-"""
+"""LRRangeTest: Lightning's LR finder at fit start, with eva's suggestion (:func:`suggest_lr`) as ``model.lr``."""
 
 from __future__ import annotations
 
@@ -25,14 +21,10 @@ log = logging.getLogger(__name__)
 def suggest_lr(
     lrs: Sequence[float], losses: Sequence[float], mode: str = "exponential", skip_begin: int = 10, skip_end: int = 1
 ) -> int | None:
-    """Index of the suggested LR: the steepest descent of the loss along the sweep's own axis.
+    """Index of the suggested LR: the steepest fall of the smoothed loss against log LR (``exponential``) or LR.
 
-    The rule: drop the first ``skip_begin`` and last ``skip_end`` points and any non-finite loss (as Lightning
-    does), then take the most negative slope of the loss (Lightning's recorded, exponentially smoothed loss) against
-    **log LR** in ``exponential`` mode and against **LR** in ``linear`` mode, i.e. the biggest fall per step of the
-    ladder. Lightning 2.6's ``suggestion()`` differentiates against the linear LR in both modes; on an exponential
-    ladder that divides the slope by the LR and drags the answer towards the small LRs where the loss only starts to
-    fall (Lightning-AI/pytorch-lightning#21141). torch-lr-finder, fastai and the course use the log-LR slope.
+    Not Lightning 2.6's ``suggestion()``, which uses the linear LR in both modes and so picks too small an LR on an
+    exponential sweep (Lightning-AI/pytorch-lightning#21141; docs/cifar.md, "The LR range test suggestion").
 
     Args:
         lrs: the LRs tried, in order.
@@ -101,12 +93,10 @@ _RESTORE_NOTICES = ("`weights_only` was not set", "Found current_model_state")
 
 @contextmanager
 def scratch_checkpoint(trainer: L.Trainer, num_training: int) -> Iterator[None]:
-    """Lightning's range test saves the model to ``<default_root_dir>/.lr_find_<uuid>.ckpt`` and loads it back.
+    """Lightning's range test's own ``.lr_find_<uuid>.ckpt`` in a temporary folder, its notices about it silenced.
 
-    That folder is the working directory unless the user chose one, and a killed test leaves the file there.
-    Here it goes to a temporary folder, removed afterwards, and Lightning's notices about that internal file
-    (``weights_only`` not set, restoring from it) are not printed. The test stops after ``num_training`` steps
-    but also at ``max_epochs``: that is raised meanwhile, so the test may cross epochs on small data.
+    Lightning puts it in ``default_root_dir`` (the working directory by default; a killed test leaves it there).
+    ``max_epochs`` is raised meanwhile: the test may cross epochs on small data.
     """
     saved, max_epochs = trainer._default_root_dir, trainer.fit_loop.max_epochs  # (no public setter of the dir)
     with tempfile.TemporaryDirectory(prefix="eva_lr_find_") as scratch:
@@ -129,13 +119,9 @@ def scratch_checkpoint(trainer: L.Trainer, num_training: int) -> Iterator[None]:
 class LRRangeTest(LearningRateFinder):
     """LR range test at the start of ``fit``; its suggestion (:func:`suggest_lr`) becomes ``model.lr``.
 
-    ``ImageClassifier`` uses ``model.lr`` as the optimiser's LR, which the one-cycle schedule takes as its peak
-    (start = peak / div_factor); optimiser and schedule are built again after the test, from the suggestion.
-    The loss-vs-LR plot is saved as ``lr_find.png`` in the run dir and logged as TensorBoard image ``lr_find``.
-
-    Skipped, and the model's LR used as it is, when ``model.lr`` is already set (``model.init_args.lr`` in the
-    config or on the command line, e.g. the copy ``eva lr_find --apply`` writes: an LR given explicitly wins),
-    under ``fast_dev_run``, and when resuming from a checkpoint.
+    ``model.lr`` is the optimiser's LR (a one-cycle's peak); optimiser and schedule are rebuilt from it. The plot
+    goes to ``lr_find.png`` and TensorBoard image ``lr_find``. Skipped when ``model.lr`` is set (an explicit LR wins,
+    e.g. the copy ``eva lr_find --apply`` writes), under ``fast_dev_run`` and when resuming.
 
     Args:
         min_lr: smallest LR tried.

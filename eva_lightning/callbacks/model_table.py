@@ -37,10 +37,7 @@ class LayerTable(ModelSummary):
 
     def summarize(self, summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
                   model_size: float, total_training_modes: dict[str, int], total_flops: int = 0, **kwargs: Any) -> None:
-        """Log the layer table: metric rows dropped, the Mode column only when modes differ, FLOPs only when counted.
-
-        The base class's static method, called through the instance.
-        """
+        """Log the layer table (the base class's static method, called through the instance)."""
         columns = dict(summary_data)
         keep = [i for i, name in enumerate(columns.get("Name", [])) if name not in self._metric_names]
         drop = {" "}  # the row index: renumbered below

@@ -1,10 +1,6 @@
 """``eva predict``: a trained model on your own images → ``predictions.csv`` (+ GradCAM overlays).
 
     eva predict --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt --data.predict_dir my_images/ [--gradcam true]
-
-``VisionDataModule`` reads every file under ``data.predict_dir`` (any size, grey or colour) with the test pipeline
-and remembers the files it could not read; :class:`PredictionWriter` turns the softmax outputs of ``predict_step``
-into the CSV in the run directory (``lightning_logs/<config>/version_N``) and logs what it predicted.
 """
 
 from __future__ import annotations
@@ -145,11 +141,7 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def _display_image(path: Path, side: int = OVERLAY_SIDE) -> np.ndarray:
-    """The user's image as RGB uint8 with its longer side ``side`` px.
-
-    The model saw the whole image resized to a square, so the square heat map stretched back to the original aspect
-    ratio covers the same content.
-    """
+    """The user's image as RGB uint8, longer side ``side`` px (the square heat map stretches back onto it)."""
     with Image.open(path) as img:
         img = img.convert("RGB")
         scale = side / max(img.size)

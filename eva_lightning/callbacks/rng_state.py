@@ -1,5 +1,4 @@
-""":class:`RngState` puts the global RNG states (torch, numpy, Python, CUDA) into each checkpoint and
-restores them on resume, so a resumed run draws the same shuffles as an uninterrupted one."""
+""":class:`RngState`: a resumed run draws the same shuffles as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -40,10 +39,9 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
 
 @batch_hooks_only_where_used
 class RngState(Callback):
-    """Global RNG states in the checkpoint, restored on resume (Lightning restores everything else, not the RNGs).
+    """Global RNG states (torch, numpy, Python, CUDA) in the checkpoint, restored on resume (Lightning does not).
 
-    Restored with the callbacks: after the model's init drew from the RNG, before the first batch is drawn.
-    """
+    Restored with the callbacks: after the model's init drew from the RNG, before the first batch is drawn."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": _plain_rng_states()}
