@@ -8,6 +8,9 @@ Variants (each a batch of ``data.batch_size`` from the config's training split):
     data/batched          the ``loader: gpu`` path on the CPU: one batched op per transform
     step/eager            forward + backward + optimiser step, NCHW, as configured
     step/channels_last    the same in channels_last layout
+    step/no_dropout       channels_last with the dropout layers removed (what dropout costs)
+    step/bf16             channels_last under bf16 autocast (fast only on a CPU with AMX / AVX-512 BF16)
+    eval/batch            a no-grad forward in eval mode, channels_last (the per-epoch test pass: 10k images)
     step/compile          channels_last through torch.compile (compile time reported separately)
 
     python benchmarks/cpu_step.py --config configs/s5.yaml [--rounds 20] [--threads 2]
@@ -72,13 +75,14 @@ def main(argv: list[str] | None = None) -> dict:
     x, y = data_batched()
     x = x.contiguous()
 
-    def stepper(net, memory_format, fwd=None):
+    def stepper(net, memory_format, fwd=None, dtype=None):
         opt = model.optimizer_factory(net.parameters())
         fwd = net if fwd is None else fwd
         xx = x.contiguous(memory_format=memory_format)
 
         def step():
-            loss = F.cross_entropy(fwd(xx), y)
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = F.cross_entropy(fwd(xx), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -86,11 +90,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     import copy
 
+    def channels_last(without_dropout: bool = False):
+        net = copy.deepcopy(model.net).to(memory_format=torch.channels_last)
+        for name, module in list(net.named_modules()) if without_dropout else []:
+            for child, layer in list(module.named_children()):
+                if isinstance(layer, torch.nn.Dropout2d | torch.nn.Dropout):
+                    setattr(module, child, torch.nn.Identity())
+        return net
+
+    eval_net, xx = channels_last().eval(), x.contiguous(memory_format=torch.channels_last)
+
+    def eval_batch():
+        with torch.no_grad():
+            eval_net(xx)
+
     variants = {
         "data/albumentations": data_albu,
         "data/batched": data_batched,
         "step/eager": stepper(copy.deepcopy(model.net), torch.contiguous_format),
-        "step/channels_last": stepper(copy.deepcopy(model.net).to(memory_format=torch.channels_last), torch.channels_last),
+        "step/channels_last": stepper(channels_last(), torch.channels_last),
+        "step/no_dropout": stepper(channels_last(without_dropout=True), torch.channels_last),
+        "step/bf16": stepper(channels_last(), torch.channels_last, dtype=torch.bfloat16),
+        "eval/batch": eval_batch,
     }
     compile_s = None
     if args.compile:
