@@ -1,9 +1,6 @@
 """``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure.
 
-Reads the runs' event files and prints each run's final value per metric. A best over epochs is shown only for
-``val/*`` of a run with a held-out validation split (``data.val_split > 0``): with validation on the test split a
-best epoch would be chosen on the test set. A folder of ``seed_N`` runs (``eva seeds``) is one curve: the mean over
-the seeds per epoch with a band of ± one sample standard deviation, and its final value as mean ± sd.
+docs/tools.md describes the figure and the table.
 """
 
 from __future__ import annotations
@@ -49,10 +46,7 @@ class Result:
 
 
 def read_run(run_dir: str | Path) -> Run:
-    """All scalars of a run (its newest version in a run-name folder), x = epoch where Lightning logged one, else the step.
-
-    A folder of ``seed_N`` runs gives one Run of per-x means over the seeds (x present in every seed).
-    """
+    """All scalars of a run (x = epoch where logged, else step); a folder of ``seed_N`` runs gives their means."""
     if seeds := seed_runs(run_dir):
         return mean_run(Path(run_dir), [read_run(d) for d in seeds])
     result = RunResult(run_dir)

@@ -1,6 +1,4 @@
-"""Where things live in a run folder (``lightning_logs/<name>/version_N`` or ``.../seed_N``), which
-folder a trainer writes to, the newest version of a run name, and the run named on a command line.
-"""
+"""Where things live in a run folder (``lightning_logs/<name>/version_N`` or ``.../seed_N``)."""
 
 from __future__ import annotations
 
@@ -25,10 +23,8 @@ CHECKPOINTS = "checkpoints"  # last.ckpt and, with a held-out split, best-*.ckpt
 def run_dir(trainer: L.Trainer) -> Path | None:
     """The run's folder for files beside its logs; None under ``fast_dev_run`` or without a logger.
 
-    Without a logger Lightning's log dir is the working directory, not a run's folder: nothing is written there.
-    This is rank 0's folder, read from its logger as ``trainer.log_dir`` does but without that property's broadcast,
-    so rank 0 may call it alone (a collective called by one rank of several hangs, or fails once the others have
-    exited). Other ranks' loggers may have picked another version number: only rank 0 writes files.
+    Read from rank 0's logger without ``trainer.log_dir``'s broadcast, so rank 0 may call it alone (a collective
+    called by one rank hangs); other ranks' loggers may pick another version: only rank 0 writes files.
     """
     if not trainer.loggers or trainer.fast_dev_run:
         return None
@@ -38,10 +34,7 @@ def run_dir(trainer: L.Trainer) -> Path | None:
 
 
 def check_writable(folder: str | Path) -> None:
-    """Raise an :class:`EvaError` unless files can be written in ``folder`` (it may not exist yet).
-
-    Asks the nearest folder that exists, without creating anything, so a run refused later on leaves nothing behind.
-    """
+    """Raise an :class:`EvaError` unless files can be written in ``folder``; creates nothing (it may not exist yet)."""
     folder = Path(folder).expanduser().absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     fix = "choose another with --trainer.default_root_dir DIR (or the logger's save_dir)"

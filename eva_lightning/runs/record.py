@@ -1,12 +1,4 @@
-"""What a run records in its folder, beside LightningCLI's ``config.yaml`` and the logger's events.
-
-:class:`RunInfo`: ``run_info.yaml``, how a number in the README was made: the command line, package
-versions, the git commit of the code (and whether it had uncommitted changes) and the machine. A
-resumed run appends one more YAML document to the same file.
-
-:class:`RunReport`: ``fit_result.json`` (wall time, epochs, steps, status) when fitting ends, then
-``report.md`` (:func:`eva_lightning.runs.report.write_report`).
-"""
+"""What a run records beside ``config.yaml`` and its events: ``run_info.yaml``, ``fit_result.json``, ``report.md``."""
 
 from __future__ import annotations
 
@@ -101,11 +93,10 @@ def run_info_document(trainer: L.Trainer | None = None) -> dict[str, Any]:
 
 @batch_hooks_only_where_used
 class RunInfo(Callback):
-    """Write (or, on resume, append to) ``run_info.yaml`` in the run's folder on rank 0.
+    """Write (on resume, append to) ``run_info.yaml``: command, versions, git commit (dirty or not), machine.
 
-    A run that fails before it has a result (no checkpoint, no finished epoch in its events) leaves
-    no ``version_N`` folder behind: one holding only its config and this file would be taken for a
-    run by ``eva report``/``compare`` and push the next run's number up.
+    A run that fails before it has a result (no checkpoint, no finished epoch) leaves no ``version_N`` behind:
+    ``eva report``/``compare`` would take it for a run, and it would push the next run's number up.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -137,10 +128,8 @@ class RunInfo(Callback):
 class RunReport(Callback):
     """Writes ``fit_result.json`` (wall time, epochs, steps, status) and ``report.md`` when fitting ends.
 
-    The page is written in ``teardown``, after every callback's ``on_fit_end``, so figures other
-    callbacks save at the end of training are on it. It is written again when a test ends in the
-    same run folder (the final test after a fit with a held-out split, or ``eva test`` with a
-    logger), so ``test/acc`` is on it. ``fast_dev_run`` smoke tests get no report.
+    Written in ``teardown``, after every callback's ``on_fit_end`` (their figures are on it), and again when a
+    test ends in the same folder (so ``test/acc`` is on it).
     """
 
     def __init__(self) -> None:

@@ -1,14 +1,6 @@
-"""``report.md`` per run: headline, config, metrics, epochs, wall time, machine, versions and figures.
+"""``report.md`` per run, rebuilt from what the run left in its folder (so also from a copied run; docs/usage.md).
 
-The page is rebuilt from what the run left in its folder (:class:`~eva_lightning.runs.result.RunResult`), so
-``eva report`` writes the same page from a copied run. The evaluation protocol (:mod:`eva_lightning.runs.result`)
-shapes it: on the test split (``data.val_split: 0``) ``val/*`` are named test accuracy and nothing is called best;
-with a held-out split the test is ``test/acc`` and only the held-out split has a best. :class:`Headline` opens
-``report.md`` and is printed when ``eva fit`` / ``eva test`` ends.
-
-    eva report lightning_logs/s5/version_0      # (re)write report.md of a run
-    eva report lightning_logs/s5                # the latest version of that run
-    eva report lightning_logs/reference/s5 -o - # a committed run: its report.md is never rewritten
+What is called test accuracy or best follows the evaluation protocol of :mod:`eva_lightning.runs.result`.
 """
 
 from __future__ import annotations
@@ -68,9 +60,8 @@ def metric_table(result: RunResult) -> list[tuple[str, float, str]]:
 
 
 def partial_evaluation(trainer: dict[str, Any], stage: str, batch_size: Any) -> str | None:
-    """How little of the ``stage`` split (``val`` or ``test``) was measured where the trainer's
-    ``limit_{stage}_batches`` (or ``overfit_batches``) cut it short, e.g.
-    ``"only 2 batches of 128 (≤ 256 images): trainer.limit_val_batches=2"``; None when all of it was."""
+    """How little of the ``stage`` split a ``limit_{stage}_batches`` (or ``overfit_batches``) left, e.g.
+    ``"only 2 batches of 128 (≤ 256 images): trainer.limit_val_batches=2"``; None when all of it was measured."""
     key = "overfit_batches" if trainer.get("overfit_batches") else f"limit_{stage}_batches"
     limit = trainer.get(key)
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or (isinstance(limit, float) and limit >= 1.0):
@@ -88,9 +79,7 @@ def partial_evaluation(trainer: dict[str, Any], stage: str, batch_size: Any) -> 
 class Headline:
     """What a user wants to know when a run ends: the final test accuracy, how long, where the files are.
 
-    Built from a run folder (:meth:`from_run`) or, for a run without a logger, from the trainer
-    (:meth:`from_trainer`); shown as aligned lines on the console (:meth:`text`) and as the first
-    table of ``report.md`` (:meth:`markdown`).
+    Printed when ``eva fit`` / ``eva test`` ends (:meth:`text`) and the first table of ``report.md`` (:meth:`markdown`).
     """
 
     stage: str  # "fit" or "test"

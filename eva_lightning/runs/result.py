@@ -1,10 +1,8 @@
-"""Reading a run folder back: :class:`RunResult` reads its events, config, run info and fit result once each, and
-holds the project's one rule for what a run measured.
+"""Reading a run folder back (:class:`RunResult`), and the one rule for what a run measured.
 
-The evaluation protocol: the result of record is the *final* epoch's test accuracy. With ``data.val_split: 0``
-validation runs on the test split, so ``val/acc`` is the test accuracy and no epoch is chosen on it. With
-``data.val_split > 0`` fit ends by testing the final weights (``test/acc``), and only the held-out validation
-split may have a best epoch.
+The result of record is the *final* epoch's test accuracy. With ``data.val_split: 0`` validation runs on the test
+split (``val/acc`` is the test accuracy, no epoch is chosen on it); with a held-out split fit ends by testing the
+final weights (``test/acc``), and only the held-out split may have a best epoch.
 """
 
 from __future__ import annotations
@@ -140,11 +138,7 @@ class RunResult:
             return []
 
     def trained_seconds(self) -> float | None:
-        """Seconds from the first to the last logged scalar, less the pauses of a resumed run.
-
-        Each start after the first (:meth:`fit_starts`) opens a new span and the spans are summed: a run
-        killed and resumed an hour later trained for its spans, not for the hour between them.
-        """
+        """Seconds from the first to the last logged scalar, less the pauses between starts of a resumed run."""
         times = sorted(t for points in self.scalars.values() for _, _, t in points)
         if not times:
             return None
