@@ -35,10 +35,7 @@ def conv_bn_relu(cin: int, cout: int, dilation: int = 1, dropout: float = 0.0) -
 
 
 class DepthwiseSeparableConv2d(nn.Sequential):
-    """A depthwise k x k conv ('same' padding, optionally dilated) then a pointwise 1x1 conv.
-
-    ``cin*k*k + cin*cout`` weights instead of ``cin*cout*k*k`` for the same receptive-field growth.
-    """
+    """Depthwise k x k ('same', optionally dilated), then pointwise 1x1: ``cin*k*k + cin*cout`` weights."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, dilation: int = 1) -> None:
         super().__init__(

@@ -1,8 +1,4 @@
-"""Checkpoint files: written atomically, read as data, checked before Lightning touches them.
-
-Unpickling a ``.ckpt`` can call any function its author named: read with ``weights_only=True`` unless
-``--trust_checkpoint true``, and class paths inside one are checked as strings before anything imports them.
-"""
+"""Checkpoint files: written atomically, read as data (unpickling can run code), checked before Lightning loads them."""
 
 from __future__ import annotations
 
@@ -27,9 +23,8 @@ TRUST_HINT = "if you trust whoever made the file, pass --trust_checkpoint true (
 class SafeCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to ``.<name>.tmp`` beside the target, fsync, then ``os.replace``; loads as data.
 
-    Lightning's ``_atomic_save`` writes its temporary file in the system temp directory: on another file
-    system the final move is a copy a crash can truncate, and nothing is fsynced; a rename within one
-    directory is atomic. Lightning's ``weights_only=None`` means ``True`` here (``False`` only when trusted).
+    Lightning's ``_atomic_save`` writes its temporary file in the system temp directory, whose move may be a
+    copy a crash truncates, unfsynced. Lightning's ``weights_only=None`` means ``True`` here.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -57,10 +52,9 @@ def trusts_checkpoint(cfg: Any) -> bool:
 
 
 def saved_model_config(path, model: Any, trusted: bool = False) -> dict | None:
-    """The ``model`` config LightningCLI merges from a checkpoint, checked before anything imports it.
+    """The ``model`` config LightningCLI merges from a checkpoint, its class paths checked before any import.
 
-    The saved class must match ``model`` (a jsonargparse namespace with ``class_path``) and every class
-    path must pass :func:`check_class_paths`. ``None``: the file saved no hyper-parameters.
+    ``None``: the file saved no hyper-parameters.
     """
     hparams = dict(load_checkpoint_file(path, trusted=trusted, mmap=True).get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
@@ -138,11 +132,8 @@ def import_dotted(class_path: str) -> Any:
 
 
 def check_checkpoint_class(path, saved: str | None, configured: str | None, allowed: set[str]) -> None:
-    """Raise an :class:`EvaError` if the checkpoint was saved from another model class than the configured one.
-
-    (LightningCLI would silently evaluate the saved class.) Two spellings of one class are compared by
-    importing them, only for a saved path inside this project or ``allowed``.
-    """
+    """Raise an :class:`EvaError` if the checkpoint's model class is not the configured one (LightningCLI would
+    silently evaluate the saved class); a saved path is imported to compare only if it is ours or ``allowed``."""
     if not saved or not configured or saved == configured:
         return
     if (saved.startswith(PROJECT) or saved in allowed) and import_dotted(saved) is import_dotted(configured):

@@ -1,14 +1,5 @@
-"""How ``eva`` reads YAML config files: jsonargparse's own loader, but strict about what it lets through.
-
-- A key given twice in one mapping is refused (YAML parsers keep the last one silently, so a second
-  ``trainer:`` block would quietly replace the first).
-- A file that does not parse is named with the line and column of the problem (jsonargparse's own
-  message names neither).
-
-Installed with jsonargparse's public ``set_loader`` hook for its ``yaml`` mode (the mode LightningCLI
-parses with). While it reads a config file, jsonargparse works in that file's folder and passes the
-file's name, so the loader can name the file it failed on, an included one (a ``config:`` key) too.
-"""
+"""jsonargparse's YAML loader (its ``set_loader`` hook), refusing a key given twice (YAML keeps the last silently)
+and naming the file, line and column of a parse error (jsonargparse's message names neither)."""
 
 from __future__ import annotations
 

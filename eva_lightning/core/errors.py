@@ -2,7 +2,4 @@
 
 
 class EvaError(Exception):
-    """A problem with the user's input or environment: the message says the cause and the fix.
-
-    ``eva`` prints it as ``error: <message>`` and exits with status 2.
-    """
+    """A problem with the user's input or environment (cause and fix); ``eva`` prints ``error: <message>``, exits 2."""

@@ -28,10 +28,8 @@ def check_virtual_batch_size(n: int, option: str = "model.init_args.virtual_batc
 class GhostBatchNorm(nn.BatchNorm2d):
     """Batch norm over virtual ("ghost") batches of ``virtual_batch_size`` samples.
 
-    In training each ``torch.chunk`` of the batch is normalised with its own statistics; the running
-    statistics update once per chunk with the momentum divided by the chunks (as MosaicML composer's
-    ``GhostBatchNorm``), so a step moves them about as far as plain BN's. Evaluation uses the running
-    statistics. It *is* an ``nn.BatchNorm2d`` (same state-dict keys), so norm-layer rules (no L1) apply.
+    Running statistics update once per chunk with the momentum divided by the chunks (as MosaicML composer's),
+    so a step moves them about as far as plain BN's. An ``nn.BatchNorm2d`` (same keys; no L1 on it).
     """
 
     def __init__(self, num_features: int, virtual_batch_size: int = 32, eps: float = 1e-5,

@@ -1,8 +1,4 @@
-"""ImageClassifier: the LightningModule every assignment subclasses.
-
-A subclass only builds ``self.net`` (a plain ``nn.Module``); loss, metrics, L1/L2,
-optimiser and LR schedule are wired here once.
-"""
+"""ImageClassifier: the LightningModule every assignment subclasses; a subclass only builds ``self.net``."""
 
 from __future__ import annotations
 
@@ -98,7 +94,6 @@ class ImageClassifier(L.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    # ------------------------------------------------------------------ forward
     def setup(self, stage: str) -> None:
         # here rather than in configure_model: overriding that hook makes Lightning's WeightAveraging
         # warn about sharding; setup also runs before the optimiser is built, on every entry (idempotent)
@@ -109,8 +104,7 @@ class ImageClassifier(L.LightningModule):
             self.__dict__["_compiled"] = torch.compile(self.net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the one place the input layout is set: batched augmentation hands over NHWC memory,
-        # albumentations NCHW; either becomes what the network's weights are in
+        # the one place the input layout is set (batched augmentation gives NHWC, albumentations NCHW)
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return self.__dict__.get("_compiled", self.net)(x)
 
@@ -119,11 +113,9 @@ class ImageClassifier(L.LightningModule):
         weights = [m.weight for m in self.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         return self.l1 * sum(w.abs().sum() for w in weights)
 
-    # Per step only metric updates on the device: each self.log is Python work in Lightning (its result
-    # collection moves every value to the device); epoch means go out once per epoch (train/loss, val/acc ...).
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        # train/* are logged with the epoch's last batch (not in on_train_epoch_end), so callbacks
-        # see them at epoch end; the per-step loss goes to its own tag on steps the logger writes.
+        # each self.log is Python work in Lightning, so epoch means are logged once, with the epoch's last
+        # batch (callbacks see them at epoch end); the per-step loss only on steps the logger writes
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -188,7 +180,6 @@ class ImageClassifier(L.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(x).softmax(dim=1)
 
-    # ------------------------------------------------------------------ optimiser and schedule
     def configure_optimizers(self):
         opt = make_optimizer(self.optimizer_factory, self.parameters(), self.lr)
         s = self.schedule

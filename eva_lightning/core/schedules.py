@@ -1,7 +1,4 @@
-"""The LR schedule (``Schedule``) and the optimiser and scheduler built from it.
-
-``ImageClassifier.configure_optimizers`` and ``benchmarks/plain_loop.py`` both build through here.
-"""
+"""The LR schedule (``Schedule``) and the optimiser and scheduler built from it (also by benchmarks/plain_loop.py)."""
 
 from __future__ import annotations
 
@@ -87,11 +84,8 @@ def make_optimizer(factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim
 
 def make_scheduler(opt: torch.optim.Optimizer, schedule: Schedule, total_steps: int | None = None,
                    epochs: int | None = None, hold: bool = False) -> Scheduler:
-    """The scheduler for ``schedule``, stepped as ``schedule.interval`` says (``opt``'s LR is a one-cycle's peak).
-
-    ``cosine`` and ``onecycle`` need the run's ``total_steps`` and ``epochs``; ``hold`` keeps a one-cycle's LR
-    constant (a ``fast_dev_run``).
-    """
+    """The scheduler for ``schedule`` (``opt``'s LR is a one-cycle's peak); ``cosine`` and ``onecycle`` need
+    ``total_steps`` and ``epochs``; ``hold`` keeps a one-cycle's LR constant (a ``fast_dev_run``)."""
     s = schedule
     if s.name == "none":
         # a constant schedule, so the LR monitor logs it under the same name `lr` as the others
