@@ -1,13 +1,8 @@
 """Batched augmentation (``data.loader: gpu``): a split held on the training device, augmented a batch at a time.
 
-Augmenting one tiny image at a time in Python costs more than a small network's forward pass (airbench augments
-whole batches on the GPU for the same reason). The DataLoader yields index batches (Lightning keeps the sampler, DDP
-sharding and resume); ``on_after_batch_transfer`` hands them to :class:`BatchedSplit`, which gathers them on the
-device and applies :class:`BatchAugment`: the same YAML pipeline as the albumentations path, op by op with
-albumentations 2.x semantics (each op's docstring says which). albumentations has no batched mode and kornia's
-defaults differ (fill, crop sampling, hole sizes), hence these few ops; anything else raises :class:`Unsupported`
-and that split falls back to albumentations per sample. Random draws come from one ``torch.Generator`` on the device
-and nothing is read back to the host; the CPU runs the code a GPU runs (only the generator's stream differs).
+One image at a time in Python costs more than a small network's forward pass. These ops follow albumentations
+2.x (kornia's defaults differ); anything else raises :class:`Unsupported`, and that split falls back to
+albumentations per sample. How it fits Lightning: docs/internals.md.
 """
 
 from __future__ import annotations

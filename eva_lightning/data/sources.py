@@ -1,7 +1,4 @@
-"""Reading torchvision's data sets and ImageFolder trees into in-memory :class:`Split` arrays.
-
-Small enough to hold in memory rather than decode every epoch; folder trees are decoded once and cached as ``.npz``.
-"""
+"""torchvision data sets and ImageFolder trees read into in-memory :class:`Split` arrays (trees cached as ``.npz``)."""
 
 from __future__ import annotations
 
@@ -85,7 +82,6 @@ def download_failure(exc: BaseException) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- torchvision files
 def torchvision_present(files: TorchvisionFiles, root: Path) -> bool:
     """Whether torchvision's files of both splits are under ``root``."""
     return all((root / marker).exists() for marker in files.markers)
@@ -142,7 +138,6 @@ def damaged(files: TorchvisionFiles, root: Path, exc: BaseException) -> EvaError
                     "again (--data.download true), or copy it again from a good copy")
 
 
-# --------------------------------------------------------------------------- image folders
 def decode_image(data: bytes | str | Path, name: str, channels: int, size: int | None) -> np.ndarray | None:
     """Decode one image to (H, W, C) uint8, or None (with a warning) if it is not an image."""
     try:

@@ -1,8 +1,5 @@
-"""albumentations pipelines written in YAML as ``[{name: HorizontalFlip, p: 0.5}, ...]``.
-
-albumentations 2.x only *warns* about an unknown argument and drops it, so a typo would silently train
-without the intended augmentation: every argument is checked against the transform's signature first.
-"""
+"""albumentations pipelines written in YAML as ``[{name: HorizontalFlip, p: 0.5}, ...]``, every argument checked
+(albumentations 2.x only warns about an unknown one and drops it: a typo would silently train without it)."""
 
 from __future__ import annotations
 
