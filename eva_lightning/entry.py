@@ -20,8 +20,7 @@ SUBCOMMANDS = {
     "predict": "classify your own images: --data.predict_dir DIR (predictions.csv, --gradcam true)",
 }
 
-#: ``eva <tool>`` subcommands that are not Trainer methods: ``name: (module with a main(argv), one line
-#: for eva --help)``
+#: ``eva <tool>``: ``name: (module with a main(argv), its line in eva --help)``
 TOOLS = {
     "lr_find": ("eva_lightning.tools.lr_find", "LR range test of a config: loss-vs-LR plot, suggested LR (--apply writes it)"),
     "summary": ("eva_lightning.tools.summary", "a config's network: per-layer shapes, parameters, receptive field"),
@@ -64,10 +63,7 @@ def _keep(record: logging.LogRecord) -> bool:
 
 
 def quiet_known_notices() -> None:
-    """Silence :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOG_MESSAGES` in this process (idempotent).
-
-    By message and category: third-party notices a user can neither act on nor needs. Every other warning still prints.
-    """
+    """Silence :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOG_MESSAGES` (idempotent); all else still prints."""
     for message, category in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in LIGHTNING_INFO_LOGGERS:

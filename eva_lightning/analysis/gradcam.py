@@ -1,8 +1,5 @@
-"""GradCAM as a plain function (Selvaraju et al., 2017), usable outside any callback.
-
-A few lines rather than pytorch-grad-cam (an object per model and layer), so the contract the callbacks
-and ``eva predict`` rely on (the model left exactly as found) is explicit and tested.
-"""
+"""GradCAM as a plain function (Selvaraju et al., 2017): a few lines rather than pytorch-grad-cam's object per model
+and layer, so the contract the callbacks rely on (the model left exactly as found) is explicit and tested."""
 
 from __future__ import annotations
 
@@ -34,11 +31,8 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
             class_idx: torch.Tensor | None = None) -> torch.Tensor:
     """GradCAM heat maps for a batch: (N, H, W) in [0, 1] on the images' device (a flat map is all zeros).
 
-    Computed in eval mode (one image's map does not depend on the batch); the model is left exactly as
-    found: modes, weights, buffers and ``.grad`` (``torch.autograd.grad`` does not accumulate).
-
-    ``images`` (N, C, H, W) are normalised as ``model`` expects; ``target_layer`` is a module path such as
-    ``net.layer3``; ``class_idx`` (N,) defaults to the predicted class.
+    In eval mode (a map does not depend on the batch); modes, weights, buffers and ``.grad`` are left as found.
+    ``target_layer``: a module path such as ``net.layer3``; ``class_idx`` (N,): default the predicted class.
     """
     model = getattr(model, "_orig_mod", model)  # torch.compile(model): the layer names are the eager model's
     try:
@@ -58,9 +52,8 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
 
     handle = layer.register_forward_hook(keep_activation)
     try:
-        # callbacks run inside Lightning's inference_mode; autograd needs it switched off. A compiled
-        # network (``compile: true``) would run the hooked layer inside its graph, where the hook's
-        # activation is not the tensor the logits came from: force_eager runs the plain forward.
+        # callbacks run inside Lightning's inference_mode; a compiled network would run the hooked layer in
+        # its graph, where the hook's activation is not the tensor the logits came from: force_eager
         with (eval_mode(model), torch.inference_mode(False), torch.enable_grad(),
               torch.compiler.set_stance("force_eager")):
             x = images.detach().clone()

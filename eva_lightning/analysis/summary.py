@@ -1,8 +1,7 @@
 """``eva summary``: per-layer output shape, parameters, receptive field and jump, plus constraint flags.
 
-The receptive field (which torchinfo and Lightning's summary lack) is tracked per *tensor* through every torch
-function (a ``TorchFunctionMode``), so functional ops, residual additions (the larger path wins) and
-concatenations count; global pooling marks a tensor global without growing it (the course's convention).
+The receptive field is tracked per *tensor* through every torch function (a ``TorchFunctionMode``), so functional
+ops, residual additions (the larger path wins) and concatenations count; global pooling does not grow it.
 """
 
 from __future__ import annotations

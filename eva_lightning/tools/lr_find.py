@@ -1,11 +1,6 @@
 """``eva lr_find --config X [--lr_find.min_lr --lr_find.max_lr --lr_find.num_training] [--apply]``.
 
-Lightning's ``Tuner.lr_find`` on the configured model and data (it saves the model and optimiser state, runs
-the range test, and restores them), with the project's suggestion rule
-(:func:`eva_lightning.callbacks.lr_range.suggest_lr`), not Lightning's ``suggestion()``. Saves the loss-vs-LR
-plot with the suggestion marked, prints the suggested LR and, with ``--apply``, writes a config that sets
-``model.init_args.lr`` to it (:func:`apply_lr`): ``ImageClassifier.lr`` overrides the optimiser's LR and is the
-one-cycle peak.
+Lightning's ``Tuner.lr_find`` with :func:`~eva_lightning.callbacks.lr_range.suggest_lr`; usage in docs/tools.md.
 """
 
 from __future__ import annotations
@@ -41,11 +36,9 @@ class LRFindOptions:
 
 
 def apply_lr(config: Path, lr: float, out: Path) -> Path:
-    """Write ``out``: a config that includes ``config`` and sets ``model.init_args.lr = lr`` in full.
+    """Write ``out``: a config that includes ``config`` (keeping all it composes) and sets ``model.init_args.lr``.
 
-    The include (jsonargparse's ``config:`` key, relative to ``out``'s folder) keeps everything the
-    config composes, its own includes too; a dotted key overrides only the LR (YAML floats
-    round-trip exactly). An ``LRRangeTest`` callback in it stays and skips itself.
+    A dotted key overrides only the LR (YAML floats round-trip exactly); an ``LRRangeTest`` in it skips itself.
     """
     if out.resolve() == config.resolve():
         raise EvaError(f"--lr_find.apply_to {out} is the config itself: choose another file (default <config>_lr.yaml)")
@@ -73,11 +66,10 @@ def _config_paths(argv: list[str]) -> list[Path]:
 
 
 def range_test(trainer, model, datamodule, opts: LRFindOptions):
-    """``Tuner.lr_find`` with ``opts``; the model and optimiser state are restored by the Tuner.
+    """``Tuner.lr_find`` with ``opts`` (it restores the model and optimiser state).
 
     Returns:
-        Lightning's LR finder (``results`` {'lr': [...], 'loss': [...]}, ``plot()``), or None; take
-        the suggestion with :func:`~eva_lightning.callbacks.lr_range.suggestion`, not its ``suggestion()``.
+        Lightning's LR finder, or None; its suggestion is :func:`~eva_lightning.callbacks.lr_range.suggestion`.
     """
     from lightning.pytorch.callbacks import LearningRateFinder
     from lightning.pytorch.tuner import Tuner

@@ -1,5 +1,4 @@
-"""``eva summary --config X [--input_shape C H W] [overrides]``: the configured network's layer table
-(:func:`eva_lightning.analysis.summary.summarize`), without data or a Trainer."""
+"""``eva summary``: the configured network's layer table (:mod:`eva_lightning.analysis.summary`), no data or Trainer."""
 
 from __future__ import annotations
 
