@@ -1,8 +1,4 @@
-"""EvaCLI: the LightningCLI behind ``eva fit | validate | test | predict`` (dispatched by :mod:`eva_lightning.entry`).
-
-    eva fit --config configs/s5.yaml
-    eva test --config configs/s4.yaml --ckpt_path checkpoints/s4.ckpt
-"""
+"""EvaCLI: the LightningCLI behind ``eva fit | validate | test | predict`` (dispatched by :mod:`~.entry`)."""
 
 from __future__ import annotations
 
@@ -65,11 +61,8 @@ def holds_out_validation(datamodule) -> bool:
 
 @batch_hooks_only_where_used
 class SaveConfig(SaveConfigCallback):
-    """LightningCLI's ``config.yaml``, written only into a logger's run directory.
-
-    With ``--trainer.logger false`` Lightning's log dir falls back to the working directory, which
-    the user never chose as a place for files (``eva test ... --trainer.logger false``).
-    """
+    """LightningCLI's ``config.yaml``, written only into a logger's run directory (without a logger Lightning
+    would write it into the working directory, which the user never chose as a place for files)."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if trainer.logger is not None:
@@ -77,10 +70,7 @@ class SaveConfig(SaveConfigCallback):
 
 
 class EvaCLI(LightningCLI):
-    """LightningCLI with the project's model base, data module, trainer, links and defaults.
-
-    Every error a user can make in the configuration ends as one :class:`EvaError` line.
-    """
+    """LightningCLI with the project's defaults; every configuration error ends as one :class:`EvaError` line."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         self.parsers: list = []  # every parser built (one per subcommand): the keys an unknown one is matched to
@@ -140,10 +130,9 @@ class EvaCLI(LightningCLI):
             raise EvaError(one_line(str(exc), keys, argv)) from None
 
     def _parse_ckpt_path(self) -> None:
-        # The one private override: LightningCLI merges a --ckpt_path file's hyper-parameters into the
-        # model config here, and Lightning 2.6 has no public hook for this step. Its own read
-        # (torch.load weights_only=True) would refuse a file the user trusts, and it imports any class
-        # path the file names; checkpoints.saved_model_config reads and checks it first.
+        # The one private override (Lightning 2.6 has no public hook for merging a --ckpt_path file's
+        # hyper-parameters): its own read refuses a file the user trusts and imports any class path the
+        # file names; checkpoints.saved_model_config reads and checks it first.
         sub = self.config.get("subcommand")
         cfg = self.config[sub] if sub else {}
         ckpt_path = cfg.get("ckpt_path")
@@ -165,11 +154,7 @@ class EvaCLI(LightningCLI):
         self._place_default_logger(cfg)
 
     def instantiate_classes(self) -> None:
-        """A class's own EvaError stays that one message.
-
-        jsonargparse reports an exception raised in a model's ``__init__`` as a ValueError of a failed
-        Union match (model, or None), with the EvaError as its cause.
-        """
+        """A class's own EvaError stays that one message (jsonargparse wraps it in a Union match's ValueError)."""
         try:
             super().instantiate_classes()
         except ValueError as exc:
@@ -185,10 +170,8 @@ class EvaCLI(LightningCLI):
         callbacks = list(config.get("callbacks") or [])
         extra = []
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            # Lightning's default bar redraws every step (its batch-end hook took ~1.4 ms a step under
-            # cProfile on the 2-core VM, beside steps of ~10 ms); every PROGRESS_REFRESH steps is still
-            # several redraws a second at these nets' speeds.
-            # (A bar in trainer_defaults would clash with --trainer.enable_progress_bar false.)
+            # Lightning's bar redraws every step (~1.4 ms of a ~10 ms step, cProfile on the 2-core VM); not
+            # in trainer_defaults, where it would clash with --trainer.enable_progress_bar false
             extra.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH))
         if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
             extra.append(LayerTable())
@@ -261,13 +244,9 @@ class EvaCLI(LightningCLI):
     def _place_default_logger(self, cfg) -> None:
         """Where the default TensorBoard logger writes, set in the config (so ``config.yaml`` records it).
 
-        - its name: the stem of the last ``--config`` (``lightning_logs/s5/version_N``).
-        - ``--trainer.default_root_dir DIR``: ``DIR/<config>/version_N``, as in Lightning (the default
-          logger's fixed ``save_dir=lightning_logs`` would otherwise win).
-        - ``--ckpt_path last``: the newest ``version_N`` of this config that holds a ``last.ckpt``. The default
-          logger starts a new ``version_N`` each run, so Lightning's own ``last`` (the checkpoint callback's last
-          file of *this* run) would find nothing after a crash. ``fit`` also logs into that version (unless the
-          user chose one), so the resumed curves continue.
+        Named after the last ``--config``, under ``--trainer.default_root_dir`` if given. ``--ckpt_path last``: the
+        newest ``version_N`` holding a ``last.ckpt`` (Lightning's ``last`` looks in this run's new version only),
+        and ``fit`` logs into it, so the resumed curves continue.
         """
         spec = (cfg.get("trainer") or {}).get("logger")
         init = getattr(spec, "init_args", None)
@@ -291,11 +270,7 @@ class EvaCLI(LightningCLI):
             init.version = version_number(found)
 
     def after_fit(self) -> None:
-        """With a held-out validation split, fit ends by testing the final weights on the test split.
-
-        The figure of record is the final epoch's test accuracy (``test/acc``, ``test/loss`` in the logs, the
-        console and ``report.md``); ``best-*.ckpt`` was chosen on the held-out split only.
-        """
+        """With a held-out validation split, fit ends by testing the final weights (the result of record)."""
         if not holds_out_validation(self.datamodule) or self.trainer.interrupted:
             return
         self.trainer.test(self.model, datamodule=self.datamodule)  # RunReport then adds test/* to report.md
@@ -338,11 +313,8 @@ def check_fit_settings(cfg) -> None:
 
 
 def one_line(message: str, keys: set[str], argv: list[str]) -> str:
-    """jsonargparse's error as one line: the option, the value given and what it takes.
-
-    jsonargparse lists each member of a Union on a line of its own, nests a class's error inside its
-    option's, and names an unknown key without the nearest valid one; YAML errors name no file.
-    """
+    """jsonargparse's error as one line: the option, the value given and what it takes (jsonargparse gives a line
+    per Union member, nests class errors, and names an unknown key without the nearest valid one)."""
     message = message.strip()
     if message.startswith("Problems parsing config"):
         configs = [a for i, a in enumerate(argv) if i and argv[i - 1] in ("--config", "-c")]
