@@ -13,12 +13,7 @@ class LiteralNet(nn.Module):
     """The course's "6 convolution layers with kernels 10, 10, 20, 20, 30, 30".
 
     Its six 3x3 convs alone hold 19,890 weights, twice S4's 10k limit: summarised (``eva summary``), not trained.
-
-    1x28 -> conv w0x26 -> conv w1x24 -> maxpool w1x12 -> conv w2x10 -> conv w3x8 -> maxpool w3x4
-    -> conv w4x4 (padded) -> conv w5x4 (padded) -> GAP w5x1 -> 1x1 10x1 -> logits
-
-    Args:
-        widths: output channels of the six 3x3 convs.
+    Layer by layer in docs/mnist.md ("Networks").
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (10, 10, 20, 20, 30, 30)) -> None:

@@ -1,8 +1,6 @@
 """S5: MNIST in the course's steps (configs/s5_step*.yaml, s5.yaml), one change per step.
 
-Steps 1-2: :class:`SkeletonNet` without, then with batch norm; steps 3-4 (and S6, with Ghost BN):
-:class:`S5Net`, step 4 adding rotation; step 5: :class:`FinalNet`. Shapes as channels x size, with the
-receptive field (RF) after each layer.
+Layer by layer, with the receptive field after each layer: docs/mnist.md ("Networks").
 """
 
 from __future__ import annotations
@@ -48,11 +46,7 @@ def _norm_block(dropout: float, norm: NormKind, virtual_batch_size: int) -> Call
 
 
 class SkeletonNet(MnistNet):
-    """Steps 1-2: 19,418 parameters (19,674 with batch norm; the course's: 19,734 and 19,942).
-
-    1x28 -> conv 16x26 (RF 3) -> conv 32x24 (5) -> maxpool 32x12 (6) -> 1x1 16x12 (6)
-    -> conv 32x10 (10) -> conv 32x8 (14) -> GAP 32x1 -> 1x1 10x1 -> logits
-    """
+    """Steps 1-2: 19,418 parameters (19,674 with batch norm; the course's: 19,734 and 19,942)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, batch_norm: bool = False) -> None:
         # no conv biases in either step: step 2 differs from step 1 by its BN layers alone, as in the
@@ -62,11 +56,7 @@ class SkeletonNet(MnistNet):
 
 
 class S5Net(MnistNet):
-    """Steps 3-4 (and S6): 7,442 parameters.
-
-    1x28 -> conv 8x26 (RF 3) -> conv 16x24 (5) -> maxpool 16x12 (6) -> 1x1 8x12 (6)
-    -> conv 16x10 (10) -> conv 16x8 (14) -> conv 16x6 (18) -> GAP 16x1 -> 1x1 10x1 -> logits
-    """
+    """Steps 3-4 (and S6): 7,442 parameters."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.05, norm: NormKind = "bn",
                  virtual_batch_size: int = 32) -> None:
@@ -74,12 +64,7 @@ class S5Net(MnistNet):
 
 
 class FinalNet(MnistNet):
-    """Step 5: 9,630 parameters with the default widths (7,562 with ``s5_small``'s).
-
-    1x28 -> conv w0x26 (RF 3) -> conv w1x24 (5) -> maxpool w1x12 (6) -> 1x1 w2x12 (6)
-    -> conv w3x10 (10) -> conv w4x8 (14) -> conv w5x6 (18) -> conv w6x6 (22, padded)
-    -> GAP w6x1 -> 1x1 10x1 -> logits
-    """
+    """Step 5: 9,630 parameters with the default widths (7,562 with ``s5_small``'s)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
                  widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16), dropout: float = 0.02,

@@ -1,12 +1,5 @@
 """S7: CIFAR-10 with C1-C2-C3-C4 blocks, three max-pool transitions, one depthwise-separable and
-one dilated conv, global average pooling, under 1M parameters, receptive field >= 45.
-
-Shapes as channels x size, receptive field (RF) after each layer:
-
-    C1  3x32 -> conv 32x32 (RF 3) -> conv 64x32 (5)                     -> maxpool 64x16 (6)
-    C2  conv 128x16 (10) -> dilated conv (d=2) 128x16 (18)             -> maxpool 128x8 (20)
-    C3  conv 256x8 (28) -> depthwise-separable 256x8 (36)              -> maxpool 256x4 (40)
-    C4  depthwise-separable 512x4 (56) -> GAP 512x1 -> 1x1 conv 10x1 -> logits
+one dilated conv, global average pooling, under 1M parameters, receptive field >= 45 (layers: docs/cifar.md).
 
 The two widest places (C3, C4) use depthwise-separable convs, about 9x fewer weights than a plain 3x3.
 """
