@@ -25,7 +25,6 @@ def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 def _bn_relu(conv: nn.Module, cout: int, dropout: float) -> nn.Sequential:
-    """``conv`` - BN - ReLU [- dropout]."""
     return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True), *([nn.Dropout(dropout)] if dropout > 0 else []))
 
 

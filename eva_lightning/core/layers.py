@@ -45,8 +45,7 @@ class GhostBatchNorm(nn.BatchNorm2d):
         chunks = x.chunk(math.ceil(x.shape[0] / self.virtual_batch_size))
         momentum = self.momentum
         if momentum is not None:
-            # torch.chunk may return fewer chunks than asked (e.g. 10 rows in 4 chunks -> 3+3+3+1 is
-            # 4, but 6 rows in 4 -> 2+2+2 is 3): scale by the chunks actually normalised
+            # torch.chunk may return fewer chunks than asked (6 rows in 4 -> 2+2+2): divide by the real count
             self.momentum = momentum / len(chunks)
         try:
             return torch.cat([super(GhostBatchNorm, self).forward(c) for c in chunks])

@@ -65,20 +65,17 @@ class ImageClassifier(L.LightningModule):
         self.num_classes, self.in_channels, self.optimizer_factory = num_classes, in_channels, optimizer
         self.lr, self.schedule, self.l1, self.label_smoothing = lr, schedule, l1, label_smoothing
         self.channels_last, self.compile = channels_last, compile
-        # validate_args=False: the check counts torch.unique(target) on the host, a device sync every step;
-        # nan_strategy="disable": the NaN check is an `if tensor.any()`, a device sync every step
+        # validate_args (torch.unique on the host) and the NaN check (`if tensor.any()`) each sync every step
         accuracy = dict(task="multiclass", num_classes=num_classes, average="micro", validate_args=False)
         self.val_acc, self.test_acc = torchmetrics.Accuracy(**accuracy), torchmetrics.Accuracy(**accuracy)
         self.val_loss, self.test_loss = (torchmetrics.MeanMetric(nan_strategy="disable"),
                                          torchmetrics.MeanMetric(nan_strategy="disable"))
-        # training: the epoch's sums on the device (loss·n, correct, L1·n), one in-place add a step, cheaper
-        # in Python than two torchmetrics updates (docs/speed.md); evaluation keeps torchmetrics
+        # training: the epoch's sums on the device, one in-place add a step (cheaper than torchmetrics: docs/speed.md)
         self._train_sums: torch.Tensor | None = None
         self._train_seen = 0
         self.net: nn.Module  # set by the subclass
 
-    # no-ops, so None: Lightning skips a hook that is not callable instead of paying for the call each step
-    # (as callbacks/hooks.py does for callbacks); a subclass's own hook is called as usual, without super()
+    # None: Lightning skips a non-callable hook, a call a step saved (as callbacks/hooks.py); own ones: no super()
     on_train_batch_start = on_train_batch_end = None
     on_before_backward = on_after_backward = on_before_optimizer_step = on_before_zero_grad = None
 
@@ -86,17 +83,15 @@ class ImageClassifier(L.LightningModule):
     _PLAIN_VALUES = frozenset({str, int, float, bool, type(None), torch.Tensor})
 
     def __setattr__(self, name: str, value) -> None:
-        # nn.Module.__setattr__ searches parameters, buffers and submodules first, which an existing plain
-        # attribute (in __dict__: nn.Module keeps registered names out of it) given a plain value skips anyway;
-        # Lightning sets such attributes ~35 times a step. Exact types: isinstance(value, nn.Parameter) is slow
+        # nn.Module.__setattr__ searches parameters, buffers and submodules, which a plain attribute (in __dict__)
+        # skips anyway; Lightning sets such ~35 times a step. Exact types: isinstance(value, nn.Parameter) is slow
         if type(value) in self._PLAIN_VALUES and name in self.__dict__:
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
 
     def setup(self, stage: str) -> None:
-        # here rather than in configure_model: overriding that hook makes Lightning's WeightAveraging
-        # warn about sharding; setup also runs before the optimiser is built, on every entry (idempotent)
+        # not configure_model: overriding it makes WeightAveraging warn; setup runs before the optimiser is built
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile and "_compiled" not in self.__dict__:
@@ -114,8 +109,7 @@ class ImageClassifier(L.LightningModule):
         return self.l1 * sum(w.abs().sum() for w in weights)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        # each self.log is Python work in Lightning, so epoch means are logged once, with the epoch's last
-        # batch (callbacks see them at epoch end); the per-step loss only on steps the logger writes
+        # each self.log is Python work: epoch means once, with the last batch (callbacks see them at epoch end)
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -151,8 +145,7 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         acc_metric.update(logits, y)
-        # the batch mean once per sample, so a short last batch counts for its size (weight= would be
-        # ignored under nan_strategy="disable")
+        # once per sample: a short last batch counts for its size (weight= is ignored with nan_strategy="disable")
         loss_metric.update(loss.detach().expand(y.shape[0]))
         # what the image callbacks draw from (MisclassifiedGrid, ConfusionMatrixFigure): no second forward
         return {"loss": loss, "logits": logits}

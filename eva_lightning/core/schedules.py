@@ -65,8 +65,7 @@ class Schedule:
         return "plateau" if self.name == "plateau" else "epoch"
 
 
-# checkpoints may keep a Schedule in their hyper-parameters; torch.load(weights_only=True) must accept it,
-# also under the path it was pickled with before it moved here
+# in checkpoints' hyper-parameters: weights_only loading must accept it, also under its former path
 torch.serialization.add_safe_globals([Schedule, (Schedule, "eva_lightning.core.module.Schedule")])
 
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
