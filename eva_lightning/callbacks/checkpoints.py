@@ -21,8 +21,7 @@ class EpochCheckpoint(ModelCheckpoint):
         self._fitting = stage == "fit"
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # validate/test/predict save nothing: the bookkeeping of the run that wrote the file (its best
-        # scores and paths) is of no use, and ModelCheckpoint would warn, naming that run's folder
+        # validate/test/predict save nothing: the writer's best scores and paths would only make it warn
         if getattr(self, "_fitting", True):
             super().load_state_dict(state_dict)
 

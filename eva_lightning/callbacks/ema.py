@@ -58,7 +58,6 @@ class WarmupEMA(WeightAveraging):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self._average_model is None:
-            # validate/test/predict: the checkpoint's state_dict is the average already (on_save_checkpoint
-            # put it there) and no average is kept, so there is nothing to restore and nothing to warn about
+            # validate/test/predict: the checkpoint's state_dict is the average already; nothing to restore
             return
         super().on_load_checkpoint(trainer, pl_module, checkpoint)

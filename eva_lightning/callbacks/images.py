@@ -21,7 +21,6 @@ NORMALIZE = ("true", "pred", "all", "none")  # ConfusionMatrixFigure: torchmetri
 
 
 def _at_least(least: int, owner: str, option: str, value: int, example: str) -> int:
-    """``value`` if it is at least ``least``, else an :class:`EvaError` naming ``owner.option``."""
     if value < least:
         raise EvaError(f"{owner}.{option}={value} is impossible: use at least {least} ({example})")
     return value
@@ -168,8 +167,7 @@ class GradCAMGrid(L.Callback):
         x = torch.stack([image for image, _ in sample])
         y = torch.tensor([label for _, label in sample], device=x.device)
         layer = self.layer_for(pl_module)
-        # GradCAM needs gradients, so these few images go through the network again; eagerly, as
-        # gradcam() does: a compiled network would otherwise recompile for this batch and grad mode
+        # GradCAM needs gradients: a second, eager pass (a compiled net would recompile for this batch)
         with eval_mode(pl_module), torch.no_grad(), torch.compiler.set_stance("force_eager"):
             pred = pl_module(x).argmax(dim=1)
         maps = gradcam(pl_module, x, layer, class_idx=pred)

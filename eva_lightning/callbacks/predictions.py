@@ -96,8 +96,7 @@ class PredictionWriter(BasePredictionWriter):
             self._message += f"\nGradCAM overlays → {overlays}"
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # here, not at epoch end: the progress bar ends its line in its own on_predict_end, which runs
-        # first (Trainer.predict appends this callback last), so the lines start on a line of their own
+        # not at epoch end: the progress bar ends its line in its on_predict_end, which runs before this one
         if self._message:
             log.info(self._message)
             self._message = None
