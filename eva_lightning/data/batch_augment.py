@@ -160,8 +160,7 @@ class Rotate(Op):
         apply = torch.rand(b, generator=g, device=dev) < self.p
         rad = torch.deg2rad(angle)
         cos, sin = torch.cos(rad), torch.sin(rad)
-        # albumentations maps src -> dst by [[cos, sin], [-sin, cos]] in pixels; grid_sample needs
-        # dst -> src (the inverse) in coordinates normalised by 2/W and 2/H.
+        # albumentations maps src -> dst by [[cos, sin], [-sin, cos]] in pixels; grid_sample: the inverse, normalised
         zero = torch.zeros_like(cos)
         theta = torch.stack([torch.stack([cos, -sin * h / w, zero], 1), torch.stack([sin * w / h, cos, zero], 1)], 1)
         theta = theta.to(x.dtype)
@@ -204,7 +203,6 @@ def _rotate(t: A.Rotate | A.Affine) -> Rotate:
 
 
 def _ops(t: A.BasicTransform) -> list[Op]:
-    """The batched ops for one albumentations transform."""
     if isinstance(t, A.ToTensorV2):
         return []
     if isinstance(t, A.HorizontalFlip):

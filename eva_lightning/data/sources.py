@@ -94,8 +94,7 @@ def load_torchvision(files: TorchvisionFiles, root: Path, train: bool, classes: 
 
     try:
         ds = getattr(datasets, files.dataset)(str(root), train=train, download=download)
-    # torchvision ends a damaged copy in whatever its reader hits (RuntimeError on a short IDX file,
-    # EOFError/UnpicklingError on a short CIFAR batch, "not found or corrupted" on a bad md5)
+    # a damaged copy ends in whatever torchvision's reader hits (RuntimeError, EOFError, UnpicklingError, ...)
     except Exception as exc:
         if download:
             raise  # the caller tells a failed download apart
