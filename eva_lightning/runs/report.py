@@ -28,7 +28,6 @@ FIGURE_GROUPS = (("Training curves", r"curves"), ("LR finder", r"lr_find"), ("Mi
                  ("Confusion matrix", r"confusion"), ("GradCAM", r"gradcam"))
 
 
-# --------------------------------------------------------------------------- parts of the page
 def machine_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
     """Header rows for the machine a run used (the host name is left out of the published page)."""
     m, code = info.get("machine") or {}, info.get("code") or {}
@@ -183,7 +182,6 @@ def _partials(trainer: Any, batch_size: Any) -> dict[str, str]:
 
 
 def _table(rows: list[tuple[str, Any]]) -> list[str]:
-    """A two-column markdown table without a heading."""
     return ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
 
 
@@ -228,11 +226,9 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 def write_report(run_dir: str | Path, title: str | None = None) -> Path:
-    """Write ``report.md`` in ``run_dir`` from what the run left there; returns its path.
+    """Write ``report.md`` in ``run_dir`` (as :class:`RunResult` takes it) from what the run left; returns its path.
 
-    Args:
-        run_dir: the run directory, or its run-name folder (the newest version is taken).
-        title: page heading; default ``<run name>/version_N``.
+    ``title``: the page heading; default ``<run name>/version_N``.
     """
     run, page = render_report(run_dir, title)
     path = run / REPORT
