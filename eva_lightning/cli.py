@@ -85,8 +85,7 @@ class EvaCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             save_config_callback=SaveConfig,
             trainer_defaults={
-                # default_hp_metric False: Lightning's placeholder hp_metric -1, never updated, filled
-                # TensorBoard's HPARAMS tab with -1 for every run; results are the scalars and report.md
+                # Lightning's hp_metric placeholder (-1, never updated) would fill TensorBoard's HPARAMS tab
                 "logger": lazy_instance(TensorBoardLogger, save_dir=LOG_ROOT, name=UNNAMED, default_hp_metric=False),
                 "callbacks": default_callbacks(),
             },
@@ -115,8 +114,7 @@ class EvaCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         try:
             with warnings.catch_warnings():
-                # every EvaCLI(args=...) here (eva <tool>, tests, benchmarks) means those args, not
-                # sys.argv; LightningCLI warns whenever both are non-empty
+                # EvaCLI(args=...) means those args; LightningCLI warns whenever sys.argv is non-empty too
                 warnings.filterwarnings("ignore", message=".*args parameter is intended")
                 super().parse_arguments(parser, args)
         except ArgumentError as exc:
@@ -130,9 +128,8 @@ class EvaCLI(LightningCLI):
             raise EvaError(one_line(str(exc), keys, argv)) from None
 
     def _parse_ckpt_path(self) -> None:
-        # The one private override (Lightning 2.6 has no public hook for merging a --ckpt_path file's
-        # hyper-parameters): its own read refuses a file the user trusts and imports any class path the
-        # file names; checkpoints.saved_model_config reads and checks it first.
+        # The one private override (Lightning 2.6 has no hook for merging --ckpt_path's hyper-parameters): its
+        # read refuses a trusted file and imports any class path in it; saved_model_config checks it first.
         sub = self.config.get("subcommand")
         cfg = self.config[sub] if sub else {}
         ckpt_path = cfg.get("ckpt_path")
@@ -170,8 +167,7 @@ class EvaCLI(LightningCLI):
         callbacks = list(config.get("callbacks") or [])
         extra = []
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            # Lightning's bar redraws every step (~1.4 ms of a ~10 ms step, cProfile on the 2-core VM); not
-            # in trainer_defaults, where it would clash with --trainer.enable_progress_bar false
+            # Lightning's bar redraws every step (~1.4 ms of ~10); why here, not trainer_defaults: docs/internals.md
             extra.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH))
         if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
             extra.append(LayerTable())

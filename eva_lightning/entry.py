@@ -32,8 +32,7 @@ TOOLS = {
 
 #: ``(message regex, category)`` of Python warnings that are silenced, each with the reason.
 HARMLESS_WARNINGS = (
-    # torch 2.11 deprecates ``LeafSpec``; lightning 2.6's _pytree helper still builds one on the first
-    # batch. Nothing a user can change; it goes away with a newer Lightning.
+    # torch 2.11 deprecates ``LeafSpec``, which lightning 2.6 still builds on the first batch (not the user's)
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
 )
 #: Lightning log messages (``rank_zero_info``) that are silenced: start of the message.
@@ -123,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         print(version_text())
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=[AboveProgressBars()])
-    # `import lightning` gives its logger a console handler of its own ("INFO: ..."); passed on to
-    # the root handler too, each Lightning line would print twice
+    # `import lightning` gives its logger a handler of its own: propagated too, each line would print twice
     logging.getLogger("lightning").propagate = False
     from eva_lightning.core.errors import EvaError
 

@@ -52,8 +52,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
 
     handle = layer.register_forward_hook(keep_activation)
     try:
-        # callbacks run inside Lightning's inference_mode; a compiled network would run the hooked layer in
-        # its graph, where the hook's activation is not the tensor the logits came from: force_eager
+        # callbacks run in inference_mode; a compiled net's hooked activation is not the logits' source: eager
         with (eval_mode(model), torch.inference_mode(False), torch.enable_grad(),
               torch.compiler.set_stance("force_eager")):
             x = images.detach().clone()

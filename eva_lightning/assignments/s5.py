@@ -49,8 +49,7 @@ class SkeletonNet(MnistNet):
     """Steps 1-2: 19,418 parameters (19,674 with batch norm; the course's: 19,734 and 19,942)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, batch_norm: bool = False) -> None:
-        # no conv biases in either step: step 2 differs from step 1 by its BN layers alone, as in the
-        # course (its step 2 adds 208 parameters, exactly its BN layers')
+        # no conv biases: step 2 adds only BN layers, as in the course (+208 parameters, exactly its BN layers')
         block = partial(conv_bn, dropout=None, norm=nn.BatchNorm2d if batch_norm else None)
         super().__init__(in_channels, num_classes, (16, 32, 16, 32, 32), block)
 
