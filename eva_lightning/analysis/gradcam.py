@@ -29,11 +29,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
             class_idx: torch.Tensor | None = None) -> torch.Tensor:
-    """GradCAM heat maps for a batch: (N, H, W) in [0, 1] on the images' device (a flat map is all zeros).
-
-    In eval mode (a map does not depend on the batch); modes, weights, buffers and ``.grad`` are left as found.
-    ``target_layer``: a module path such as ``net.layer3``; ``class_idx`` (N,): default the predicted class.
-    """
+    """GradCAM maps (N, H, W) in [0, 1] (a flat map: zeros) at ``target_layer`` (``net.layer3``), for ``class_idx``
+    (default: predicted); in eval mode (no batch dependence), leaving modes, weights, buffers and ``.grad`` alone."""
     model = getattr(model, "_orig_mod", model)  # torch.compile(model): the layer names are the eager model's
     try:
         layer = model.get_submodule(target_layer)

@@ -1,8 +1,5 @@
-"""``eva summary``: per-layer output shape, parameters, receptive field and jump, plus constraint flags.
-
-The receptive field is tracked per *tensor* through every torch function (a ``TorchFunctionMode``), so functional
-ops, residual additions (the larger path wins) and concatenations count; global pooling does not grow it.
-"""
+"""``eva summary``: per-layer shape, parameters, receptive field (tracked per *tensor* through every torch function,
+so functional ops, residual sums (the larger path wins) and concatenations count; global pooling does not grow it)."""
 
 from __future__ import annotations
 
