@@ -1,7 +1,5 @@
-"""S11: David Page's ResNet-9 ("How to train your ResNet"), one-cycle, batch 512, 24 epochs.
-
-prep 64x32 -> layer1 128x16 (+ResBlock) -> layer2 256x8 -> layer3 512x4 (+ResBlock) -> MaxPool(4) -> FC x 0.125
-"""
+"""S11: David Page's ResNet-9 ("How to train your ResNet"), one-cycle, batch 512, 24 epochs: prep 64x32 ->
+layer1 128x16 (+ResBlock) -> layer2 256x8 -> layer3 512x4 (+ResBlock) -> MaxPool(4) -> FC x 0.125."""
 
 from __future__ import annotations
 

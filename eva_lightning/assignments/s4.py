@@ -10,11 +10,8 @@ from eva_lightning.core.errors import EvaError
 
 
 class LiteralNet(nn.Module):
-    """The course's "6 convolution layers with kernels 10, 10, 20, 20, 30, 30".
-
-    Its six 3x3 convs alone hold 19,890 weights, twice S4's 10k limit: summarised (``eva summary``), not trained.
-    Layer by layer in docs/mnist.md ("Networks").
-    """
+    """The course's "6 convolution layers with kernels 10, 10, 20, 20, 30, 30" (docs/mnist.md, "Networks"): 19,890
+    weights in the convs alone, twice S4's 10k limit, so summarised (``eva summary``), not trained."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (10, 10, 20, 20, 30, 30)) -> None:
         super().__init__()

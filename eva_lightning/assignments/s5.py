@@ -1,7 +1,5 @@
 """S5: MNIST in the course's steps (configs/s5_step*.yaml, s5.yaml), one change per step.
-
-Layer by layer, with the receptive field after each layer: docs/mnist.md ("Networks").
-"""
+Layer by layer, with the receptive field after each layer: docs/mnist.md ("Networks")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""S7: CIFAR-10 with C1-C2-C3-C4 blocks, three max-pool transitions, one depthwise-separable and
-one dilated conv, global average pooling, under 1M parameters, receptive field >= 45 (layers: docs/cifar.md).
-
-The two widest places (C3, C4) use depthwise-separable convs, about 9x fewer weights than a plain 3x3.
-"""
+"""S7: CIFAR-10, C1-C4 blocks, 3 max-pools, a dilated conv, GAP, < 1M parameters, RF >= 45 (docs/cifar.md). The two
+widest places (C3, C4) use depthwise-separable convs, about 9x fewer weights than a plain 3x3."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""S8: ResNet18 for CIFAR-10 (3x3 stem, no stem max-pool), trained with random crop + flip.
-
-torchvision's ``models/resnet.py`` with He et al.'s CIFAR stem: a 32x32 image keeps its resolution until
-``layer2`` (stem 64x32 ... layer4 512x4, GAP, FC). S9 and S10 train it with other pipelines and schedules.
-"""
+"""S8 (and S9, S10 with other pipelines and schedules): torchvision's ResNet18 with He et al.'s CIFAR stem (3x3,
+no max-pool: a 32x32 image keeps its size until ``layer2``; stem 64x32 ... layer4 512x4, GAP, FC)."""
 
 from __future__ import annotations
 
@@ -34,10 +31,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet with a CIFAR stem: ``layers`` blocks per stage, ``width`` stem channels doubled per stage.
-
-    ``zero_init_residual``: each block's last BN starts at zero, so each begins as the identity (Goyal et al.).
-    """
+    """ResNet with a CIFAR stem: ``layers`` blocks per stage, ``width`` stem channels doubled per stage;
+    ``zero_init_residual``: each block's last BN starts at zero, so each begins as the identity (Goyal et al.)."""
 
     def __init__(self, layers: list[int], in_channels: int = 3, num_classes: int = 10, width: int = 64,
                  zero_init_residual: bool = True) -> None:
