@@ -27,10 +27,8 @@ class EpochCheckpoint(ModelCheckpoint):
 
 
 def latest_checkpoint() -> ModelCheckpoint:
-    """``last.ckpt`` after every epoch: the model of record, and what ``--ckpt_path last`` resumes.
-
-    Not ``save_last=True``: that writes only beside a top-k save, stuck at a monitored metric's last improvement.
-    """
+    """``last.ckpt`` after every epoch: the model of record, what ``--ckpt_path last`` resumes (not ``save_last``:
+    that writes only beside a top-k save, stuck at a monitored metric's last improvement)."""
     return EpochCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
 
 

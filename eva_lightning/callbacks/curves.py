@@ -13,11 +13,8 @@ METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 @batch_hooks_only_where_used
 class CurvesFigure(L.Callback):
-    """Records the epoch metrics as they are logged and draws them at fit end.
-
-    Saved as ``curves.png`` and TensorBoard image ``curves``. ``history`` holds the numbers
-    (``{tag: [(epoch, value), ...]}``, ``lr: [(fractional epoch, lr), ...]``).
-    """
+    """Records the epoch metrics as logged (``history``: ``{tag: [(epoch, value), ...]}``, ``lr`` per fractional
+    epoch) and draws them at fit end as ``curves.png`` and TensorBoard image ``curves``."""
 
     def __init__(self) -> None:
         self.history: dict[str, list[tuple[float, float]]] = {}

@@ -16,10 +16,8 @@ def ema_decay(n: int, decay: float) -> float:
 
 
 def warmup_ema_multi_avg_fn(decay: float):
-    """An ``AveragedModel`` ``multi_avg_fn``: ``ema = d * ema + (1 - d) * current``, ``d = ema_decay(n, decay)``.
-
-    ``n`` stays a device tensor (no host sync per step); integer buffers are copied, not averaged.
-    """
+    """An ``AveragedModel`` ``multi_avg_fn``: ``ema = d * ema + (1 - d) * current``, ``d = ema_decay(n, decay)``;
+    ``n`` stays a device tensor (no host sync per step); integer buffers are copied, not averaged."""
 
     @torch.no_grad()
     def update(ema: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:

@@ -93,11 +93,8 @@ _RESTORE_NOTICES = ("`weights_only` was not set", "Found current_model_state")
 
 @contextmanager
 def scratch_checkpoint(trainer: L.Trainer, num_training: int) -> Iterator[None]:
-    """Lightning's range test's own ``.lr_find_<uuid>.ckpt`` in a temporary folder, its notices about it silenced.
-
-    Lightning puts it in ``default_root_dir`` (the working directory by default; a killed test leaves it there).
-    ``max_epochs`` is raised meanwhile: the test may cross epochs on small data.
-    """
+    """The range test's ``.lr_find_<uuid>.ckpt`` in a temporary folder, not ``default_root_dir`` (a killed test left it
+    in the working directory), its notices silenced; ``max_epochs`` raised: the test may cross epochs."""
     saved, max_epochs = trainer._default_root_dir, trainer.fit_loop.max_epochs  # (no public setter of the dir)
     with tempfile.TemporaryDirectory(prefix="eva_lr_find_") as scratch:
         def quiet(record: logging.LogRecord) -> bool:

@@ -39,9 +39,8 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
 
 @batch_hooks_only_where_used
 class RngState(Callback):
-    """Global RNG states (torch, numpy, Python, CUDA) in the checkpoint, restored on resume (Lightning does not).
-
-    Restored with the callbacks: after the model's init drew from the RNG, before the first batch is drawn."""
+    """Global RNG states (torch, numpy, Python, CUDA) in the checkpoint, restored on resume (Lightning does not) with
+    the callbacks: after the model's init drew from the RNG, before the first batch is drawn."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": _plain_rng_states()}
