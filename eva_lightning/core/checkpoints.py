@@ -21,11 +21,8 @@ TRUST_HINT = "if you trust whoever made the file, pass --trust_checkpoint true (
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``.<name>.tmp`` beside the target, fsync, then ``os.replace``; loads as data.
-
-    Lightning's ``_atomic_save`` writes its temporary file in the system temp directory, whose move may be a
-    copy a crash truncates, unfsynced. Lightning's ``weights_only=None`` means ``True`` here.
-    """
+    """``torch.save`` to ``.<name>.tmp`` beside the target, fsync, ``os.replace`` (Lightning's temporary file in the
+    system temp dir may be copied, unfsynced); loads as data (``weights_only=None`` means ``True``)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -52,10 +49,8 @@ def trusts_checkpoint(cfg: Any) -> bool:
 
 
 def saved_model_config(path, model: Any, trusted: bool = False) -> dict | None:
-    """The ``model`` config LightningCLI merges from a checkpoint, its class paths checked before any import.
-
-    ``None``: the file saved no hyper-parameters.
-    """
+    """The ``model`` config LightningCLI merges from a checkpoint, its class paths checked before any import;
+    ``None`` if the file saved no hyper-parameters."""
     hparams = dict(load_checkpoint_file(path, trusted=trusted, mmap=True).get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     if not hparams:

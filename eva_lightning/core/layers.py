@@ -26,11 +26,8 @@ def check_virtual_batch_size(n: int, option: str = "model.init_args.virtual_batc
 
 
 class GhostBatchNorm(nn.BatchNorm2d):
-    """Batch norm over virtual ("ghost") batches of ``virtual_batch_size`` samples.
-
-    Running statistics update once per chunk with the momentum divided by the chunks (as MosaicML composer's),
-    so a step moves them about as far as plain BN's. An ``nn.BatchNorm2d`` (same keys; no L1 on it).
-    """
+    """Batch norm over ghost batches of ``virtual_batch_size``; running statistics update per chunk with the momentum
+    divided by the chunks (as MosaicML composer's). An ``nn.BatchNorm2d`` (same keys; no L1 on it)."""
 
     def __init__(self, num_features: int, virtual_batch_size: int = 32, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True) -> None:

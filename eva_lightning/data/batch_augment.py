@@ -1,9 +1,5 @@
-"""Batched augmentation (``data.loader: gpu``): a split held on the training device, augmented a batch at a time.
-
-One image at a time in Python costs more than a small network's forward pass. These ops follow albumentations
-2.x (kornia's defaults differ); anything else raises :class:`Unsupported`, and that split falls back to
-albumentations per sample. How it fits Lightning: docs/internals.md.
-"""
+"""Batched augmentation (``data.loader: gpu``): one image at a time costs more than a small net's forward pass. These
+ops follow albumentations 2.x (kornia's defaults differ); anything else is :class:`Unsupported` (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -108,11 +104,8 @@ class Flip(Op):
 
 
 class Cutout(Op):
-    """CoarseDropout (albumentations 2.x): ``randint(*num_holes_range)`` holes, whole transform with p.
-
-    Integer ranges (upper >= 1) give sizes uniform in [lo, min(hi, side)]; fractional ranges give
-    ``int(side * U(lo, hi))``. A hole's corner is uniform over the places where it fits entirely.
-    """
+    """CoarseDropout (2.x): ``randint(*num_holes_range)`` holes, whole transform with p; integer size ranges: uniform
+    in [lo, min(hi, side)], fractional: ``int(side * U(lo, hi))``; a hole's corner is uniform where it fits."""
 
     def __init__(self, holes: tuple[int, int], heights, widths, fill, p: float) -> None:
         self.holes, self.heights, self.widths, self.fill, self.p = holes, heights, widths, fill, p
@@ -142,12 +135,8 @@ class Cutout(Op):
 
 
 class Rotate(Op):
-    """Rotate(limit) / Affine(rotate=...): angle ~ U(lo, hi) degrees with probability p.
-
-    albumentations' matrix about ``(W/2 - 0.5, H/2 - 0.5)`` (the origin of ``grid_sample``'s
-    ``align_corners=False`` coordinates), bilinear, constant fill; cv2 rounds its weights to 1/32 and
-    its result to integers, so grey levels may differ by one or two, geometry not.
-    """
+    """Rotate(limit) / Affine(rotate=...): angle ~ U(lo, hi) degrees with probability p, as albumentations
+    (docs/internals.md); cv2 rounds, so grey levels may differ by one or two, geometry not."""
 
     def __init__(self, limit: tuple[float, float], fill, p: float, mode: str = "bilinear") -> None:
         self.limit, self.fill, self.p, self.mode = limit, fill, p, mode
