@@ -238,12 +238,8 @@ class EvaCLI(LightningCLI):
             check_checkpoint(ckpt_path, self.model, trusted=trusted)
 
     def _place_default_logger(self, cfg) -> None:
-        """Where the default TensorBoard logger writes, set in the config (so ``config.yaml`` records it).
-
-        Named after the last ``--config``, under ``--trainer.default_root_dir`` if given. ``--ckpt_path last``: the
-        newest ``version_N`` holding a ``last.ckpt`` (Lightning's ``last`` looks in this run's new version only),
-        and ``fit`` logs into it, so the resumed curves continue.
-        """
+        """Where the default logger writes (in the config, so ``config.yaml`` records it): named after the last
+        ``--config``; with ``--ckpt_path last`` the newest ``version_N`` holding one (docs/internals.md)."""
         spec = (cfg.get("trainer") or {}).get("logger")
         init = getattr(spec, "init_args", None)
         if init is None or import_dotted(spec.class_path) is not TensorBoardLogger:

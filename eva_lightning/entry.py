@@ -1,8 +1,5 @@
-"""``eva`` and ``python -m eva_lightning``: dispatch to LightningCLI (:mod:`eva_lightning.cli`) or a tool.
-
-Kept free of torch and lightning imports (10.8 s measured on the 2-core VM under load), so ``eva``,
-``eva --help`` and ``eva --version`` answer at once; a subcommand or tool imports what it needs.
-"""
+"""``eva`` and ``python -m eva_lightning``: dispatch to LightningCLI (:mod:`eva_lightning.cli`) or a tool. Free of
+torch and lightning imports (10.8 s on the loaded 2-core VM), so ``eva --help`` and ``--version`` answer at once."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure.
-
-docs/tools.md describes the figure and the table.
-"""
+"""``eva compare RUN_DIR... [--metrics val/loss val/acc] --out fig.png``: several runs' curves in one figure."""
 
 from __future__ import annotations
 

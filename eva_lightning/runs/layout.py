@@ -21,11 +21,8 @@ CHECKPOINTS = "checkpoints"  # last.ckpt and, with a held-out split, best-*.ckpt
 
 
 def run_dir(trainer: L.Trainer) -> Path | None:
-    """The run's folder for files beside its logs; None under ``fast_dev_run`` or without a logger.
-
-    Read from rank 0's logger without ``trainer.log_dir``'s broadcast, so rank 0 may call it alone (a collective
-    called by one rank hangs); other ranks' loggers may pick another version: only rank 0 writes files.
-    """
+    """The run's folder (None under ``fast_dev_run`` or without a logger), read from the logger without ``log_dir``'s
+    broadcast, so rank 0 may call it alone (a collective called by one rank hangs); only rank 0 writes files."""
     if not trainer.loggers or trainer.fast_dev_run:
         return None
     logger = trainer.loggers[0]  # trainer.logger

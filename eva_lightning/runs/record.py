@@ -93,11 +93,8 @@ def run_info_document(trainer: L.Trainer | None = None) -> dict[str, Any]:
 
 @batch_hooks_only_where_used
 class RunInfo(Callback):
-    """Write (on resume, append to) ``run_info.yaml``: command, versions, git commit (dirty or not), machine.
-
-    A run that fails before it has a result (no checkpoint, no finished epoch) leaves no ``version_N`` behind:
-    ``eva report``/``compare`` would take it for a run, and it would push the next run's number up.
-    """
+    """Write (on resume, append to) ``run_info.yaml``; a run that fails before it has a result leaves no ``version_N``
+    (``eva report``/``compare`` would take it for a run, and it would push the next run's number up)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run = run_dir(trainer)
@@ -126,11 +123,8 @@ class RunInfo(Callback):
 
 @batch_hooks_only_where_used
 class RunReport(Callback):
-    """Writes ``fit_result.json`` (wall time, epochs, steps, status) and ``report.md`` when fitting ends.
-
-    Written in ``teardown``, after every callback's ``on_fit_end`` (their figures are on it), and again when a
-    test ends in the same folder (so ``test/acc`` is on it).
-    """
+    """Writes ``fit_result.json`` and ``report.md`` in ``teardown``, after every ``on_fit_end`` (their figures are on
+    it), and again when a test ends in the same folder (so ``test/acc`` is on it)."""
 
     def __init__(self) -> None:
         self._start: float | None = None

@@ -1,7 +1,5 @@
-"""``report.md`` per run, rebuilt from what the run left in its folder (so also from a copied run; docs/usage.md).
-
-What is called test accuracy or best follows the evaluation protocol of :mod:`eva_lightning.runs.result`.
-"""
+"""``report.md`` per run, rebuilt from what the run left in its folder (so also from a copied run; docs/usage.md),
+naming test accuracy and best as the evaluation protocol of :mod:`eva_lightning.runs.result` says."""
 
 from __future__ import annotations
 
@@ -76,10 +74,8 @@ def partial_evaluation(trainer: dict[str, Any], stage: str, batch_size: Any) -> 
 
 @dataclass
 class Headline:
-    """What a user wants to know when a run ends: the final test accuracy, how long, where the files are.
-
-    Printed when ``eva fit`` / ``eva test`` ends (:meth:`text`) and the first table of ``report.md`` (:meth:`markdown`).
-    """
+    """The final test accuracy, how long, where the files are: printed when ``eva fit`` / ``eva test`` ends
+    (:meth:`text`) and the first table of ``report.md`` (:meth:`markdown`)."""
 
     stage: str  # "fit" or "test"
     final: dict[str, float]  # tag -> final value
@@ -227,9 +223,7 @@ def _fmt_seconds(seconds: float) -> str:
 
 def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     """Write ``report.md`` in ``run_dir`` (as :class:`RunResult` takes it) from what the run left; returns its path.
-
-    ``title``: the page heading; default ``<run name>/version_N``.
-    """
+    ``title``: the page heading; default ``<run name>/version_N``."""
     run, page = render_report(run_dir, title)
     path = run / REPORT
     path.write_text(page)

@@ -1,9 +1,6 @@
-"""Reading a run folder back (:class:`RunResult`), and the one rule for what a run measured.
-
-The result of record is the *final* epoch's test accuracy. With ``data.val_split: 0`` validation runs on the test
-split (``val/acc`` is the test accuracy, no epoch is chosen on it); with a held-out split fit ends by testing the
-final weights (``test/acc``), and only the held-out split may have a best epoch.
-"""
+"""Reading a run folder back (:class:`RunResult`). The result of record is the *final* epoch's test accuracy: with
+``data.val_split: 0`` validation runs on the test split (``val/acc`` is it, no epoch is chosen on it); with a held-out
+split fit ends by testing the final weights (``test/acc``), and only the held-out split may have a best epoch."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""``eva lr_find --config X [--lr_find.min_lr --lr_find.max_lr --lr_find.num_training] [--apply]``.
-
-Lightning's ``Tuner.lr_find`` with :func:`~eva_lightning.callbacks.lr_range.suggest_lr`; usage in docs/tools.md.
-"""
+"""``eva lr_find --config X [--lr_find.min_lr --lr_find.max_lr --lr_find.num_training] [--apply]`` (docs/tools.md):
+Lightning's ``Tuner.lr_find`` with :func:`~eva_lightning.callbacks.lr_range.suggest_lr`."""
 
 from __future__ import annotations
 
@@ -36,10 +34,8 @@ class LRFindOptions:
 
 
 def apply_lr(config: Path, lr: float, out: Path) -> Path:
-    """Write ``out``: a config that includes ``config`` (keeping all it composes) and sets ``model.init_args.lr``.
-
-    A dotted key overrides only the LR (YAML floats round-trip exactly); an ``LRRangeTest`` in it skips itself.
-    """
+    """Write ``out``: a config that includes ``config`` (keeping all it composes) and sets ``model.init_args.lr`` (a
+    dotted key: only the LR; YAML floats round-trip exactly); an ``LRRangeTest`` in it skips itself."""
     if out.resolve() == config.resolve():
         raise EvaError(f"--lr_find.apply_to {out} is the config itself: choose another file (default <config>_lr.yaml)")
     include = Path(os.path.relpath(config.resolve(), out.resolve().parent)).as_posix()
