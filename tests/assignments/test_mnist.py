@@ -190,6 +190,8 @@ def test_s6_runs_are_step5_plus_their_regulariser():
     b, s = yaml.safe_load(yaml.safe_dump(base["model"]["init_args"])), yaml.safe_load(yaml.safe_dump(step5["model"]["init_args"]))
     assert b["optimizer"]["init_args"].pop("weight_decay") == 0 and b.pop("l1") == 0
     s["optimizer"]["init_args"].pop("weight_decay")
+    # S6's recorded runs kept step 5's former dropout 0.02; step 5 dropped it on held-out validation (#28)
+    assert b.pop("dropout") == 0.02 and s.pop("dropout") == 0.0
     assert b["schedule"].pop("peak_epoch") / base["trainer"]["max_epochs"] == s["schedule"].pop("peak_epoch") / step5["trainer"]["max_epochs"]
     assert b == s
 
