@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any, Literal, get_type_hints
 
 import torch
-
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
