@@ -226,7 +226,7 @@ def test_readme_table_parameter_counts(config):
 
 
 #: accuracy recorded in docs/mnist.md for each committed checkpoint (None: not recorded yet)
-RECORDED = {"s4": 0.9949, "s5": 0.9954}  # seed 1 of `eva seeds --config configs/<name>.yaml` (final epoch)
+RECORDED = {"s4": 0.9944, "s5": 0.9955}  # reporting seed 101 of `eva seeds --config configs/<name>.yaml` (final epoch)
 
 
 @pytest.mark.real_data
