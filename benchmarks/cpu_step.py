@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     def channels_last(without_dropout: bool = False):
         net = copy.deepcopy(model.net).to(memory_format=torch.channels_last)
-        for name, module in list(net.named_modules()) if without_dropout else []:
-            for child, layer in list(module.named_children()):
-                if isinstance(layer, torch.nn.Dropout2d | torch.nn.Dropout):
-                    setattr(module, child, torch.nn.Identity())
+        if without_dropout:
+            for module in list(net.modules()):
+                for child, layer in list(module.named_children()):
+                    if isinstance(layer, torch.nn.Dropout2d | torch.nn.Dropout):
+                        setattr(module, child, torch.nn.Identity())
         return net
 
     eval_net, xx = channels_last().eval(), x.contiguous(memory_format=torch.channels_last)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     compile_s = None
     if args.compile:
-        net = copy.deepcopy(model.net).to(memory_format=torch.channels_last)
+        net = channels_last()
         step = stepper(net, torch.channels_last, torch.compile(net))
         t = time.perf_counter()
         step(), step()
