@@ -1,9 +1,8 @@
-"""Figure plumbing shared by the callbacks and tools: PNG + TensorBoard image, de-normalising."""
+"""Figure plumbing shared by the callbacks and tools: the Agg backend, de-normalising, drawing an image (a figure
+is saved into a run and logged by :func:`eva_lightning.runs.record.publish`)."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Sequence
 
 import matplotlib
@@ -12,30 +11,7 @@ matplotlib.use("Agg")  # files only, no display: the same on a headless GPU box 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from eva_lightning.runs.layout import run_dir  # noqa: E402
-
-log = logging.getLogger(__name__)
-
-
-def publish(fig: Figure, trainer, tag: str, filename: str) -> Path:
-    """Save ``fig`` as ``<run dir or default_root_dir>/<filename>``, log it as TensorBoard image ``tag``, close it."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    path = (run_dir(trainer) or Path(trainer.default_root_dir)) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
-    plt.close(fig)
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(tag, rgb, global_step=trainer.global_step, dataformats="HWC")
-            logger.experiment.flush()
-    log.info("%s: wrote %s", tag, path)
-    return path
+from matplotlib import pyplot as plt  # noqa: E402, F401 (plt: pyplot with the Agg backend, for every figure)
 
 
 def data_stats(trainer) -> tuple[Sequence[float] | None, Sequence[float] | None, Sequence[str] | None]:

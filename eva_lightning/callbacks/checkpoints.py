@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
+from eva_lightning.runs.layout import LAST
 
 
 @batch_hooks_only_where_used
@@ -29,7 +32,7 @@ class EpochCheckpoint(ModelCheckpoint):
 def latest_checkpoint() -> ModelCheckpoint:
     """``last.ckpt`` after every epoch: the model of record, what ``--ckpt_path last`` resumes (not ``save_last``:
     that writes only beside a top-k save, stuck at a monitored metric's last improvement)."""
-    return EpochCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    return EpochCheckpoint(filename=Path(LAST).stem, monitor=None, save_top_k=1, enable_version_counter=False)
 
 
 def held_out_checkpoint() -> ModelCheckpoint:

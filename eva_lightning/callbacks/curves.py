@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from matplotlib import pyplot as plt
 
-from eva_lightning.analysis.figures import publish
+from eva_lightning.runs.record import publish
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 
 METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")

@@ -10,10 +10,11 @@ import torch
 import torchmetrics
 from matplotlib import pyplot as plt
 
-from eva_lightning.analysis.figures import class_name, data_stats, denormalize, publish, show
+from eva_lightning.analysis.figures import class_name, data_stats, denormalize, show
 from eva_lightning.analysis.gradcam import eval_mode, gradcam, overlay
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.core.errors import EvaError
+from eva_lightning.runs.record import publish
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import LearningRateFinder
 
-from eva_lightning.analysis.figures import publish
+from eva_lightning.runs.record import publish
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.core.errors import EvaError
 

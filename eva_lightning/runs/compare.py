@@ -10,7 +10,8 @@ from jsonargparse import ArgumentParser
 
 from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.layout import name, seed_runs
-from eva_lightning.runs.result import RunResult, best, may_choose_best
+from eva_lightning.runs.protocol import Protocol
+from eva_lightning.runs.result import RunResult, best
 
 DEFAULT_METRICS = ("val/loss", "val/acc")
 
@@ -63,7 +64,7 @@ def mean_run(folder: Path, runs: list[Run]) -> Run:
 
 
 def final_values(runs: list[Run], metrics: list[str]) -> list[Result]:
-    """Final value per run and metric; best (lowest loss, highest otherwise) only where :func:`may_choose_best`."""
+    """Final value per run and metric; best (lowest loss, highest otherwise) only where the protocol allows one."""
     results = []
     for run in runs:
         for metric in metrics:
@@ -71,7 +72,7 @@ def final_values(runs: list[Run], metrics: list[str]) -> list[Result]:
                 continue
             result = Result(run.name, metric, final=points[-1][1], final_epoch=points[-1][0], val_split=run.val_split,
                             final_sd=run.sd[metric][-1] if run.seeds > 1 else None, seeds=run.seeds)
-            if may_choose_best(metric, run.val_split):
+            if Protocol(run.val_split).may_choose_best(metric):
                 result.best_epoch, result.best = best(points, metric)
             results.append(result)
     return results
@@ -122,7 +123,8 @@ def table(results: list[Result]) -> str:
 
 def notes(results: list[Result]) -> list[str]:
     """What ``val/*`` means for the runs whose validation was the test split."""
-    on_test = list(dict.fromkeys(r.run for r in results if r.val_split == 0 and r.metric.startswith("val/")))
+    on_test = list(dict.fromkeys(r.run for r in results
+                                 if not Protocol(r.val_split).held_out and r.metric.startswith("val/")))
     return [f"val/* of {', '.join(on_test)}: the test split (data.val_split 0); the final epoch is the result, "
             "no best is chosen on it"] if on_test else []
 

@@ -1,7 +1,9 @@
-"""Where things live in a run folder (``lightning_logs/<name>/version_N`` or ``.../seed_N``)."""
+"""Where things live in a run folder (``lightning_logs/<name>/version_N`` or ``.../seed_N``): every name of that
+layout is here, and everything else asks this module."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Callable
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from eva_lightning.core.checkpoints import LAST  # "last.ckpt": defined below runs/ (core/checkpoints.py names it too)
 from eva_lightning.core.errors import EvaError
 
 EVENTS = "events.out.tfevents.*"  # TensorBoard's scalars and images
@@ -17,7 +20,18 @@ CONFIG = "config.yaml"  # the resolved configuration, written by LightningCLI
 RUN_INFO = "run_info.yaml"  # command, code, versions, machine: one YAML document per start of a fit
 FIT_RESULT = "fit_result.json"  # wall time, epochs, steps, status: written when fitting ends
 REPORT = "report.md"
+LOG_ROOT = "lightning_logs"  # the default logger's save_dir: runs are LOG_ROOT/<run name>/version_N
 CHECKPOINTS = "checkpoints"  # last.ckpt and, with a held-out split, best-*.ckpt; figures are the PNGs anywhere else
+
+
+def run_name(configs: list[str | Path]) -> str:
+    """The run name of ``eva fit --config A --config B``: the stem of the last config (``lightning_logs/B/...``)."""
+    return Path(str(configs[-1])).stem
+
+
+def last_checkpoint(run: str | Path) -> Path:
+    """``<run>/checkpoints/last.ckpt`` (whether or not it exists)."""
+    return Path(run) / CHECKPOINTS / LAST
 
 
 def run_dir(trainer: L.Trainer) -> Path | None:
@@ -30,15 +44,48 @@ def run_dir(trainer: L.Trainer) -> Path | None:
     return None if log_dir is None else Path(log_dir)
 
 
+#: why creating a folder failed, by errno, in words (else the system's own message)
+WHY_NOT = {errno.ENAMETOOLONG: "a name in it is too long for this file system",
+           errno.EROFS: "the file system is read-only",
+           errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+           errno.ENOENT: "this file system does not allow creating it (a special file system such as /proc?)",
+           errno.EACCES: "this user may not create it", errno.EPERM: "this user may not create it"}
+
+
 def check_writable(folder: str | Path) -> None:
-    """Raise an :class:`EvaError` unless files can be written in ``folder``; creates nothing (it may not exist yet)."""
+    """Raise an :class:`EvaError` unless files can be written in ``folder``; leaves nothing behind: the folders it
+    tries to create (and a probe file) are removed again, so every way creating them can fail is caught here."""
     folder = Path(folder).expanduser().absolute()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
     fix = "choose another with --trainer.default_root_dir DIR (or the logger's save_dir)"
+    try:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+    except OSError as exc:  # a name too long to even look up
+        raise EvaError(f"cannot write the run's files in {folder}: {WHY_NOT.get(exc.errno, exc.strerror)}; {fix}") from None
     if not existing.is_dir():
         raise EvaError(f"cannot write the run's files in {folder}: {existing} is a file, not a folder; {fix}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise EvaError(f"cannot write the run's files in {folder}: {existing} is read-only for this user; {fix}")
+    created: list[Path] = []
+    current = existing
+    try:
+        for part in folder.relative_to(existing).parts:
+            current = current / part
+            current.mkdir()
+            created.append(current)
+        probe = folder / f".eva-write-test-{os.getpid()}"
+        current = probe
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        why = WHY_NOT.get(exc.errno, exc.strerror or str(exc))
+        raise EvaError(f"cannot write the run's files in {folder}: creating {current} failed: {why} "
+                       f"([Errno {exc.errno}]); {fix}") from None
+    finally:
+        for path in reversed(created):
+            try:
+                path.rmdir()
+            except OSError:
+                break  # another process put something there meanwhile: it is in use, leave it
 
 
 def version_number(path: Path) -> int | None:

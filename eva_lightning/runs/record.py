@@ -1,4 +1,5 @@
-"""What a run records beside ``config.yaml`` and its events: ``run_info.yaml``, ``fit_result.json``, ``report.md``."""
+"""What a run records beside ``config.yaml`` and its events: ``run_info.yaml``, ``fit_result.json``, ``report.md``,
+and its figures (:func:`publish`)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,38 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
 
-from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
+from eva_lightning.analysis.figures import plt
+from eva_lightning.core.disk import writing
+from eva_lightning.core.hooks import batch_hooks_only_where_used
 from eva_lightning.runs.layout import FIT_RESULT, RUN_INFO, run_dir
 from eva_lightning.runs.report import write_report
 from eva_lightning.runs.result import holds_results
 
 log = logging.getLogger(__name__)
+
+
+def publish(fig: Figure, trainer: L.Trainer, tag: str, filename: str) -> Path:
+    """Save ``fig`` as ``<run dir or default_root_dir>/<filename>``, log it as TensorBoard image ``tag``, close it."""
+    path = (run_dir(trainer) or Path(trainer.default_root_dir)) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path):
+        fig.savefig(path, dpi=fig.dpi)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
+    plt.close(fig)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, rgb, global_step=trainer.global_step, dataformats="HWC")
+            logger.experiment.flush()
+    log.info("%s: wrote %s", tag, path)
+    return path
 
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "albumentations", "numpy", "jsonargparse")
 CODE_DIR = Path(__file__).resolve().parents[1]
@@ -103,7 +126,7 @@ class RunInfo(Callback):
         path = run / RUN_INFO
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {"stage": str(getattr(stage, "value", stage)), **run_info_document(trainer)}
-        with open(path, "a") as f:
+        with writing(path), open(path, "a") as f:
             if f.tell():
                 f.write("---\n")
             yaml.safe_dump(info, f, sort_keys=False)
@@ -143,7 +166,8 @@ class RunReport(Callback):
             result = dict(wall_time_s=round(time.perf_counter() - self._start, 1),
                           epochs=trainer.current_epoch,  # epochs completed (the counter ends one past the last)
                           global_step=trainer.global_step, status="interrupted" if trainer.interrupted else "finished")
-            (run / FIT_RESULT).write_text(json.dumps(result, indent=2))
+            with writing(run / FIT_RESULT):
+                (run / FIT_RESULT).write_text(json.dumps(result, indent=2))
         for logger in trainer.loggers:  # the event file must hold the last epoch before it is read back
             flush = getattr(getattr(logger, "experiment", None), "flush", None)
             if callable(flush):

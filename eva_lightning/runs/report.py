@@ -1,5 +1,5 @@
 """``report.md`` per run, rebuilt from what the run left in its folder (so also from a copied run; docs/usage.md),
-naming test accuracy and best as the evaluation protocol of :mod:`eva_lightning.runs.result` says."""
+naming test accuracy and best as the evaluation protocol (:mod:`eva_lightning.runs.protocol`) says."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from typing import Any
 import lightning as L
 from jsonargparse import ArgumentParser
 
-from eva_lightning.runs.layout import CHECKPOINTS, REPORT, RUN_INFO
-from eva_lightning.runs.result import RunResult, tag_of_record
+from eva_lightning.core.disk import writing
+from eva_lightning.runs.layout import REPORT, RUN_INFO, last_checkpoint
+from eva_lightning.runs.protocol import Protocol
+from eva_lightning.runs.result import RunResult
 
 #: metrics shown first, in this order; any other scalar follows alphabetically.
 METRIC_ORDER = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss", "lr")
@@ -79,7 +81,7 @@ class Headline:
 
     stage: str  # "fit" or "test"
     final: dict[str, float]  # tag -> final value
-    val_split: float = 0.0
+    val_split: float = 0.0  # (with test_after_fit: the run's evaluation protocol, :attr:`protocol`)
     best_val_acc: tuple[float, str] | None = None  # held-out split only
     epochs: int | None = None
     max_epochs: int | None = None
@@ -87,6 +89,11 @@ class Headline:
     status: str | None = None
     run: Path | None = None
     partial: dict[str, str] = field(default_factory=dict)  # "val"/"test" -> :func:`partial_evaluation`, if cut short
+    test_after_fit: bool = True
+
+    @property
+    def protocol(self) -> Protocol:
+        return Protocol(self.val_split, self.test_after_fit)
 
     @classmethod
     def from_run(cls, run: RunResult | str | Path) -> "Headline":
@@ -101,6 +108,7 @@ class Headline:
             stage="fit" if trained else "test",
             final={tag: result.final(tag) for tag in result.scalars},
             val_split=result.val_split,
+            test_after_fit=result.protocol.test_after_fit,
             best_val_acc=result.best("val/acc"),
             epochs=result.epochs if trained else None,
             max_epochs=result.max_epochs,
@@ -111,21 +119,23 @@ class Headline:
         )
 
     @classmethod
-    def from_trainer(cls, trainer: L.Trainer, stage: str, split: float = 0.0) -> "Headline":
+    def from_trainer(cls, trainer: L.Trainer, stage: str, protocol: Protocol = Protocol()) -> "Headline":
         """From the trainer's last logged metrics (``callback_metrics``): a run that wrote no files."""
         final = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         fit = stage == "fit"
         limits = {key: getattr(trainer, key, None) for key in
                   ("limit_val_batches", "limit_test_batches", "overfit_batches")}
-        return cls(stage, final, split, epochs=trainer.current_epoch if fit else None,
+        return cls(stage, final, protocol.val_split, epochs=trainer.current_epoch if fit else None,
                    max_epochs=trainer.max_epochs if fit else None, status="interrupted" if trainer.interrupted else None,
-                   partial=_partials(limits, getattr(trainer.datamodule, "batch_size", None)))
+                   partial=_partials(limits, getattr(trainer.datamodule, "batch_size", None)),
+                   test_after_fit=protocol.test_after_fit)
 
     def rows(self) -> list[tuple[str, str]]:
         """``(label, value)`` lines, test accuracy first."""
         f = self.final
         rows: list[tuple[str, str]] = []
-        tag = tag_of_record(f, self.val_split)
+        protocol = self.protocol
+        tag = protocol.tag_of_record(f)
         acc, loss = f.get(tag), f.get(tag.replace("acc", "loss"))
         if tag == "test/acc":
             where = "final weights, test split" if self.stage == "fit" else "test split"
@@ -135,11 +145,13 @@ class Headline:
             where += f"; {part}"
         if acc is not None:
             rows.append(("test accuracy", f"{100 * acc:.2f}% ({where})"))
+        elif self.stage == "fit" and protocol.held_out and not protocol.test_after_fit:
+            rows.append(("test accuracy", "not measured (--test_after_fit false: the test split was not read)"))
         elif self.stage == "fit":
             rows.append(("test accuracy", "not measured (no test/acc logged)"))
         if loss is not None:
             rows.append(("test loss", f"{loss:.4f}"))
-        if self.val_split > 0 and "val/acc" in f:
+        if protocol.held_out and "val/acc" in f:
             best = f"; best {100 * self.best_val_acc[0]:.2f}% at {self.best_val_acc[1]}" if self.best_val_acc else ""
             held_out = f"(held-out {self.val_split:g} of the training set" + (
                 f"; {self.partial['val']})" if "val" in self.partial else ")")
@@ -154,8 +166,8 @@ class Headline:
             run = _shown(self.run)
             rows += [("run folder", str(run)), ("TensorBoard", f"tensorboard --logdir {shlex.quote(str(run))}"),
                      ("report", str(run / REPORT))]
-            if self.stage == "fit" and (self.run / CHECKPOINTS / "last.ckpt").exists():
-                rows.append(("checkpoint", str(run / CHECKPOINTS / "last.ckpt")))
+            if self.stage == "fit" and last_checkpoint(self.run).exists():
+                rows.append(("checkpoint", str(last_checkpoint(run))))
         return rows
 
     def text(self) -> str:
@@ -226,7 +238,9 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     ``title``: the page heading; default ``<run name>/version_N``."""
     run, page = render_report(run_dir, title)
     path = run / REPORT
-    path.write_text(page)
+    with writing(path, then=f"the run's checkpoints and logs are saved; free some space, then write the report again "
+                            f"with: eva report {shlex.quote(str(run))}"):
+        path.write_text(page)
     return path
 
 
@@ -252,7 +266,7 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
         *machine_rows(info),
     ]
     lines += ["## Run", ""] + _table([(k, v) for k, v in rows if v not in (None, "")]) + ["## Metrics", ""]
-    held_out = result.val_split > 0
+    held_out = result.protocol.held_out
     table = metric_table(result)
     if not table:
         lines.append("No scalars logged.")

@@ -1,12 +1,10 @@
-"""Reading a run folder back (:class:`RunResult`). The result of record is the *final* epoch's test accuracy: with
-``data.val_split: 0`` validation runs on the test split (``val/acc`` is it, no epoch is chosen on it); with a held-out
-split fit ends by testing the final weights (``test/acc``), and only the held-out split may have a best epoch."""
+"""Reading a run folder back (:class:`RunResult`). The result of record is the *final* epoch's test accuracy, read
+as the run's evaluation protocol (:mod:`eva_lightning.runs.protocol`, from its ``config.yaml``) says."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +14,7 @@ import yaml
 
 from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.layout import CONFIG, EVENTS, FIT_RESULT, RUN_INFO, resolve
+from eva_lightning.runs.protocol import Protocol
 
 #: ``tag -> [(step, value, wall_time), ...]`` as the event files hold them
 Scalars = dict[str, list[tuple[int, float, float]]]
@@ -40,17 +39,6 @@ def holds_results(run: Path) -> bool:
     epoch (an epoch-level metric: ``train/loss``, ``train/acc``, ``val/*``, ``test/*``)."""
     return any(Path(run).rglob("*.ckpt")) or any(
         tag in ("train/loss", "train/acc") or tag.startswith(("val/", "test/")) for tag in read_scalars(run))
-
-
-def tag_of_record(logged: Collection[str], val_split: float) -> str:
-    """The tag holding a run's test accuracy: ``test/acc`` when it tested its final weights or held out
-    a validation split (whose ``val/acc`` is then no test accuracy), else ``val/acc`` (the test split)."""
-    return "test/acc" if "test/acc" in logged or val_split > 0 else "val/acc"
-
-
-def may_choose_best(tag: str, val_split: float) -> bool:
-    """Only a held-out validation split may have a best epoch: any other best is chosen on the reported numbers."""
-    return val_split > 0 and tag.startswith("val/")
 
 
 def best(pts: list[tuple[Any, float]], tag: str) -> tuple[Any, float]:
@@ -107,13 +95,15 @@ class RunResult:
         path = self.path / FIT_RESULT
         return json.loads(path.read_text()) if path.exists() else {}
 
+    @cached_property
+    def protocol(self) -> Protocol:
+        """How the run was evaluated, as its ``config.yaml`` records it."""
+        return Protocol.of_config(self.config)
+
     @property
     def val_split(self) -> float:
         """``data.val_split``: 0 (the default) means validation ran on the test split."""
-        try:
-            return float((self.config.get("data") or {}).get("val_split") or 0.0)
-        except (AttributeError, TypeError, ValueError):
-            return 0.0
+        return self.protocol.val_split
 
     @property
     def max_epochs(self) -> int | None:
@@ -164,9 +154,9 @@ class RunResult:
         return pts[-1][1] if (pts := self.points(tag)) else None
 
     def best(self, tag: str) -> tuple[float, str] | None:
-        """Best value of ``tag`` and where (``"epoch N"``, else ``"step N"``); None unless :func:`may_choose_best`."""
+        """Best value of ``tag`` and where (``"epoch N"``, else ``"step N"``); None unless the protocol allows one."""
         pts = self.points(tag)
-        if not pts or not may_choose_best(tag, self.val_split):
+        if not pts or not self.protocol.may_choose_best(tag):
             return None
         step, value = best(pts, tag)
         return value, (f"epoch {self.epoch_at[step]}" if step in self.epoch_at else f"step {step}")
@@ -177,11 +167,11 @@ class RunResult:
         (a test after fit is logged one epoch further on)."""
         if self.fit.get("epochs") is not None:
             return int(self.fit["epochs"])
-        per_epoch = self.points("train/loss") or self.points(tag_of_record(self.scalars, self.val_split))
+        per_epoch = self.points("train/loss") or self.points(self.protocol.tag_of_record(self.scalars))
         return self.epoch_at.get(per_epoch[-1][0], len(per_epoch) - 1) + 1 if per_epoch else None
 
     def result_of_record(self) -> Record:
-        """The final test accuracy of a finished run (:func:`tag_of_record`), with its per-epoch values.
+        """The final test accuracy of a finished run (:meth:`Protocol.tag_of_record`), with its per-epoch values.
 
         Raises:
             EvaError: no scalars or no accuracy; a held-out split without ``test/acc`` (its ``val/acc`` is
@@ -191,10 +181,10 @@ class RunResult:
         run, split = self.path, self.val_split
         if not self.scalars:
             raise EvaError(f"{run}: no TensorBoard scalars (is it a run directory of eva fit?)")
-        metric = tag_of_record(self.scalars, split)
+        metric = self.protocol.tag_of_record(self.scalars)
         if metric not in self.scalars:
             raise EvaError(f"{run}: validation was held out of the training set (data.val_split={split}) but the run "
-                           "logged no test/acc, so it holds no test accuracy to tabulate" if split > 0 else
+                           "logged no test/acc, so it holds no test accuracy to tabulate" if self.protocol.held_out else
                            f"{run}: neither test/acc nor val/acc was logged; logged tags: {sorted(self.scalars)}")
         epochs = self.epochs
         if self.max_epochs and epochs < self.max_epochs:
@@ -202,3 +192,27 @@ class RunResult:
                            "schedule's final one: finish it (eva fit ... --ckpt_path <its checkpoints/last.ckpt>) or "
                            "leave it out")
         return Record(metric, [v for _, v in self.points(metric)], epochs)
+
+    def held_out_record(self) -> Record:
+        """The final-epoch ``val/acc`` of a finished run that held out a validation split: what a choice between
+        settings may read (``eva tune``); never a test accuracy.
+
+        Raises:
+            EvaError: validation ran on the test split (``data.val_split`` 0); the run logged a ``test/*`` scalar
+                (it read the test split); no ``val/acc``; it stopped before ``trainer.max_epochs``.
+        """
+        run = self.path
+        if not self.protocol.held_out:
+            raise EvaError(f"{run}: validation ran on the test split (data.val_split=0): its val/acc is a test "
+                           "accuracy, which no choice may read; hold out part of the training set (--data.val_split 5000)")
+        tested = sorted(tag for tag in self.scalars if tag.startswith("test/"))
+        if tested:
+            raise EvaError(f"{run}: the run evaluated the test split ({', '.join(tested)}): a choice must not see it; "
+                           "tuning runs fit with --test_after_fit false")
+        if "val/acc" not in self.scalars:
+            raise EvaError(f"{run}: no val/acc logged; logged tags: {sorted(self.scalars)}")
+        epochs = self.epochs
+        if self.max_epochs and epochs < self.max_epochs:
+            raise EvaError(f"{run}: stopped after epoch {epochs} of {self.max_epochs}; its last epoch is not the "
+                           "schedule's final one")
+        return Record("val/acc", [v for _, v in self.points("val/acc")], epochs)

@@ -25,10 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eva_lightning.core.errors import EvaError
-from eva_lightning.runs.layout import seed_runs
+from eva_lightning.runs.layout import CHECKPOINTS, LAST, LOG_ROOT, last_checkpoint, run_name, seed_runs
 from eva_lightning.runs.result import RunResult
-
-LOG_ROOT = "lightning_logs"
 
 
 @dataclass
@@ -64,7 +62,7 @@ def read_seed_run(run_dir: str | Path) -> SeedRun:
     tuning = result.config.get("tuning_seeds")
     return SeedRun(seed, str(result.path), record.metric, record.epochs, record.values[-1], record.values[-3:],
                    wall_s=result.trained_seconds(), tuning_seeds=list(tuning) if tuning else None,
-                   held_out=result.val_split > 0)
+                   held_out=result.protocol.held_out)
 
 
 def mean_sd(runs: list[SeedRun]) -> dict:
@@ -146,19 +144,16 @@ def write_table(runs: list[SeedRun], out: Path, title: str, command: list[str] |
     return out, json_path
 
 
-def run_name(configs: list[str]) -> str:
-    """The run name ``eva fit`` gives these configs: the stem of the last one."""
-    return Path(configs[-1]).stem
-
-
 def expand_runs(paths: list[str]) -> list[Path]:
     """Each path as given, except a folder of ``seed_N`` runs (``lightning_logs/s5``): its seed runs, by N."""
     return [run for path in map(Path, paths) for run in (seed_runs(path) or [path])]
 
 
-def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Path, resume: bool) -> list[Path]:
-    """``eva fit`` once per seed into ``root/<name>/seed_N``; return the run directories."""
-    name = run_name(configs)
+def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Path, resume: bool,
+                name: str | None = None) -> list[Path]:
+    """``eva fit`` once per seed into ``root/<name>/seed_N`` (``name``: default the last config's stem); return the
+    run directories."""
+    name = name or run_name(configs)
     dirs = []
     for seed in seeds:
         run_dir = root / name / f"seed_{seed}"
@@ -180,9 +175,9 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
                 dirs.append(run_dir)
                 continue
             except EvaError:
-                last = run_dir / "checkpoints" / "last.ckpt"
+                last = last_checkpoint(run_dir)
                 if not last.exists():
-                    raise EvaError(f"{run_dir} is unfinished and has no checkpoints/last.ckpt: remove it") from None
+                    raise EvaError(f"{run_dir} is unfinished and has no {CHECKPOINTS}/{LAST}: remove it") from None
                 cmd += ["--ckpt_path", str(last)]
         print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
         if subprocess.run(cmd).returncode != 0:

@@ -87,7 +87,8 @@ def main(argv: list[str]) -> float:
     """Run the range test; returns the suggested LR."""
     from jsonargparse import ActionYesNo
 
-    from eva_lightning.analysis.figures import plt, publish
+    from eva_lightning.analysis.figures import plt
+    from eva_lightning.runs.record import publish
     from eva_lightning.callbacks.lr_range import lr_plot, suggestion
     from eva_lightning.cli import EvaCLI
 

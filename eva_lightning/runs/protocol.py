@@ -1,0 +1,80 @@
+"""The evaluation protocol, decided once: which split validation runs on, which tag is a run's result of record,
+whether an epoch or a checkpoint may be chosen, whether fit ends by testing. The CLI asks it of the live run
+(:meth:`Protocol.of_datamodule`), runs/ of a run folder's ``config.yaml`` (:meth:`Protocol.of_config`).
+
+With ``data.val_split: 0`` validation runs on the test split: its final ``val/acc`` is the result of record and nothing
+is chosen on it. With a held-out split only that split may have a best epoch or checkpoint, and fit ends by testing
+the final weights (``test/acc``), unless ``--test_after_fit false`` (a tuning run, which never reads the test split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+RECORD_ON_TEST = "test/acc"  # the result of record when the test split is tested apart from validation
+RECORD_ON_VAL = "val/acc"  # the result of record when validation ran on the test split
+
+
+def _split(value: Any) -> float:
+    try:
+        return float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a run is evaluated.
+
+    Args:
+        val_split: ``data.val_split``; 0 means validation runs on the test split.
+        test_after_fit: ``--test_after_fit``; with a held-out split, whether fit ends by testing the final weights.
+    """
+
+    val_split: float = 0.0
+    test_after_fit: bool = True
+
+    @classmethod
+    def of_datamodule(cls, datamodule: Any, test_after_fit: bool = True) -> "Protocol":
+        """The protocol of a live run, from its data module's ``val_split``."""
+        return cls(_split(getattr(datamodule, "val_split", 0.0)), test_after_fit)
+
+    @classmethod
+    def of_config(cls, config: Any) -> "Protocol":
+        """The protocol a resolved configuration records (``config.yaml`` as a dict); defaults for what it lacks."""
+        config = config if hasattr(config, "get") else {}
+        data = config.get("data")
+        split = data.get("val_split") if hasattr(data, "get") else None
+        return cls(_split(split), config.get("test_after_fit") is not False)
+
+    @property
+    def held_out(self) -> bool:
+        """Whether validation runs on a split of the training set rather than on the test split."""
+        return self.val_split > 0
+
+    @property
+    def validation_split(self) -> str:
+        """``"held-out"`` or ``"test"``: what validation ran on."""
+        return "held-out" if self.held_out else "test"
+
+    @property
+    def tests_after_fit(self) -> bool:
+        """Whether fit ends by testing its final weights (the result of record of a held-out run)."""
+        return self.held_out and self.test_after_fit
+
+    @property
+    def keeps_best_checkpoint(self) -> bool:
+        """Whether a best-by-validation checkpoint may be kept (and loaded as ``--ckpt_path best``)."""
+        return self.held_out
+
+    def may_choose_best(self, tag: str) -> bool:
+        """Whether ``tag`` may have a best epoch: only the held-out split's ``val/*`` (any other best is chosen on the
+        reported numbers)."""
+        return self.held_out and tag.startswith("val/")
+
+    def tag_of_record(self, logged: Collection[str] = ()) -> str:
+        """The tag holding the run's test accuracy: ``test/acc`` when the run tested its final weights or held out a
+        validation split (whose ``val/acc`` is then no test accuracy), else ``val/acc`` (the test split)."""
+        return RECORD_ON_TEST if RECORD_ON_TEST in logged or self.held_out else RECORD_ON_VAL

@@ -1,0 +1,50 @@
+"""runs/protocol.py: the one evaluation protocol the CLI and the run readers ask."""
+
+import pytest
+
+from eva_lightning.runs.protocol import Protocol
+from eva_lightning.runs.report import Headline
+
+
+def test_validation_on_the_test_split_chooses_nothing_and_reports_val_acc():
+    p = Protocol(0.0)
+    assert not p.held_out and p.validation_split == "test"
+    assert not p.tests_after_fit and not p.keeps_best_checkpoint and not p.may_choose_best("val/acc")
+    assert p.tag_of_record({"val/acc", "train/loss"}) == "val/acc"
+    assert p.tag_of_record({"val/acc", "test/acc"}) == "test/acc"  # eva test of a checkpoint: the test it ran
+
+
+def test_a_held_out_split_may_choose_on_val_only_and_reports_the_final_test():
+    p = Protocol(5000)
+    assert p.held_out and p.validation_split == "held-out" and p.tests_after_fit and p.keeps_best_checkpoint
+    assert p.may_choose_best("val/acc") and p.may_choose_best("val/loss") and not p.may_choose_best("test/acc")
+    assert p.tag_of_record({"val/acc"}) == "test/acc"  # its val/acc is no test accuracy, even before the test
+
+
+def test_no_test_at_the_end_of_a_tuning_fit():
+    p = Protocol(0.1, test_after_fit=False)
+    assert p.held_out and not p.tests_after_fit and p.keeps_best_checkpoint
+    assert not Protocol(0.0, test_after_fit=False).tests_after_fit
+    rows = dict(Headline("fit", {"val/acc": 0.9}, 0.1, test_after_fit=False).rows())
+    assert rows["test accuracy"] == "not measured (--test_after_fit false: the test split was not read)"
+    assert dict(Headline("fit", {"val/acc": 0.9}, 0.1).rows())["test accuracy"] == "not measured (no test/acc logged)"
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({}, Protocol(0.0, True)),
+    ({"data": {"val_split": 0.1}}, Protocol(0.1, True)),
+    ({"data": {"val_split": 5000}, "test_after_fit": False}, Protocol(5000.0, False)),
+    ({"data": {"val_split": "nonsense"}}, Protocol(0.0, True)),
+    ({"data": ["not", "a", "mapping"]}, Protocol(0.0, True)),
+    ("not a mapping", Protocol(0.0, True)),
+])
+def test_read_from_a_config(config, expected):
+    assert Protocol.of_config(config) == expected
+
+
+def test_read_from_a_data_module():
+    class DM:
+        val_split = 0.25
+
+    assert Protocol.of_datamodule(DM(), test_after_fit=False) == Protocol(0.25, False)
+    assert Protocol.of_datamodule(object()) == Protocol(0.0, True)
