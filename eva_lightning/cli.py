@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import logging
+import os
+import pkgutil
 import re
 import sys
 import warnings
@@ -15,30 +18,35 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar, TQDMProgressBar
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import ParallelStrategy
+from torch import nn
 
 from eva_lightning.callbacks.checkpoints import held_out_checkpoint, latest_checkpoint
 from eva_lightning.callbacks.finite_loss import FiniteLossGuard
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
 from eva_lightning.callbacks.model_table import LayerTable
+from eva_lightning.callbacks.predictions import PredictionWriter
+from eva_lightning.callbacks.preemption import Preemption
+from eva_lightning.callbacks.resumed_schedule import ResumedSchedule
 from eva_lightning.callbacks.rng_state import RngState
-from eva_lightning.core.config_yaml import ConfigFileError, use_strict_yaml
+from eva_lightning.core.config_yaml import ConfigFileError, read_config_text, use_strict_yaml
 from eva_lightning.core.module import ImageClassifier
-from eva_lightning.core.checkpoints import (LAST, SafeCheckpointIO, check_checkpoint, import_dotted,
+from eva_lightning.core.checkpoints import (SafeCheckpointIO, check_checkpoint, import_dotted, load_checkpoint_file,
                                              saved_model_config, trusts_checkpoint)
 from eva_lightning.core.trainer import EvaTrainer
 from eva_lightning.data import VisionDataModule
 from eva_lightning.data.transforms import build_pipeline
 from eva_lightning.core.errors import EvaError
-from eva_lightning.runs.layout import check_writable, newest_version, run_dir, version_number
+from eva_lightning.runs.layout import (CHECKPOINTS, EVENTS, LAST, LOG_ROOT, check_writable, last_checkpoint,
+                                       newest_version, run_dir, run_name, version_number)
+from eva_lightning.runs.protocol import Protocol
 from eva_lightning.runs.record import RunInfo, RunReport
 from eva_lightning.runs.report import Headline
 
 log = logging.getLogger(__name__)
 
-LOG_ROOT = "lightning_logs"
 UNNAMED = "default"  # the default logger's name until the config names the run (lightning_logs/<config>/version_N)
 PROGRESS_REFRESH = 10  # steps between progress-bar redraws
 
@@ -50,13 +58,8 @@ class LRMonitor(LearningRateMonitor):
 
 def default_callbacks() -> list:
     """Callbacks of every run. ``fit`` with ``data.val_split > 0`` also gets :func:`held_out_checkpoint`."""
-    return [latest_checkpoint(), LRMonitor(logging_interval="step"), RngState(), FiniteLossGuard(), RunInfo(),
-            RunReport()]  # RunReport last: writes report.md after the other callbacks' end-of-fit figures
-
-
-def holds_out_validation(datamodule) -> bool:
-    """Whether validation is a split of the training set (``data.val_split > 0``), not the test split."""
-    return (getattr(datamodule, "val_split", 0) or 0) > 0
+    return [latest_checkpoint(), LRMonitor(logging_interval="step"), RngState(), FiniteLossGuard(), Preemption(),
+            ResumedSchedule(), RunInfo(), RunReport()]  # RunReport last: writes report.md after the other callbacks' end-of-fit figures
 
 
 @batch_hooks_only_where_used
@@ -67,6 +70,22 @@ class SaveConfig(SaveConfigCallback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if trainer.logger is not None:
             super().setup(trainer, pl_module, stage)
+
+
+class EvaArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, reading a config file saved by any editor (jsonargparse reads UTF-8 only)."""
+
+    def parse_path(self, path, ext_vars=None, env=None, defaults=True, **kwargs):
+        text = read_config_text(path)  # None: plain UTF-8, which jsonargparse reads itself
+        if text is None:
+            return super().parse_path(path, ext_vars=ext_vars, env=env, defaults=defaults, **kwargs)
+        cwd = os.getcwd()
+        os.chdir(os.path.dirname(os.path.abspath(path)))  # as jsonargparse does: includes are relative to the file
+        try:
+            return self.parse_string(text, path=os.path.basename(path), ext_vars=ext_vars, env=env, defaults=defaults,
+                                     **kwargs)
+        finally:
+            os.chdir(cwd)
 
 
 class EvaCLI(LightningCLI):
@@ -82,6 +101,7 @@ class EvaCLI(LightningCLI):
             subclass_mode_model=True,
             auto_configure_optimizers=False,  # its optimiser/scheduler path steps per epoch only
             seed_everything_default=1,
+            parser_class=EvaArgumentParser,
             save_config_kwargs={"overwrite": True},
             save_config_callback=SaveConfig,
             trainer_defaults={
@@ -104,9 +124,20 @@ class EvaCLI(LightningCLI):
                                  "pickle and such a file can run code: only for files whose author you trust "
                                  "(Lightning's --weights_only false means the same).")
         parser.add_argument(
+            "--weights_from", type=str | None, default=None,
+            help="eva fit: start a NEW run from the model weights of this checkpoint (last: this config's newest "
+                 "last.ckpt); optimiser, LR schedule, epochs and steps start afresh. --ckpt_path instead continues "
+                 "the checkpoint's own run where it stopped.",
+        )
+        parser.add_argument(
             "--tuning_seeds", type=list[int] | None, default=None,
             help="The seeds whose runs chose this configuration (on a held-out validation split). Only recorded: "
                  "`eva seeds` reports the other seeds' test accuracy apart from these in-sample ones.",
+        )
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True,
+            help="With a held-out validation split (data.val_split > 0), end fit by testing the final weights. "
+                 "false: a tuning run (eva tune) that must never read the test split.",
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
@@ -117,6 +148,8 @@ class EvaCLI(LightningCLI):
                 # EvaCLI(args=...) means those args; LightningCLI warns whenever sys.argv is non-empty too
                 warnings.filterwarnings("ignore", message=".*args parameter is intended")
                 super().parse_arguments(parser, args)
+        except ConfigFileError as exc:  # a config file's encoding (EvaArgumentParser.parse_path)
+            raise EvaError(str(exc)) from None
         except ArgumentError as exc:
             cause: BaseException | None = exc
             while cause is not None and not isinstance(cause, ConfigFileError):
@@ -172,9 +205,11 @@ class EvaCLI(LightningCLI):
         if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
             extra.append(LayerTable())
             kwargs["enable_model_summary"] = False  # else Lightning logs that a summary callback is already set
-        if holds_out_validation(self.datamodule) and config.get("enable_checkpointing") is not False:
+        if self.protocol.keeps_best_checkpoint and config.get("enable_checkpointing") is not False:
             # ahead of the default last.ckpt callback, so last.ckpt holds this one's state of the same epoch
             extra.append(held_out_checkpoint())
+        if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in callbacks):
+            extra.append(PredictionWriter())  # predictions.csv; --gradcam (EvaTrainer.predict's) says whether overlays
         if extra:
             kwargs["callbacks"] = [*callbacks, *extra]
         try:
@@ -196,8 +231,13 @@ class EvaCLI(LightningCLI):
             stats = (0.5,) * dm.in_channels
             for specs in (dm.train_specs, dm.test_specs):
                 build_pipeline(specs, stats, stats)
+        if not isinstance(getattr(self.model, "net", None), nn.Module):  # e.g. a config without model.class_path
+            raise EvaError(f"model.class_path={type(self.model).__module__}.{type(self.model).__qualname__} builds no "
+                           f"network (self.net): set model.class_path to one of the project's models, e.g. "
+                           f"'{MODELS}.s5.S5Final'")
         self._check_sync_batchnorm()
         self._check_ckpt_path()
+        self._load_weights_from()
         self._check_run_root()
 
     def _check_run_root(self) -> None:
@@ -226,7 +266,7 @@ class EvaCLI(LightningCLI):
         ckpt_path = init.get("ckpt_path")
         if ckpt_path is None:
             return
-        if ckpt_path == "best" and not holds_out_validation(self.datamodule):
+        if ckpt_path == "best" and not self.protocol.keeps_best_checkpoint:
             raise EvaError(
                 "--ckpt_path best: no best checkpoint is kept while validation is the test split "
                 "(data.val_split 0), so that nothing is chosen on the test set; use --ckpt_path last "
@@ -237,6 +277,25 @@ class EvaCLI(LightningCLI):
         if ckpt_path not in ("last", "best", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
             check_checkpoint(ckpt_path, self.model, trusted=trusted)
 
+    def _load_weights_from(self) -> None:
+        """``--weights_from FILE``: the model starts from FILE's weights (checked as ``--ckpt_path`` is); nothing else."""
+        cfg = self.config[self.subcommand]
+        path = cfg.get("weights_from")
+        if not path:
+            return
+        if self.subcommand != "fit":
+            raise EvaError(f"--weights_from is for eva fit (a new run from a checkpoint's weights); to {self.subcommand} "
+                           "a checkpoint, pass it as --ckpt_path")
+        if cfg.get("ckpt_path"):
+            raise EvaError("--weights_from and --ckpt_path together: --ckpt_path continues a run where it stopped "
+                           "(optimiser, schedule, epoch), --weights_from starts a new run from a checkpoint's weights; "
+                           "give one of them")
+        trusted = trusts_checkpoint(cfg)
+        check_checkpoint(path, self.model, trusted=trusted)
+        self.model.load_state_dict(load_checkpoint_file(path, trusted=trusted)["state_dict"])
+        log.info("--weights_from: the model starts from the weights of %s (a new run: optimiser, LR schedule and "
+                 "epochs start afresh)", path)
+
     def _place_default_logger(self, cfg) -> None:
         """Where the default logger writes (in the config, so ``config.yaml`` records it): named after the last
         ``--config``; with ``--ckpt_path last`` the newest ``version_N`` holding one (docs/internals.md)."""
@@ -245,25 +304,40 @@ class EvaCLI(LightningCLI):
         if init is None or import_dotted(spec.class_path) is not TensorBoardLogger:
             return
         if init.name == UNNAMED and cfg.get("config"):
-            init.name = Path(str(cfg["config"][-1])).stem
+            init.name = run_name(cfg["config"])
         if cfg.get("trainer.default_root_dir") is not None and init.save_dir == LOG_ROOT:
             init.save_dir = str(cfg["trainer.default_root_dir"])
+        if cfg.get("weights_from") == "last":
+            root = Path(init.save_dir) / (init.name or "")
+            found = newest_version(root, lambda version: last_checkpoint(version).is_file())
+            if found is None:
+                raise EvaError(f"--weights_from last: no {root}/version_*/{CHECKPOINTS}/{LAST} yet; train this config "
+                               "first, or give a checkpoint file")
+            cfg["weights_from"] = str(last_checkpoint(found))
         if cfg.get("ckpt_path") != "last":
             return
         root = Path(init.save_dir) / (init.name or "")
-        found = newest_version(root, lambda version: (version / "checkpoints" / LAST).is_file())
+        found = newest_version(root, lambda version: last_checkpoint(version).is_file())
         if found is None:
-            log.warning("--ckpt_path last: no %s/version_*/checkpoints/%s yet, starting a new run", root, LAST)
+            log.warning("--ckpt_path last: no %s/version_*/%s/%s yet, starting a new run", root, CHECKPOINTS, LAST)
             cfg["ckpt_path"] = None
             return
-        cfg["ckpt_path"] = str(found / "checkpoints" / LAST)
+        cfg["ckpt_path"] = str(last_checkpoint(found))
         log.info("--ckpt_path last: resuming from %s", cfg["ckpt_path"])
         if self.subcommand == "fit" and init.version is None:
             init.version = version_number(found)
 
+    @property
+    def protocol(self) -> Protocol:
+        """This run's evaluation protocol (runs/protocol.py): which split validates, whether a best may be kept, whether
+        fit ends by testing; asked by every such choice here, as runs/ asks it of a finished run's config.yaml."""
+        cfg = (self.config[self.subcommand] if self.subcommand else self.config) or {}
+        return Protocol.of_datamodule(self.datamodule, test_after_fit=cfg.get("test_after_fit") is not False)
+
     def after_fit(self) -> None:
-        """With a held-out validation split, fit ends by testing the final weights (the result of record)."""
-        if not holds_out_validation(self.datamodule) or self.trainer.interrupted:
+        """With a held-out validation split, fit ends by testing the final weights (the result of record), unless
+        ``--test_after_fit false`` (a tuning trial: it chooses on the held-out split and never reads the test split)."""
+        if not self.protocol.tests_after_fit or self.trainer.interrupted:
             return
         self.trainer.test(self.model, datamodule=self.datamodule)  # RunReport then adds test/* to report.md
 
@@ -273,10 +347,9 @@ class EvaCLI(LightningCLI):
         if self.subcommand not in ("fit", "test") or not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         run = run_dir(trainer)
-        if run is not None and any(run.glob("events.out.tfevents.*")):
+        if run is not None and any(run.glob(EVENTS)):
             return Headline.from_run(run).text()
-        split = float(getattr(self.datamodule, "val_split", 0.0) or 0.0)
-        return Headline.from_trainer(trainer, self.subcommand, split).text()  # no logger: nothing written
+        return Headline.from_trainer(trainer, self.subcommand, self.protocol).text()  # no logger: nothing written
 
 
 def check_fit_settings(cfg) -> None:
@@ -318,6 +391,13 @@ def one_line(message: str, keys: set[str], argv: list[str]) -> str:
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys are listed by: eva {(argv or ['fit'])[0]} --help"
         return f"unknown key '{key}' in the configuration; {hint}"
+    missing = re.search(r"module '([\w.]+)' has no attribute '(\w+)'|No module named '([\w.]+)'", message)
+    if missing and "class_path" in message:
+        keys_named = re.findall(r'Parser key "([^"]+)"', message)
+        option = ".init_args.".join(dict.fromkeys(keys_named)) or re.split(r"[:=]", message, maxsplit=1)[0].strip()
+        module_name, attr, absent = missing.groups()
+        named = [p for p in re.findall(r"class_path(?: |=)'([\w.]+)'", message) if absent and p.startswith(absent)]
+        return missing_class(option, f"{module_name}.{attr}" if attr else (named or [absent])[-1])
     unknown = re.search(r"Problem with given class_path '([^']+)':\s*Option '([^']+)' is not accepted", message)
     if unknown:
         class_path, key = unknown.groups()
@@ -365,3 +445,61 @@ def _init_args(class_path: str) -> list[str]:
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return list(dict.fromkeys(names))
+
+
+MODELS = "eva_lightning.assignments"  # the package of the project's models
+#: the base class each option's class_path must have, to suggest classes that fit there
+CLASS_OPTIONS = {"model": "eva_lightning.core.module.ImageClassifier",
+                 "trainer.callbacks": "lightning.pytorch.callbacks.Callback",
+                 "model.init_args.optimizer": "torch.optim.Optimizer"}
+
+
+def missing_class(option: str, class_path: str) -> str:
+    """One line for a ``class_path`` that names no class: which part is missing, and the nearest class that exists."""
+    module_name, _, name = class_path.rpartition(".")
+    base = import_dotted(CLASS_OPTIONS.get(option, "builtins.object"))
+    module = _import(module_name)
+    if module is not None:
+        what = f"module '{module_name}' has no class '{name}'"
+        candidates = _classes(module, base)
+    else:
+        what = f"there is no module '{module_name}'"
+        candidates = _classes_near(module_name, base)
+    close = difflib.get_close_matches(class_path, candidates, n=1, cutoff=0.6)
+    if not close:  # a right class name in the wrong module, or a near name
+        by_name = {c.rpartition(".")[2]: c for c in candidates}
+        close = [by_name[n] for n in difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.6)]
+    hint = (f"did you mean '{close[0]}'?" if close else
+            f"the project's models are classes in {MODELS}, e.g. '{MODELS}.s5.S5Final'" if base is ImageClassifier
+            else "check the spelling (module path, then class name)")
+    return f"{option}.class_path '{class_path}' does not exist: {what}; {hint}"
+
+
+def _import(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except Exception:  # ImportError, or a module that fails while importing: either way not a source of classes
+        return None
+
+
+def _classes(module, base: type) -> list[str]:
+    return [f"{module.__name__}.{n}" for n, v in vars(module).items()
+            if isinstance(v, type) and not n.startswith("_") and issubclass(v, base)]
+
+
+def _classes_near(module_name: str, base: type) -> list[str]:
+    """Classes of ``base`` in the modules beside the missing one: the submodules of its longest importable prefix
+    (the project's assignments for a model)."""
+    parts = module_name.split(".")
+    packages = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+    if base is ImageClassifier:
+        packages.insert(0, MODELS)
+    for package in packages:
+        found = _import(package)
+        if found is None or not hasattr(found, "__path__"):
+            continue
+        modules = [_import(f"{package}.{m.name}") for m in pkgutil.iter_modules(found.__path__)]
+        classes = [c for m in [found, *modules] if m is not None for c in _classes(m, base)]
+        if classes:
+            return classes
+    return []

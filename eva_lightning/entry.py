@@ -24,6 +24,7 @@ TOOLS = {
     "compare": ("eva_lightning.runs.compare", "several runs' curves in one figure and a table of final values"),
     "report": ("eva_lightning.runs.report", "(re)write a run's report.md and print its headline"),
     "seeds": ("eva_lightning.runs.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
+    "tune": ("eva_lightning.tools.tune", "choose settings on held-out validation (Optuna): every trial kept, test split never read"),
 }
 
 
@@ -121,9 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=[AboveProgressBars()])
     # `import lightning` gives its logger a handler of its own: propagated too, each line would print twice
     logging.getLogger("lightning").propagate = False
-    from eva_lightning.core.errors import EvaError
+    from eva_lightning.core.disk import quiet_disk_full_in_threads
+    from eva_lightning.core.errors import EvaError, Preempted
 
     quiet_known_notices()
+    quiet_disk_full_in_threads()
     try:
         if argv[0] in TOOLS:
             importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
@@ -139,3 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     except EvaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as exc:  # SIGTERM: what was saved and how to go on
+        print(f"stopped: {exc}", file=sys.stderr)
+        sys.exit(exc.code)

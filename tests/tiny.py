@@ -83,3 +83,21 @@ class PauseForKill(L.Callback):
         if marker and trainer.current_epoch == self.epoch and batch_idx == self.batch:
             Path(marker).write_text(str(trainer.global_step))
             time.sleep(120)
+
+
+SIGTERM_ENV = "EVA_TEST_SIGTERM_AT"
+
+
+class SigtermAt(L.Callback):
+    """Test helper: at the end of training batch ``batch`` of epoch ``epoch``, send this process SIGTERM (as a cluster
+    scheduler does before it kills a job). Inactive unless ``$EVA_TEST_SIGTERM_AT`` is set, so the uncut run, the cut
+    one and the resumed one share one configuration."""
+
+    def __init__(self, epoch: int = 1, batch: int = 1) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if os.environ.get(SIGTERM_ENV) and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -19,9 +19,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from eva_lightning.callbacks.hooks import batch_hooks_only_where_used
+from eva_lightning.core.disk import writing
 from eva_lightning.runs.layout import run_dir
 
 log = logging.getLogger(__name__)
+
+AGAIN = "free some space, then run the same eva predict command again"  # after a full disk
 
 CSV_NAME = "predictions.csv"
 GRADCAM_DIR = "gradcam"
@@ -48,11 +51,12 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         gradcam: also write a GradCAM overlay PNG per image (``gradcam/<file>.png``), for the
-            predicted class at the model's ``gradcam_layer``.
+            predicted class at the model's ``gradcam_layer``; None: as the trainer's ``predict(gradcam=...)`` says
+            (``eva predict --gradcam true``).
         output_dir: where to write; default the run directory (:func:`eva_lightning.runs.layout.run_dir`).
     """
 
-    def __init__(self, gradcam: bool = False, output_dir: str | None = None) -> None:
+    def __init__(self, gradcam: bool | None = None, output_dir: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.gradcam, self.output_dir = gradcam, output_dir
         self._probs: list[torch.Tensor] = []
@@ -85,12 +89,13 @@ class PredictionWriter(BasePredictionWriter):
         out.mkdir(parents=True, exist_ok=True)
         self.csv_path = out / CSV_NAME
         conf, pred = probs.max(dim=1)
-        with open(self.csv_path, "w", newline="") as f:
+        with writing(self.csv_path, then=AGAIN), open(self.csv_path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["file", "prediction", "probability", "top3"])
             writer.writerows([name, classes[p], f"{c:.4f}", format_topk(row, classes)]
                              for name, p, c, row in zip(names, pred.tolist(), conf.tolist(), probs))
-        overlays = self._write_gradcam(trainer, pl_module, out, indices, names, pred) if self.gradcam else None
+        gradcam = getattr(trainer, "predict_gradcam", False) if self.gradcam is None else self.gradcam
+        overlays = self._write_gradcam(trainer, pl_module, out, indices, names, pred) if gradcam else None
         self._message = self._predicted(names, [classes[p] for p in pred.tolist()], conf.tolist(), skipped, root)
         if overlays is not None:
             self._message += f"\nGradCAM overlays → {overlays}"
@@ -135,7 +140,8 @@ class PredictionWriter(BasePredictionWriter):
                 flat = Path(names[start + j].replace("/", "__"))
                 name = flat.stem if flat.stem not in used else f"{flat.stem}_{flat.suffix.lstrip('.')}"
                 used.add(name)
-                Image.fromarray(overlay(picture, cam.clamp(0, 1))).save(target / f"{name}.png")
+                with writing(target / f"{name}.png", then=AGAIN):
+                    Image.fromarray(overlay(picture, cam.clamp(0, 1))).save(target / f"{name}.png")
         return target
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from eva_lightning.core.disk import KEEPS_LAST, RESUME_FIT, disk_full_message, is_disk_full
 from eva_lightning.core.errors import EvaError
 
 LAST = "last.ckpt"
@@ -36,11 +37,25 @@ class SafeCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            tmp.unlink(missing_ok=True)
+            then = KEEPS_LAST if path.exists() else RESUME_FIT
+            raise EvaError(disk_full_message(path, tensor_bytes(checkpoint), then)) from None
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor litter
 
     def load_checkpoint(self, path, map_location: Callable | None = lambda storage, loc: storage, weights_only=None):
         return load_checkpoint_file(path, map_location=map_location, trusted=weights_only is False)
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a checkpoint dict: about the size of its file."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return sum(tensor_bytes(v) for v in items)
 
 
 def trusts_checkpoint(cfg: Any) -> bool:
@@ -82,8 +97,17 @@ def load_checkpoint_file(path, map_location: Any = "cpu", trusted: bool = False,
 
 
 def _corrupt(path: Path, exc: BaseException) -> str:
-    return (f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). "
-            "Use another checkpoint; the run directory also holds best-*.ckpt files")
+    reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "mmap can only be used" in reason or "zip archive" in reason:  # torch's words for a file not in its format
+        reason = "not in torch's checkpoint format"
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name) if path.parent.is_dir() else []
+    if others:
+        fix = f"use another checkpoint from {path.parent}: {', '.join(others[:3])}{' …' if len(others) > 3 else ''}"
+    elif path.name == LAST:
+        fix = "no other checkpoint is in that folder: train again without --ckpt_path"
+    else:
+        fix = "pass a .ckpt written by eva fit (e.g. a run's checkpoints/last.ckpt)"
+    return f"checkpoint {path} is truncated or corrupt ({reason[:160]}): {fix}"
 
 
 def _refusal(path: Path, message: str) -> str:

@@ -4,18 +4,22 @@ fastest one it can."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Literal, get_type_hints
+from pathlib import Path
+from typing import Any, Iterator, Literal, get_type_hints
 
 import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from eva_lightning.callbacks.predictions import PredictionWriter
-from eva_lightning.core.errors import EvaError
+from eva_lightning.core.disk import RESUME_FIT, disk_full_message, first_eva_error, is_disk_full, uses_tensorboard
+from eva_lightning.core.errors import EvaError, Preempted
 
 #: a number of batches (int) or a fraction of them (float in [0, 1]). Plain ``int`` first, so ``1`` is one
 #: batch and YAML's ``1.0`` all of them (jsonargparse's restricted ints would turn ``1.0`` into ``1``);
@@ -25,6 +29,18 @@ Batches = int | ClosedUnitInterval
 Precision = Literal["auto"] | get_type_hints(Trainer.__init__)["precision"]
 
 log = logging.getLogger(__name__)
+
+
+def _in_one_line(method):
+    """``method`` (Trainer's fit/validate/test) inside :meth:`EvaTrainer._failures_in_one_line`; Trainer's signature and
+    docstring kept, which LightningCLI reads for the subcommand's options."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._failures_in_one_line(method.__name__):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class EvaTrainer(Trainer):
@@ -93,15 +109,54 @@ class EvaTrainer(Trainer):
             num_sanity_val_steps=num_sanity_val_steps, precision=precision, **trainer_args,
         )
 
+    fit = _in_one_line(Trainer.fit)
+    validate = _in_one_line(Trainer.validate)
+    test = _in_one_line(Trainer.test)
+
     def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
                 ckpt_path: str | None = None, weights_only: bool | None = None, gradcam: bool = False):
-        """Run inference; ``predictions.csv`` (and with ``gradcam`` a GradCAM overlay per image) in the run directory.
+        """Lightning's ``predict``; ``eva predict`` adds a :class:`~eva_lightning.callbacks.predictions.PredictionWriter`
+        (``predictions.csv`` in the run directory), which reads ``gradcam`` here.
 
         Args:
             gradcam: also write a GradCAM overlay per image (``gradcam/<file>.png``).
         """
-        self.callbacks.append(PredictionWriter(gradcam=gradcam))
-        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+        self.predict_gradcam = gradcam
+        with self._failures_in_one_line("predict"):
+            return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+    @contextmanager
+    def _failures_in_one_line(self, stage: str) -> Iterator[None]:
+        """A full disk (where no writer named its file) and Lightning's own SIGTERM stop as one line, not a stack
+        trace or a silent exit 0 (docs/reliability.md)."""
+        again = RESUME_FIT if stage == "fit" else f"free some space, then run the same eva {stage} command again"
+        try:
+            yield
+        except SIGTERMException:  # SIGTERM before the first training step, in evaluation, or with several processes
+            last = next((Path(c.dirpath) / "last.ckpt" for c in self.checkpoint_callbacks
+                         if getattr(c, "filename", None) == "last" and getattr(c, "dirpath", None)), None)
+            if stage != "fit":
+                raise Preempted(f"SIGTERM during eva {stage}: nothing to keep; run the same command again") from None
+            saved = f"the newest checkpoint is {last}" if last is not None and last.is_file() else "nothing was saved yet"
+            raise Preempted(f"SIGTERM at epoch {self.current_epoch} (step {self.global_step}); {saved}; continue with "
+                            "the same eva fit command plus --ckpt_path last") from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            earlier = first_eva_error(exc)  # a clean-up write failing after the one that was reported
+            if earlier is not None:
+                raise earlier from None
+            raise EvaError(disk_full_message(self._file_of(exc), then=again)) from None
+
+    def _file_of(self, exc: OSError) -> str:
+        """The file a write without a name of its own was writing: TensorBoard's event file, or a file of the run."""
+        if exc.filename:
+            return str(exc.filename)
+        folder = next((getattr(logger, "log_dir", None) for logger in self.loggers), None) or self.default_root_dir
+        events = sorted(Path(folder).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+        if uses_tensorboard(exc) and events:
+            return f"{events[-1]} (TensorBoard's events)"
+        return f"a file in {folder}"
 
 
 def auto_precision(accelerator: Any) -> str:

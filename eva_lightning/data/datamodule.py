@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from eva_lightning.data import sources
 from eva_lightning.data.batch_augment import BatchAugment, BatchedSplit, Unsupported
 from eva_lightning.data.datasets import DATASETS, DatasetName
+from eva_lightning.data.resumable import ResumableLoader, ResumableShuffle
 from eva_lightning.data.transforms import TransformSpec, build_pipeline
 from eva_lightning.core.errors import EvaError
 
@@ -301,8 +302,11 @@ class VisionDataModule(L.LightningDataModule):
             split.rank = self.trainer.global_rank
         per_sample = split.augment is None  # index batches need no workers and no pinned memory
         workers = self.num_workers if per_sample else 0
-        return DataLoader(split, batch_size=self.batch_size, shuffle=shuffle, num_workers=workers,
-                          pin_memory=self.pin_memory and per_sample, persistent_workers=workers > 0)
+        options = dict(batch_size=self.batch_size, num_workers=workers, pin_memory=self.pin_memory and per_sample,
+                       persistent_workers=workers > 0)
+        if shuffle:  # training: a preempted run's checkpoint records its place in the epoch
+            return ResumableLoader(split, sampler=ResumableShuffle(split), **options)
+        return DataLoader(split, **options)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Index batches of a batched split become augmented images here, on the device (Lightning's recipe)."""

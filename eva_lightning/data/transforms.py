@@ -29,7 +29,7 @@ def _transform_class(name: str) -> type:
 
 def build_transform(spec: TransformSpec) -> A.BasicTransform:
     """One transform from ``{name: ..., <arguments>}``; unknown arguments are an error."""
-    if not isinstance(spec, dict) or "name" not in spec:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise EvaError(f"a transform must be written as {{name: <Transform>, <argument>: <value>}}, got {spec!r}")
     args = {k: v for k, v in spec.items() if k != "name"}
     cls = _transform_class(spec["name"])
@@ -41,7 +41,7 @@ def build_transform(spec: TransformSpec) -> A.BasicTransform:
     try:
         return cls(**args)
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-        raise EvaError(f"bad arguments for {spec['name']}: {exc}") from None
+        raise EvaError(f"bad arguments for {spec['name']}: {' '.join(str(exc).split())}") from None
 
 
 def build_pipeline(specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float],

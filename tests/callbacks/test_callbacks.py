@@ -221,8 +221,9 @@ def test_callbacks_without_batch_hooks_cost_lightnings_batch_loop_nothing(tiny_c
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert EpochCounter.epochs == 2
     entered = {action.rsplit(".", 1)[0].split("{")[0] for action in profiler.actions if action.rsplit(".", 1)[1] in BATCH_HOOKS}
-    # per batch, only the callbacks that act per batch: Lightning's checkpoint and LR monitor, the NaN guard
-    assert entered == {"ModelCheckpoint", LRMonitor.__qualname__, "FiniteLossGuard"}  # EpochCheckpoint keeps its key
+    # per batch, only the callbacks that act per batch: Lightning's checkpoint and LR monitor, the NaN guard, and
+    # Preemption (a SIGTERM stops the run after the current batch)
+    assert entered == {"ModelCheckpoint", LRMonitor.__qualname__, "FiniteLossGuard", "Preemption"}  # EpochCheckpoint keeps its key
     assert any(a.endswith("EpochCounter.on_train_epoch_end") for a in profiler.actions)
     assert {"RngState", "RunInfo", "RunReport", "LayerTable"} <= {a.split(".")[0] for a in profiler.actions}
     assert {"on_before_batch_transfer", "lr_scheduler_step", "on_train_epoch_start"} <= profiler.module_hooks

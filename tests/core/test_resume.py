@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import eva_env
 from eva_lightning.cli import EvaCLI
+from eva_lightning.core.errors import EvaError
 from tiny import PAUSE_ENV
 
 RESUME_CONFIG = """\
@@ -111,7 +112,7 @@ def test_checkpoint_write_failure_keeps_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(safety.torch, "save", fail_midway)
-    with pytest.raises(OSError):
+    with pytest.raises(EvaError, match="the disk is full: could not write .*last.ckpt .*previous checkpoint is kept"):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, target)
     monkeypatch.undo()
     back = io.load_checkpoint(target)
