@@ -5,7 +5,10 @@ The network, data module and optimiser come from the config through ``EvaCLI(run
 both sides train the same thing; only the loop differs. Per step it does what the LightningModule
 does (forward, cross-entropy with the configured label smoothing, L1 if set, backward, step,
 scheduler step, running loss/accuracy kept on the device); per epoch it evaluates on the
-validation split. Nothing is read back to the host inside an epoch.
+validation split. Nothing is read back to the host inside an epoch. The config's ``WhiteningInit``
+and ``WarmupEMA`` callbacks (configs/cifar10_fast.yaml) are done by hand here, with the same
+functions; with a held-out split the run ends, as ``eva fit``, by testing the final weights with
+the model's test-time augmentation.
 
     python benchmarks/plain_loop.py --config configs/s11.yaml [--epochs 2] [-- --data.loader=torch]
 """
@@ -22,11 +25,17 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eva_lightning.callbacks import WarmupEMA, WhiteningInit  # noqa: E402
+from eva_lightning.callbacks.ema import cubic_ema_multi_avg_fn, warmup_ema_multi_avg_fn  # noqa: E402
+from eva_lightning.callbacks.whitening import fit_whitening, training_images  # noqa: E402
 from eva_lightning.cli import EvaCLI  # noqa: E402
-from eva_lightning.core.schedules import make_optimizer, make_scheduler  # noqa: E402
+from eva_lightning.core.layers import PatchWhitening  # noqa: E402
+from eva_lightning.core.schedules import make_optimizer, make_scheduler, param_groups  # noqa: E402
+from eva_lightning.core.tta import tta_logits  # noqa: E402
 
 
 def build(config: str, overrides: list[str] | tuple[str, ...] = ()) -> EvaCLI:
@@ -68,6 +77,24 @@ def loaders(cli: EvaCLI, device: torch.device, channels_last: bool):
     return Batches(dm.train_set, dm.train_dataloader(), device), Batches(dm.val_set, dm.val_dataloader(), device)
 
 
+def configured_callback(callbacks: list, kind: type):
+    """The one callback of ``kind`` in the configured trainer's list, or None."""
+    return next((c for c in callbacks if isinstance(c, kind)), None)
+
+
+def evaluate(forward, batches, n: int, device: torch.device, autocast, tta: str = "none") -> tuple[float, float]:
+    """(accuracy, summed cross-entropy) over the first ``n`` batches, logits under test-time augmentation ``tta``."""
+    correct, loss, seen = torch.zeros((), device=device, dtype=torch.long), torch.zeros((), device=device), 0
+    with torch.no_grad(), autocast():
+        for x, y in itertools.islice(batches, n):
+            y = y.to(device, non_blocking=True)
+            logits = tta_logits(forward, x.to(device, non_blocking=True), tta)
+            loss += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+    return float(correct) / seen, float(loss) / seen
+
+
 def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, log=print) -> dict:
     """Train ``cli.model.net`` for ``epochs`` (default ``trainer.max_epochs``); per-epoch times and accuracy.
 
@@ -90,18 +117,34 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
     train_dl, val_dl = loaders(cli, device, model.channels_last)
+    whitening, ema = (configured_callback(trainer.callbacks, kind) for kind in (WhiteningInit, WarmupEMA))
+    if whitening is not None:  # eva: WhiteningInit.on_fit_start, before the first epoch (not timed there either)
+        fit_whitening(net, training_images(cli.datamodule, whitening.images, torch.initial_seed()).to(device))
 
     lr = lr if lr is not None else model.lr
-    opt = make_optimizer(model.optimizer_factory, net.parameters(), lr)
+    opt = make_optimizer(model.optimizer_factory, param_groups(net, model.norm_lr_scale), lr)
     n_train, n_val = limit(trainer.limit_train_batches, len(train_dl)), limit(trainer.limit_val_batches, len(val_dl))
+    average = None
+    if ema is not None:  # eva: WarmupEMA (Lightning's WeightAveraging); the same update functions
+        update = (cubic_ema_multi_avg_fn(ema.decay, ema.every_n_steps, lambda: n_train * epochs)
+                  if ema.warmup == "cubic" else warmup_ema_multi_avg_fn(ema.decay))
+        average = AveragedModel(net, use_buffers=True, multi_avg_fn=update)
+    evaluated = net if average is None else average.module  # eva validates the average
+    forward = fwd if average is None else average.module
+    layout = lambda f: lambda x: f(x.contiguous(memory_format=memory_format))  # noqa: E731
     # the module's own schedule, built by the same function as in ImageClassifier.configure_optimizers
     sched = make_scheduler(opt, model.schedule, total_steps=n_train * epochs, epochs=epochs)
     interval = model.schedule.interval
     weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
     result = {"train_s": [], "train_cpu_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
+    step = 0
     for epoch in range(epochs):
         net.train()
+        if whitening is not None and whitening.bias_epochs is not None:
+            for m in net.modules():
+                if isinstance(m, PatchWhitening):
+                    m.bias.requires_grad_(epoch < whitening.bias_epochs)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
@@ -125,30 +168,27 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
                 opt.step()
             if interval == "step":
                 sched.step()
+            step += 1
+            if average is not None and step % ema.every_n_steps == 0:
+                average.update_parameters(net)
+                if ema.lookahead:  # training restarts from the average
+                    with torch.no_grad():
+                        for a, c in zip((*average.module.parameters(), *average.module.buffers()),
+                                        (*net.parameters(), *net.buffers())):
+                            c.copy_(a)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         sync(device)
         t1, cpu1 = time.perf_counter(), time.process_time()
-        net.eval()
-        val_correct = torch.zeros((), device=device, dtype=torch.long)
-        val_loss = torch.zeros((), device=device)
-        val_seen = 0
-        with torch.no_grad(), autocast():
-            for x, y in itertools.islice(val_dl, n_val):
-                x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                y = y.to(device, non_blocking=True)
-                logits = fwd(x)
-                val_loss += F.cross_entropy(logits.float(), y, reduction="sum")
-                val_correct += (logits.argmax(1) == y).sum()
-                val_seen += len(y)
+        evaluated.eval()
+        acc, val_loss = evaluate(layout(forward), val_dl, n_val, device, autocast)
         sync(device)
         t2 = time.perf_counter()
         if interval == "epoch":
             sched.step()
         elif interval == "plateau":
-            sched.step(float(val_loss) / val_seen)
-        acc = float(val_correct) / val_seen
+            sched.step(val_loss)
         result["train_s"].append(t1 - t0)
         result["train_cpu_s"].append(cpu1 - cpu0)
         result["eval_s"].append(t2 - t1)
@@ -157,6 +197,19 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
         result["images"] += seen
         log(f"plain epoch {epoch}: train {t1 - t0:.2f}s ({seen / (t1 - t0):.0f} img/s), eval {t2 - t1:.2f}s, "
             f"train/loss {result['train_loss'][-1]:.4f}, val/acc {acc:.4f}")
+    if average is not None:  # eva: WeightAveraging.on_train_end, the average becomes the model
+        net.load_state_dict(average.module.state_dict())
+    dm = cli.datamodule
+    if (dm.val_split or 0) > 0:  # eva fit: the final weights on the test split, with the model's TTA
+        dm.setup("test")
+        test = Batches(dm.test_set, dm.test_dataloader(), device)
+        net.eval()
+        t3 = time.perf_counter()
+        result["test_acc"], _ = evaluate(layout(fwd), test,
+                                         limit(trainer.limit_test_batches, len(test)), device, autocast, model.tta)
+        sync(device)
+        result["test_s"] = time.perf_counter() - t3
+        log(f"plain test ({model.tta} TTA): {result['test_s']:.2f}s, test/acc {result['test_acc']:.4f}")
     result["lr"] = lr
     return result
 

@@ -6,8 +6,9 @@ from eva_lightning.callbacks.finite_loss import FiniteLossGuard
 from eva_lightning.callbacks.images import ConfusionMatrixFigure, GradCAMGrid, MisclassifiedGrid
 from eva_lightning.callbacks.lr_range import LRRangeTest
 from eva_lightning.callbacks.rng_state import RngState
+from eva_lightning.callbacks.whitening import WhiteningInit
 
 __all__ = [
     "ConfusionMatrixFigure", "CurvesFigure", "FiniteLossGuard", "GradCAMGrid", "LRRangeTest", "MisclassifiedGrid",
-    "RngState", "WarmupEMA",
+    "RngState", "WarmupEMA", "WhiteningInit",
 ]

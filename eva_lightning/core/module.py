@@ -9,7 +9,8 @@ import torchmetrics
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from eva_lightning.core.schedules import Schedule, make_optimizer, make_scheduler
+from eva_lightning.core.schedules import Schedule, make_optimizer, make_scheduler, param_groups
+from eva_lightning.core.tta import TTA, tta_logits
 from eva_lightning.core.errors import EvaError
 
 
@@ -26,6 +27,11 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         channels_last: NHWC memory layout (faster convs on GPUs with tensor cores).
         compile: run the network through ``torch.compile``.
+        tta: test-time augmentation of ``eva test``, ``eva validate``, ``eva predict`` and the test ending a fit:
+            ``none``, ``flip`` or ``flip_translate`` (airbench94's; :func:`~eva_lightning.core.tta.tta_logits`);
+            the validation epochs during fit stay one view (they run every epoch).
+        norm_lr_scale: LR factor for the norm layers' parameters, whose weight decay is divided by it (the same
+            decay per step as the rest): airbench94's 64 for BatchNorm biases; 1: one group.
     """
 
     #: module path of the layer GradCAM looks at; each assignment names its own.
@@ -42,6 +48,8 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        tta: TTA = "none",
+        norm_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         # `not x >= 0` rather than `x < 0`: NaN fails too
@@ -51,6 +59,8 @@ class ImageClassifier(L.LightningModule):
             raise EvaError(f"model.init_args.l1={l1} is impossible: the L1 λ must be >= 0 (0 turns the penalty off)")
         if not 0 <= label_smoothing < 1:
             raise EvaError(f"model.init_args.label_smoothing={label_smoothing} is impossible: it must be in [0, 1) (0.1 is usual)")
+        if not norm_lr_scale > 0:
+            raise EvaError(f"model.init_args.norm_lr_scale={norm_lr_scale} is impossible: the LR factor must be > 0 (1: none)")
         if lr is not None and not lr > 0:
             raise EvaError(f"model.init_args.lr={lr} is impossible: the learning rate must be > 0 (or unset: the optimiser's lr)")
         # the optimiser is built in configure_optimizers, after the run directory exists: try its arguments now
@@ -61,21 +71,25 @@ class ImageClassifier(L.LightningModule):
         if not 0 <= groups[0].get("momentum", 0) < 1:  # torch checks >= 0 only; >= 1 never forgets a step
             raise EvaError(f"model.init_args.optimizer.init_args.momentum={groups[0]['momentum']} is impossible: "
                            "it must be in [0, 1) (0.9 is usual)")
-        self.save_hyperparameters(ignore=["optimizer"])
+        # tta is how a run evaluates, not what it trained: kept out of a checkpoint, so --model.init_args.tta (or the
+        # config) decides it for `eva test --ckpt_path` (a checkpoint's hyper-parameters override the command line)
+        self.save_hyperparameters(ignore=["optimizer", "tta"])
         self.num_classes, self.in_channels, self.optimizer_factory = num_classes, in_channels, optimizer
         self.lr, self.schedule, self.l1, self.label_smoothing = lr, schedule, l1, label_smoothing
         self.channels_last, self.compile = channels_last, compile
+        self.tta, self.norm_lr_scale = tta, norm_lr_scale
         # validate_args (torch.unique on the host) and the NaN check (`if tensor.any()`) each sync every step
         accuracy = dict(task="multiclass", num_classes=num_classes, average="micro", validate_args=False)
         self.val_acc, self.test_acc = torchmetrics.Accuracy(**accuracy), torchmetrics.Accuracy(**accuracy)
         self.val_loss, self.test_loss = (torchmetrics.MeanMetric(nan_strategy="disable"),
                                          torchmetrics.MeanMetric(nan_strategy="disable"))
-        # training: the epoch's sums on the device, one in-place add a step (cheaper than torchmetrics: docs/speed.md)
+        # training: the epoch's sums on the device, one in-place add a step; kept over torchmetrics' MeanMetric +
+        # MulticlassAccuracy, whose updates cost ≈ 0.25 ms more a step (benchmarks/RESULTS.md; #35: 0.55 vs 0.10 ms)
         self._train_sums: torch.Tensor | None = None
         self._train_seen = 0
         self.net: nn.Module  # set by the subclass
 
-    # None: Lightning skips a non-callable hook, a call a step saved (as callbacks/hooks.py); own ones: no super()
+    # None: Lightning skips a non-callable hook, a call a step saved (as core/hooks.py); own ones: no super()
     on_train_batch_start = on_train_batch_end = None
     on_before_backward = on_after_backward = on_before_optimizer_step = on_before_zero_grad = None
 
@@ -140,9 +154,27 @@ class ImageClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._reset_train_sums()  # drop an interrupted epoch's leftovers
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a mid-epoch checkpoint (a preempted run) carries the epoch's sums so far: its train/* stay whole on resume
+        if self._train_sums is not None:
+            checkpoint["train_epoch_sums"] = (self._train_sums.detach().cpu(), self._train_seen)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "train_epoch_sums" in checkpoint:  # moved to the device once the module is there
+            self._train_sums, self._train_seen = checkpoint["train_epoch_sums"][0], int(checkpoint["train_epoch_sums"][1])
+
+    def on_train_start(self) -> None:
+        if self._train_sums is not None:
+            self._train_sums = self._train_sums.to(self.device)
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits under ``tta``, except in the validation epochs of a fit (one view: they run every epoch)."""
+        fitting = self._trainer is not None and self._trainer.state.fn == "fit"
+        return tta_logits(self, x, "none" if fitting else self.tta)
+
     def _eval_step(self, batch, loss_metric: torchmetrics.MeanMetric, acc_metric: torchmetrics.Metric) -> dict:
         x, y = batch
-        logits = self(x)
+        logits = self.eval_logits(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         acc_metric.update(logits, y)
         # once per sample: a short last batch counts for its size (weight= is ignored with nan_strategy="disable")
@@ -171,10 +203,10 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(dim=1)
+        return self.eval_logits(x).softmax(dim=1)
 
     def configure_optimizers(self):
-        opt = make_optimizer(self.optimizer_factory, self.parameters(), self.lr)
+        opt = make_optimizer(self.optimizer_factory, param_groups(self, self.norm_lr_scale), self.lr)
         s = self.schedule
         if s.interval == "step":  # only these need the run's length (and a trainer)
             trainer = self.trainer

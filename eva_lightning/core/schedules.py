@@ -71,13 +71,32 @@ torch.serialization.add_safe_globals([Schedule, (Schedule, "eva_lightning.core.m
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
 
 
+#: the layers whose parameters ``param_groups`` puts in the scaled group
+NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
+
+
+def param_groups(module: torch.nn.Module, norm_lr_scale: float = 1.0) -> list:
+    """``module``'s parameters for :func:`make_optimizer`: one list, or with ``norm_lr_scale != 1`` two groups, the
+    norm layers' parameters marked ``lr_scale`` (their LR times it, their weight decay divided by it)."""
+    if norm_lr_scale == 1.0:
+        return list(module.parameters())
+    norm = {id(p): p for m in module.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    rest = [p for p in module.parameters() if id(p) not in norm]
+    return [{"params": rest}, {"params": list(norm.values()), "lr_scale": norm_lr_scale}]
+
+
 def make_optimizer(factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
-                   params: Iterable[torch.nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
-    """The configured optimiser over ``params``; ``lr``, if set, replaces its LR in every group."""
+                   params: Iterable, lr: float | None = None) -> torch.optim.Optimizer:
+    """The configured optimiser over ``params`` (parameters or :func:`param_groups`' groups); ``lr``, if set, replaces
+    its LR in every group; a group's ``lr_scale`` then multiplies its LR and divides its weight decay."""
     opt = factory(params)
-    if lr is not None:
-        for group in opt.param_groups:
+    for group in opt.param_groups:
+        if lr is not None:
             group["lr"] = lr
+        scale = group.get("lr_scale", 1.0)
+        group["lr"] *= scale
+        if "weight_decay" in group:
+            group["weight_decay"] /= scale
     return opt
 
 

@@ -14,6 +14,7 @@ from eva_lightning.tools.summary import main as summary_main
 from eva_lightning.assignments.s7 import S7Net
 from eva_lightning.assignments.s8 import BasicBlock, resnet18
 from eva_lightning.assignments.s11 import CustomResNet
+from eva_lightning.assignments.cifar10_fast import AirbenchNet
 from eva_lightning.cli import EvaCLI
 from eva_lightning.data.batch_augment import BatchAugment
 from eva_lightning.data.datasets import CIFAR10
@@ -75,6 +76,27 @@ def test_s11_custom_resnet_shapes_and_residuals():
         for p in net.layer1.res.parameters():
             p.zero_()
         assert torch.equal(net.layer1(x), net.layer1.conv(x))
+
+
+def test_cifar10_fast_airbench_layout_and_frozen_parts():
+    """airbench94's network: 24 whitening channels, groups 64/256/256 halving the side, logits x 1/9; frozen: the
+    whitening filters and the BatchNorm scales; each group's convs start as identities on their first channels."""
+    net = AirbenchNet().eval()
+    shapes = {}
+    for name, m in [("whiten", net.whiten), *((f"group{i}", g) for i, g in enumerate(net.groups)), ("pool", net.pool)]:
+        m.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:])))
+    with torch.no_grad():
+        logits = net(torch.randn(2, 3, 32, 32))
+    assert shapes == {"whiten": (24, 31, 31), "group0": (64, 15, 15), "group1": (256, 7, 7), "group2": (256, 3, 3),
+                      "pool": (256, 1, 1)} and logits.shape == (2, 10)
+    assert sum(p.numel() for p in net.parameters()) == 1_972_792
+    frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
+    assert frozen == ["whiten.weight", *(f"groups.{g}.{i}.weight" for g in range(3) for i in (2, 5))]
+    conv = net.groups[1][0]  # 64 -> 256: its first 64 filters pass their channel through
+    x = torch.randn(1, 64, 7, 7)
+    with torch.no_grad():
+        assert torch.equal(torch.nn.functional.conv2d(x, conv.weight[:64], padding=1), x)
+    assert net.logit_scale == pytest.approx(1 / 9) and net.groups[0][2].momentum == 0.4
 
 
 def test_s8_resnet18_cifar_stem_and_zero_init():

@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from eva_lightning.callbacks import WarmupEMA
-from eva_lightning.callbacks.ema import ema_decay, warmup_ema_multi_avg_fn
+from eva_lightning.callbacks.ema import cubic_decay, cubic_ema_multi_avg_fn, ema_decay, warmup_ema_multi_avg_fn
 from eva_lightning.core.errors import EvaError
 from conftest import ROOT
 from tiny import TinyNet
@@ -75,6 +75,50 @@ def test_update_follows_the_warmup_formula():
         assert int(avg.module[1].num_batches_tracked) == 10 * n  # integer buffers follow the model
     # n = 1..5 at decay 0.5: the warm-up (2/11, 3/12, 4/13) then the cap 0.5 (n >= 8 would be 0.5 anyway)
     assert [ema_decay(n, 0.5) for n in (1, 2, 3, 9)] == [2 / 11, 3 / 12, 4 / 13, 0.5]
+
+
+def test_cubic_update_follows_airbench_schedule():
+    """warmup: cubic, every 5 steps of 100: the update after n earlier ones (step 5(n+1)) uses 0.7738·(5(n+1)/100)³."""
+    model = nn.Linear(2, 1, bias=False).double()
+    avg = AveragedModel(model, multi_avg_fn=cubic_ema_multi_avg_fn(0.7738, 5, lambda: 100))
+    expected = None
+    for n in range(8):
+        with torch.no_grad():
+            model.weight.fill_(float(n + 1))
+        avg.update_parameters(model)
+        d = cubic_decay(5 * (n + 1), 100, 0.7738)
+        expected = n + 1.0 if n == 0 else d * expected + (1 - d) * (n + 1)
+        torch.testing.assert_close(avg.module.weight, torch.full((1, 2), expected, dtype=torch.float64))
+    assert cubic_decay(100, 100, 0.7738) == 0.7738 and cubic_decay(50, 100, 0.8) == pytest.approx(0.1)
+
+
+class AfterEMA(L.Callback):
+    """Listed after the EMA: after each step, the update count and whether the live weights are the average."""
+
+    def __init__(self, ema: WarmupEMA) -> None:
+        self.ema, self.seen = ema, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        average = self.ema._average_model
+        same = all(torch.equal(a, c) for a, c in zip(average.module.parameters(), pl_module.parameters()))
+        self.seen.append((trainer.global_step, int(average.n_averaged), same))
+
+
+def test_lookahead_every_5_steps_restarts_training_from_the_average():
+    ema = WarmupEMA(decay=0.7738, every_n_steps=5, warmup="cubic", lookahead=True)
+    probe = AfterEMA(ema)
+    model = tiny_model()
+    fit(model, [ema, probe])  # 64 steps
+    assert ema._total_steps == 64
+    assert [n for _, n, _ in probe.seen] == [step // 5 for step, _, _ in probe.seen]
+    assert [same for *_, same in probe.seen] == [step % 5 == 0 for step, _, _ in probe.seen]
+    for a, c in zip(ema._average_model.module.parameters(), model.parameters()):
+        torch.testing.assert_close(c, a)  # fit ends on the average (steps 61-64 dropped, as airbench's last update)
+    # it learns: a fresh model's first epoch validates far above chance (0.1)
+    assert fit(tiny_model(), [WarmupEMA(decay=0.7738, every_n_steps=5, warmup="cubic", lookahead=True)],
+               max_epochs=1).callback_metrics["val/acc"] > 0.3
+    with pytest.raises(EvaError, match="every_n_steps"):
+        WarmupEMA(every_n_steps=0)
 
 
 def test_first_epoch_validates_a_trained_model():

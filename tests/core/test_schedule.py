@@ -105,3 +105,29 @@ def test_a_schedule_pickled_under_its_old_module_path_loads_with_weights_only(tm
         for n, data in names.items():
             z.writestr(n, data)
     assert torch.load(renamed, weights_only=True)["hyper_parameters"]["schedule"].step_size == 3
+
+
+def test_norm_lr_scale_puts_norm_parameters_in_a_group_with_scaled_lr_and_decay():
+    """airbench94's bias_scaler: norm layers' LR x scale and weight decay / scale, so lr*wd per step stays the same;
+    the one-cycle peaks each group at its own LR. Scale 1 keeps the single group of every other config."""
+    from eva_lightning.core.schedules import make_optimizer, make_scheduler, param_groups
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    factory = lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.85, nesterov=True, weight_decay=1e-3)  # noqa: E731
+    assert len(make_optimizer(factory, param_groups(net)).param_groups) == 1
+    opt = make_optimizer(factory, param_groups(net, 64.0), lr=1.5)
+    rest, norm = opt.param_groups
+    assert {id(p) for p in norm["params"]} == {id(net[1].weight), id(net[1].bias)}
+    assert len(rest["params"]) == 4 and rest["lr"] == 1.5 and rest["weight_decay"] == 1e-3
+    assert norm["lr"] == 96.0 and norm["weight_decay"] == pytest.approx(1e-3 / 64)
+    assert norm["lr"] * norm["weight_decay"] == pytest.approx(rest["lr"] * rest["weight_decay"])
+    sched = make_scheduler(opt, Schedule(name="onecycle", peak_epoch=2, div_factor=5), total_steps=40, epochs=5)
+    peaks = [0.0, 0.0]
+    for _ in range(40):
+        peaks = [max(p, g["lr"]) for p, g in zip(peaks, opt.param_groups)]
+        opt.step()
+        sched.step()
+    assert peaks == pytest.approx([1.5, 96.0])
+    model = TinyNet(num_classes=10, in_channels=1, norm_lr_scale=64.0, optimizer=factory)
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups] == [0.01, 0.64] and groups[1]["params"][0] is model.net[1].weight

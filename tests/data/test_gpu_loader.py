@@ -54,6 +54,23 @@ def test_pad_and_crop_offsets_within_pad_and_uniform():
     assert torch.equal(out[hit[b, 0], 0], shifted[oy : oy + 32, ox : ox + 32])
 
 
+def test_translate_by_reflect_padding_matches_albumentations():
+    """configs/cifar10_fast.yaml's translate (airbench94's): pad to 36 with reflect_101, crop 32. Each crop is a window
+    of the reflect-padded image, as albumentations' own crop of its own padding is, and all 25 shifts occur."""
+    specs = [{"name": "PadIfNeeded", "min_height": 36, "min_width": 36, "border_mode": 4},
+             {"name": "RandomCrop", "height": 32, "width": 32}]
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    padded = np.pad(img, ((2, 2), (2, 2), (0, 0)), mode="reflect")  # numpy's reflect = cv2's REFLECT_101
+    windows = {(oy, ox): padded[oy : oy + 32, ox : ox + 32] for oy in range(5) for ox in range(5)}
+    out = _augment(specs, mean=(0, 0, 0), std=(1, 1, 1))(torch.from_numpy(img).expand(600, 32, 32, 3), _gen())
+    out = out.permute(0, 2, 3, 1).numpy()  # no Normalize: pixel values come out
+    used = [next(k for k, w in windows.items() if np.array_equal(o, w)) for o in out]  # StopIteration: no window
+    assert set(used) == set(windows)
+    pipeline = A.Compose([A.PadIfNeeded(36, 36, border_mode=4), A.RandomCrop(32, 32)], seed=0)
+    crops = [pipeline(image=img)["image"] for _ in range(20)]
+    assert all(any(np.array_equal(c, w) for w in windows.values()) for c in crops)
+
+
 def test_random_crop_pad_if_needed_with_channel_fill():
     aug = _augment([{"name": "RandomCrop", "height": 36, "width": 36, "pad_if_needed": True, "fill": [10, 20, 30]}],
                    mean=(0, 0, 0), std=(1, 1, 1))  # no Normalize in the specs: pixel values come out
@@ -197,7 +214,8 @@ def test_gpu_loader_trains_in_trainer(tmp_path):
     trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, dm)
-    assert type(trainer.train_dataloader) is DataLoader and trainer.train_dataloader.dataset is dm.train_set
+    # a DataLoader (its resumable subclass, data/resumable.py): Lightning keeps the sampler and DDP sharding
+    assert isinstance(trainer.train_dataloader, DataLoader) and trainer.train_dataloader.dataset is dm.train_set
     assert dm.train_set.augment is not None
     assert trainer.num_training_batches == 16 and trainer.global_step == 48  # 512 / 32 per epoch
     assert trainer.callback_metrics["val/loss"] < 2.1  # it learns (chance: ln 10 = 2.30)
