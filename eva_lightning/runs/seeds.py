@@ -186,13 +186,18 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
     return dirs
 
 
+def split_fit_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """A tool's own arguments and those after ``--``, which go to every ``eva fit`` it starts."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    i = argv.index("--") if "--" in argv else len(argv)
+    return argv[:i], argv[i + 1 :]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse ``eva seeds`` arguments, train (unless ``--from-runs``), write and print the table."""
     import argparse
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    i = argv.index("--") if "--" in argv else len(argv)
-    argv, extra = argv[:i], argv[i + 1 :]
+    argv, extra = split_fit_args(argv)
     parser = argparse.ArgumentParser(
         prog="eva seeds", epilog="Arguments after -- go to every `eva fit`, e.g. -- --trainer.max_epochs 2",
         description="Train a config once per seed and tabulate final-epoch test accuracy (mean ± sd).")

@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import statistics
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 import yaml
 
 from eva_lightning.core.errors import EvaError
+from eva_lightning.runs import seeds
 from eva_lightning.runs.layout import LOG_ROOT
 
 STUDY_DIR = "tune"  # <root>/tune/<study>.db and the trial runs in <root>/tune/<study>/trial_N/seed_S
@@ -499,9 +499,7 @@ def apply_choice(study, out: Path | None) -> Path:
 # --------------------------------------------------------------------------- the command
 def main(argv: list[str] | None = None) -> None:
     """Parse ``eva tune`` arguments; run trials, ``--show`` a study or ``--apply`` its choice."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    i = argv.index("--") if "--" in argv else len(argv)
-    argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = seeds.split_fit_args(argv)
     parser = argparse.ArgumentParser(
         prog="eva tune",
         description="Choose a config's settings on held-out validation (Optuna): every trial an eva fit per tuning "
