@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -40,6 +41,16 @@ def _step_logits(owner: str, pl_module: L.LightningModule, outputs) -> torch.Ten
             f"step returned {type(outputs).__name__}: return {{'loss': loss, 'logits': logits}} (as ImageClassifier does)"
         )
     return logits
+
+
+def _when(trainer: L.Trainer) -> tuple[str, str]:
+    """(title words, file-name part) of a figure: the epoch during fit; outside fit (``eva validate`` of a checkpoint,
+    whose epoch Lightning does not restore there) the stage and the checkpoint's file name."""
+    stage = trainer.state.fn.value if trainer.state.fn is not None else "fit"
+    if stage == "fit":
+        return f"epoch {trainer.current_epoch}", f"epoch{trainer.current_epoch}"
+    ckpt = Path(trainer.ckpt_path).name if trainer.ckpt_path else "the weights as given"
+    return f"eva {stage} of {ckpt}", stage
 
 
 def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
@@ -84,10 +95,10 @@ class MisclassifiedGrid(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (trainer.is_global_zero and _due(trainer, self.every_n_epochs)):
             return
-        epoch = trainer.current_epoch
+        title, name = _when(trainer)
         if self._collected() == 0:
             self.last_count = 0
-            log.info("MisclassifiedGrid: no misclassified validation images in epoch %d, nothing written", epoch)
+            log.info("MisclassifiedGrid: no misclassified validation images (%s), nothing written", title)
             return
         images, pred, true = (torch.cat(parts)[: self.num_images] for parts in (self._images, self._pred, self._true))
         mean, std, classes = data_stats(trainer)
@@ -100,9 +111,9 @@ class MisclassifiedGrid(L.Callback):
                 show(ax, images[i], f"{class_name(classes, int(pred[i]))} / {class_name(classes, int(true[i]))}")
             else:
                 ax.set_axis_off()
-        fig.suptitle(f"Misclassified (pred / true), epoch {epoch}", fontsize=10)
+        fig.suptitle(f"Misclassified (pred / true), {title}", fontsize=10)
         fig.tight_layout()
-        publish(fig, trainer, "misclassified", f"misclassified_epoch{epoch}.png")
+        publish(fig, trainer, "misclassified", f"misclassified_{name}.png")
         self.last_count = n
         self.on_validation_epoch_start()
 
@@ -187,10 +198,10 @@ class GradCAMGrid(L.Callback):
             show(axes[i, 2], overlay(images[i], maps[i]), f"pred: {class_name(classes, p)}")
             if maps_true is not None:
                 show(axes[i, 3], overlay(images[i], maps_true[i]), f"for true: {class_name(classes, t)}")
-        epoch = trainer.current_epoch
-        fig.suptitle(f"GradCAM at {layer}, epoch {epoch}", fontsize=10)
+        title, name = _when(trainer)
+        fig.suptitle(f"GradCAM at {layer}, {title}", fontsize=10)
         fig.tight_layout()
-        publish(fig, trainer, "gradcam", f"gradcam_epoch{epoch}.png")
+        publish(fig, trainer, "gradcam", f"gradcam_{name}.png")
 
 
 @batch_hooks_only_where_used

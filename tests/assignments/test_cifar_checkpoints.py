@@ -16,7 +16,7 @@ EXAMPLES = ROOT / "docs" / "examples" / "cifar"
 #: the examples each checkpoint labels wrongly (file → predicted class), as recorded in docs/cifar.md
 WRONG: dict[str, dict[str, str]] = {"s7": {}, "s11": {}}
 #: final-epoch test accuracy recorded for each committed checkpoint on the JPEG copy (docs/cifar.md)
-RECORDED = {"s7": 0.8814}
+RECORDED = {"s7": 0.8814, "s11": 0.9078}
 
 
 def true_class(name: str) -> str:
@@ -57,8 +57,10 @@ def test_committed_checkpoint_reproduces_recorded_accuracy_on_the_jpeg_copy(name
     if not ckpt.exists():
         pytest.skip(f"{ckpt.name} is not committed yet")
     monkeypatch.chdir(tmp_path)
+    # fp32 evaluation: the same figure on every CPU (bf16 autocast is native on some, emulated on others); the
+    # float16-stored s11.ckpt gives 90.76% so, 90.75% under the config's bf16-mixed (docs/cifar.md)
     cli = EvaCLI(args=["--config", str(ROOT / "configs" / f"{name}.yaml"), "--data.data_dir", str(data),
-                       "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+                       "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.precision", "32-true",
                        "--trainer.enable_progress_bar", "false"], run=False)
     acc = cli.trainer.test(cli.model, cli.datamodule, ckpt_path=str(ckpt), verbose=False)[0]["test/acc"]
     assert acc == pytest.approx(RECORDED[name], abs=5e-4)

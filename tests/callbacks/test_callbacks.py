@@ -74,7 +74,8 @@ def test_grid_and_confusion_with_always_wrong_model(tmp_path):
     trainer = validate(tmp_path, shift=1, callbacks=[grid, confusion])
     log_dir = Path(trainer.log_dir)
     assert grid.last_count == 25  # 40 wrong predictions, grid capped at num_images
-    with Image.open(log_dir / "misclassified_epoch0.png") as im:
+    # eva validate: named after the stage (Lightning does not restore a checkpoint's epoch outside fit)
+    with Image.open(log_dir / "misclassified_validate.png") as im:
         w, h = im.size
         assert w > 500 and h > 500 and im.mode in ("RGB", "RGBA")
     # every label y was predicted as y + 1: counts only on that off-diagonal
