@@ -66,8 +66,8 @@ class Batches:
         return len(self.loader)
 
     def __iter__(self):
-        for batch in self.loader:  # index batches (loader: gpu) are gathered and augmented on the device
-            yield self.split.finish(batch.to(self.device) if isinstance(batch, torch.Tensor) else batch)
+        for batch in self.loader:  # index batches (loader: batched) are gathered and augmented on the device
+            yield self.split.gather_batch(batch.to(self.device) if isinstance(batch, torch.Tensor) else batch)
 
 
 def loaders(cli: EvaCLI, device: torch.device, channels_last: bool):
@@ -200,7 +200,7 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
     if average is not None:  # eva: WeightAveraging.on_train_end, the average becomes the model
         net.load_state_dict(average.module.state_dict())
     dm = cli.datamodule
-    if (dm.val_split or 0) > 0:  # eva fit: the final weights on the test split, with the model's TTA
+    if cli.protocol.tests_after_fit:  # as eva fit: the final weights on the test split, with the model's TTA
         dm.setup("test")
         test = Batches(dm.test_set, dm.test_dataloader(), device)
         net.eval()

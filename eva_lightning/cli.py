@@ -332,11 +332,12 @@ class EvaCLI(LightningCLI):
         """This run's evaluation protocol (runs/protocol.py): which split validates, whether a best may be kept, whether
         fit ends by testing; asked by every such choice here, as runs/ asks it of a finished run's config.yaml."""
         cfg = (self.config[self.subcommand] if self.subcommand else self.config) or {}
-        return Protocol.of_datamodule(self.datamodule, test_after_fit=cfg.get("test_after_fit") is not False)
+        return Protocol.of_datamodule(self.datamodule, test_after_fit=cfg.get("test_after_fit") is not False,
+                                      tta=getattr(self.model, "tta", "none"))
 
     def after_fit(self) -> None:
-        """With a held-out validation split, fit ends by testing the final weights (the result of record), unless
-        ``--test_after_fit false`` (a tuning trial: it chooses on the held-out split and never reads the test split)."""
+        """With a held-out validation split (or test-time augmentation), fit ends by testing the final weights (the
+        result of record), unless ``--test_after_fit false`` (a tuning trial: it never reads the test split)."""
         if not self.protocol.tests_after_fit or self.trainer.interrupted:
             return
         self.trainer.test(self.model, datamodule=self.datamodule)  # RunReport then adds test/* to report.md

@@ -3,8 +3,10 @@ whether an epoch or a checkpoint may be chosen, whether fit ends by testing. The
 (:meth:`Protocol.of_datamodule`), runs/ of a run folder's ``config.yaml`` (:meth:`Protocol.of_config`).
 
 With ``data.val_split: 0`` validation runs on the test split: its final ``val/acc`` is the result of record and nothing
-is chosen on it. With a held-out split only that split may have a best epoch or checkpoint, and fit ends by testing
-the final weights (``test/acc``), unless ``--test_after_fit false`` (a tuning run, which never reads the test split).
+is chosen on it -- unless the model tests with test-time augmentation (``model.init_args.tta``), which the validation
+epochs leave out: then fit ends by testing the final weights with it (``test/acc``, the record). With a held-out split
+only that split may have a best epoch or checkpoint, and fit ends by testing the final weights (``test/acc``), unless
+``--test_after_fit false`` (a tuning run, which never reads the test split).
 """
 
 from __future__ import annotations
@@ -31,15 +33,18 @@ class Protocol:
     Args:
         val_split: ``data.val_split``; 0 means validation runs on the test split.
         test_after_fit: ``--test_after_fit``; with a held-out split, whether fit ends by testing the final weights.
+        tta: the model's ``tta``: other than ``none``, a test differs from the last validation pass, so a run
+            validating on the test split also ends by testing.
     """
 
     val_split: float = 0.0
     test_after_fit: bool = True
+    tta: str = "none"
 
     @classmethod
-    def of_datamodule(cls, datamodule: Any, test_after_fit: bool = True) -> "Protocol":
-        """The protocol of a live run, from its data module's ``val_split``."""
-        return cls(_split(getattr(datamodule, "val_split", 0.0)), test_after_fit)
+    def of_datamodule(cls, datamodule: Any, test_after_fit: bool = True, tta: str = "none") -> "Protocol":
+        """The protocol of a live run, from its data module's ``val_split`` (and its model's ``tta``)."""
+        return cls(_split(getattr(datamodule, "val_split", 0.0)), test_after_fit, tta or "none")
 
     @classmethod
     def of_config(cls, config: Any) -> "Protocol":
@@ -47,7 +52,10 @@ class Protocol:
         config = config if hasattr(config, "get") else {}
         data = config.get("data")
         split = data.get("val_split") if hasattr(data, "get") else None
-        return cls(_split(split), config.get("test_after_fit") is not False)
+        model = config.get("model")
+        init = model.get("init_args") if hasattr(model, "get") else None
+        tta = init.get("tta") if hasattr(init, "get") else None
+        return cls(_split(split), config.get("test_after_fit") is not False, tta or "none")
 
     @property
     def held_out(self) -> bool:
@@ -61,8 +69,9 @@ class Protocol:
 
     @property
     def tests_after_fit(self) -> bool:
-        """Whether fit ends by testing its final weights (the result of record of a held-out run)."""
-        return self.held_out and self.test_after_fit
+        """Whether fit ends by testing its final weights (the result of record of a held-out run, or of one whose
+        test adds test-time augmentation to what validation saw)."""
+        return self.test_after_fit and (self.held_out or self.tta != "none")
 
     @property
     def keeps_best_checkpoint(self) -> bool:

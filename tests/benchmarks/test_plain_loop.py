@@ -15,7 +15,7 @@ from plain_loop import build, plain_fit  # noqa: E402
 TINY = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_epochs", "2",
         "--trainer.limit_train_batches", "5", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--data.batch_size", "16", "--model.init_args.widths", "[8, 16, 16]",
-        "--model.init_args.schedule.peak_epoch", "0.5"]
+        "--model.init_args.schedule.peak_epoch", "0.5", "--data.val_split", "0.1"]
 
 
 @pytest.fixture
