@@ -3,7 +3,7 @@
     EVA_DATA_DIR=/work/shared/data python benchmarks/cifar_bounded.py OUT
     EVA_DATA_DIR=/work/shared/data python benchmarks/cifar_bounded.py OUT --train-batches 4 --batch-size 16  # smoke
 
-Each run is ``eva fit --config configs/<config>.yaml`` (S8, S9, S10, S11 with their ``data.loader: gpu``,
+Each run is ``eva fit --config configs/<config>.yaml`` (S8, S9, S10, S11 with their ``data.loader: batched``,
 and S9 again with ``--data.loader torch``, the DataLoader + albumentations path) for one epoch of
 ``--train-batches`` training and ``--val-batches`` validation batches, with the CPU's switches:
 precision 32 (bf16 autocast is about 3x slower than fp32 on a CPU without AMX/avx512_bf16),

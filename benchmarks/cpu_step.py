@@ -5,7 +5,7 @@ work slows all variants alike; reports the median per batch and the implied epoc
 
 Variants (each a batch of ``data.batch_size`` from the config's training split):
     data/albumentations   the DataLoader path's work: the pipeline per sample, then collate
-    data/batched          the ``loader: gpu`` path on the CPU: one batched op per transform
+    data/batched          the ``loader: batched`` path on the CPU: one batched op per transform
     step/eager            forward + backward + optimiser step, NCHW, as configured
     step/channels_last    the same in channels_last layout
     step/no_dropout       channels_last with the dropout layers removed (what dropout costs)

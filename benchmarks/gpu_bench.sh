@@ -4,7 +4,7 @@
 #   ../shared/device/stage.sh cifar10            # here: wheels + the CIFAR-10 JPEG copy into .device/
 #   source .device/prelude.sh && bash benchmarks/gpu_bench.sh "$OUT"     # on the GPU machine
 #
-# 1. S11 as configured (configs/cifar10_data.yaml + configs/s11.yaml: loader gpu, bf16-mixed, channels_last, cudnn benchmark,
+# 1. S11 as configured (configs/cifar10_data.yaml + configs/s11.yaml: loader batched, bf16-mixed, channels_last, cudnn benchmark,
 #    LR range test -> one-cycle, 24 epochs) through `eva fit`, then the same config in the plain
 #    loop (benchmarks/plain_loop.py) with the LR eva used: train time, accuracy, ratio eva/plain.
 # 2. The DataLoader + albumentations path (data.loader=torch, 15 workers), 2 epochs, eva fit only,
@@ -90,7 +90,7 @@ from eva_lightning.data import VisionDataModule
 dm = VisionDataModule(dataset='cifar10', download=False); dm.setup('fit')
 print(f'data ready in {time.time() - t:.1f} s: {len(dm.train_set)} train, {len(dm.val_set)} test')"
 
-  echo "== 1. S11, loader gpu, bf16, eva fit vs plain loop"
+  echo "== 1. S11, loader batched, bf16, eva fit vs plain loop"
   timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_gpu.json" \
     ${EPOCHS:+--epochs $EPOCHS} -- $EXTRA > /dev/null
   summarize > /dev/null
@@ -103,7 +103,7 @@ print(f'data ready in {time.time() - t:.1f} s: {len(dm.train_set)} train, {len(d
     --model.init_args.schedule.peak_epoch=1 $EXTRA > /dev/null
   kill $smi 2>/dev/null
   if [ "${COMPILE:-0}" = 1 ]; then
-    echo "== 3. S11, loader gpu, bf16, compile"
+    echo "== 3. S11, loader batched, bf16, compile"
     timeout 300 $py benchmarks/run.py --config configs/s11.yaml --workdir $work --out "$out/s11_compile.json" \
       --skip-plain ${EPOCHS:+--epochs $EPOCHS} -- --model.init_args.compile=true $EXTRA > /dev/null
   fi

@@ -1,5 +1,5 @@
 """``eva`` and ``python -m eva_lightning``: dispatch to LightningCLI (:mod:`eva_lightning.cli`) or a tool. Free of
-torch and lightning imports (10.8 s on the loaded 2-core VM), so ``eva --help`` and ``--version`` answer at once."""
+torch and lightning imports (seconds on a small CPU), so ``eva --help`` and ``--version`` answer at once."""
 
 from __future__ import annotations
 

@@ -57,8 +57,8 @@ class WarmupEMA(WeightAveraging):
     """Exponential moving average of the weights (and buffers) with timm's decay warm-up.
 
     Update ``n`` (one per optimiser step) uses ``min(decay, (1 + n) / (10 + n))``. Lightning's ``EMAWeightAveraging``
-    uses ``decay`` from the first step: after MNIST's first epoch its average is still ~39% random initialisation
-    and validates at ~11% (docs/internals.md). The rest is Lightning's ``WeightAveraging``.
+    uses ``decay`` from the first step: after MNIST's first epoch its average is still largely the random
+    initialisation and validates near chance (the figures: docs/internals.md). The rest is Lightning's ``WeightAveraging``.
 
     With ``warmup: cubic`` update ``n`` at step ``t`` of ``T`` uses ``decay * (t / T)**3`` instead (airbench94's
     lookahead); ``lookahead: true`` copies the average back into the live weights after each update, so training

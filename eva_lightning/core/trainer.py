@@ -163,9 +163,8 @@ def auto_precision(accelerator: Any) -> str:
     """``trainer.precision: auto``: bf16 autocast where the hardware computes bf16 natively, else fp32.
 
     A CUDA GPU with bf16 (Ampere and later) gets ``bf16-mixed``, an older one ``16-mixed``. A CPU gets
-    ``bf16-mixed`` only with AMX or AVX-512 BF16 (``torch.cpu.get_capabilities()``): with AMX, S5's step
-    ran 1.37x faster than in fp32 (issue #28); without either, bf16 is emulated, and S7's step ran 3x slower
-    (85 vs 250 img/s on this project's AVX-512 VM, benchmarks/RESULTS.md).
+    ``bf16-mixed`` only with AMX or AVX-512 BF16 (``torch.cpu.get_capabilities()``); without either, bf16 is
+    emulated and slower than fp32 (the measurements: benchmarks/RESULTS.md).
     """
     name = accelerator.lower() if isinstance(accelerator, str) else "custom"
     if name in ("auto", "gpu", "cuda") and torch.cuda.is_available():

@@ -1,4 +1,4 @@
-"""Batched augmentation (``data.loader: gpu``): one image at a time costs more than a small net's forward pass. These
+"""Batched augmentation (``data.loader: batched``): one image at a time costs more than a small net's forward pass. These
 ops follow albumentations 2.x (kornia's defaults differ); anything else is :class:`Unsupported` (docs/internals.md)."""
 
 from __future__ import annotations

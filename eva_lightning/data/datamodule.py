@@ -35,7 +35,7 @@ def _draw_seed() -> int:
 class ImageSplit(Dataset):
     """A split as uint8 (N, H, W, C) images and labels, and the pipeline it goes through.
 
-    With ``augment`` (``data.loader: gpu``) items are indices that :meth:`finish` gathers and augments on the
+    With ``augment`` (``data.loader: batched``) items are indices that :meth:`gather_batch` gathers and augments on the
     device, else ``(pipeline(image), label)``. A ``reseed`` split (training) draws a seed from torch's RNG
     every batch: the stream ``seed_everything`` set and resuming restores (each worker has its own RNG).
     """
@@ -69,7 +69,7 @@ class ImageSplit(Dataset):
         # so that e.g. a flip's and a rotation's coin tosses would come out alike)
         self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
-    def finish(self, batch):
+    def gather_batch(self, batch):
         """An index batch -> ``(augmented float images, labels)`` on its device; other batches as they are."""
         if self.batched is None or not isinstance(batch, torch.Tensor):
             return batch
@@ -98,9 +98,10 @@ class VisionDataModule(L.LightningDataModule):
         mean: per-channel mean for normalisation; default the data set's own.
         std: per-channel std; default the data set's own.
         predict_dir: folder of your own images for ``eva predict`` (any size, grey or colour).
-        loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or ``gpu``: the
-            split held on the training device, augmented there a batch at a time (``data.batch_augment``);
-            a pipeline without a batched version falls back to ``torch`` for that split, saying why.
+        loader: ``torch``: albumentations per sample in the DataLoader (``num_workers``), or ``batched``: the
+            split held on the training device (CPU or GPU), augmented there a batch at a time
+            (``data.batch_augment``); a pipeline without a batched version falls back to ``torch`` for that split,
+            saying why. ``gpu``, its former name, still works and says so.
     """
 
     def __init__(
@@ -120,7 +121,7 @@ class VisionDataModule(L.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         predict_dir: str | None = None,
-        loader: Literal["torch", "gpu"] = "torch",
+        loader: Literal["torch", "batched", "gpu"] = "torch",
     ) -> None:
         super().__init__()
         if not (0.0 <= val_split < 1.0 or val_split == int(val_split) >= 1):
@@ -144,6 +145,10 @@ class VisionDataModule(L.LightningDataModule):
         self._mean = tuple(mean) if mean is not None else self.info.mean
         self._std = tuple(std) if std is not None else self.info.std
         self._classes: tuple[str, ...] | None = self.info.classes
+        if loader == "gpu":  # the value's former name (it batches on the CPU too); old configs and checkpoints keep it
+            log.warning("data.loader: gpu is now called data.loader: batched (it batches on whatever device "
+                        "trains, the CPU included); write batched in your config, gpu will go")
+            loader = "batched"
         self.predict_dir, self.loader = Path(predict_dir).expanduser() if predict_dir else None, loader
         self.predict_files: list[Path] = []  # the readable images, in prediction order
         self.predict_skipped: list[Path] = []  # files that could not be read as images
@@ -249,11 +254,11 @@ class VisionDataModule(L.LightningDataModule):
         images, labels = (split.images, split.labels) if idx is None else (split.images[idx], split.labels[idx])
         pipeline = build_pipeline(specs, self.mean, self.std)
         augment = None
-        if self.loader == "gpu":
+        if self.loader == "batched":
             try:
                 augment = BatchAugment(pipeline)
             except Unsupported as exc:
-                log.warning("data.loader=gpu cannot batch %s: this split takes the DataLoader path "
+                log.warning("data.loader=batched cannot batch %s: this split takes the DataLoader path "
                             "(albumentations per sample, data.num_workers=%d)", exc, self.num_workers)
         return ImageSplit(images, labels, pipeline, augment, reseed=train)
 
@@ -312,7 +317,7 @@ class VisionDataModule(L.LightningDataModule):
         """Index batches of a batched split become augmented images here, on the device (Lightning's recipe)."""
         t = self.trainer
         return (self.train_set if t.training else self.test_set if t.testing
-                else self.predict_set if t.predicting else self.val_set).finish(batch)
+                else self.predict_set if t.predicting else self.val_set).gather_batch(batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -124,7 +124,7 @@ def test_train_pipeline_shapes_and_cutout_hole(name):
         hole = (pipe(image=image)["image"].abs() < 0.03).all(dim=0)
         rows, cols = hole.nonzero(as_tuple=True)
         assert hole.sum() == 64 and rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
-    # ...and the same config runs batched (data.loader: gpu; no fallback to the DataLoader path)
+    # ...and the same config runs batched (data.loader: batched; no fallback to the DataLoader path)
     augment = BatchAugment(build_pipeline(always, MEAN, STD))
     batch = augment(torch.from_numpy(np.stack([image] * 4)), torch.Generator().manual_seed(0))
     assert batch.shape == (4, 3, 32, 32)

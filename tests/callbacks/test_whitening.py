@@ -64,7 +64,7 @@ def _fit(model, dm, callbacks, epochs: int) -> None:
 
 def test_whitening_init_fits_the_layer_to_training_images_when_fit_starts(tmp_path):
     dm = VisionDataModule(dataset="cifar10", data_dir=str(write_cifar_jpeg(tmp_path)), download=False, batch_size=16,
-                          loader="gpu", val_split=0.1)
+                          loader="batched", val_split=0.1)
     model = Cifar10FastModel(widths=[8, 16, 16], optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.85))
     before = model.net.whiten.weight.clone()
     record = BiasRecord()

@@ -261,7 +261,7 @@ def _scalars(run: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events.Scalars(tag)}
 
 
-@pytest.mark.parametrize("loader", ["torch", "gpu"])
+@pytest.mark.parametrize("loader", ["torch", "batched"])
 def test_sigterm_saves_where_the_run_was_exits_143_and_resumes_to_the_uncut_result(loader, tiny, tmp_path,
                                                                                  monkeypatch, capsys):
     text = tiny.read_text().replace("max_epochs: 2", "max_epochs: 3").replace("seed_everything: 1", "seed_everything: 7")

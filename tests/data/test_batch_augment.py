@@ -1,4 +1,4 @@
-"""data.loader: gpu — batched augmentation semantics against albumentations, index batches, training."""
+"""data.loader: batched (data/batch_augment.py) — batched augmentation semantics against albumentations, index batches, training."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_normalisation_identical_to_albumentations_path():
     specs = [{"name": "Normalize"}, {"name": "ToTensorV2"}]
     pipeline = build_pipeline(specs, MEAN, STD)
     split = ImageSplit(images, np.arange(50), pipeline, _augment(specs))
-    got = torch.cat([split.finish(idx)[0] for idx in DataLoader(split, batch_size=16)])
+    got = torch.cat([split.gather_batch(idx)[0] for idx in DataLoader(split, batch_size=16)])
     want = torch.stack([pipeline(image=im)["image"] for im in images])
     assert got.shape == want.shape and got.dtype == want.dtype
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-6)
@@ -161,7 +161,7 @@ def test_index_batches_through_a_standard_dataloader_sharded_and_reseeded():
     split = ImageSplit(images, np.arange(10), build_pipeline(specs, (0,), (1,)), _augment(specs, (0,), (1,)), reseed=True)
     batch = next(iter(DataLoader(split, batch_size=4, shuffle=True)))
     assert batch.dtype == torch.int64 and batch.shape == (4,)  # indices: gathered where they are sent
-    x, y = split.finish(batch)
+    x, y = split.gather_batch(batch)
     assert torch.equal(y, batch) and x.shape == (4, 1, 4, 4)
     # Lightning's DDP sharding is a DistributedSampler over the same split: every sample once
     shards = [torch.cat(list(DataLoader(split, batch_size=2, sampler=DistributedSampler(split, 3, r, seed=3))))
@@ -172,7 +172,7 @@ def test_index_batches_through_a_standard_dataloader_sharded_and_reseeded():
     flips = []
     for seed in (5, 5, 6):
         torch.manual_seed(seed)
-        flips.append(torch.stack([split.finish(every)[0] for _ in range(2)]))
+        flips.append(torch.stack([split.gather_batch(every)[0] for _ in range(2)]))
     assert torch.equal(flips[0], flips[1]) and not torch.equal(flips[0], flips[2])
     assert not torch.equal(flips[0][0], flips[0][1])  # and the next batch is a new draw
 
@@ -196,7 +196,7 @@ def test_batched_split_works_on_the_device_its_index_batches_arrive_on(device):
 
 
 def test_unsupported_transform_falls_back_with_message(mnist_dir, caplog):
-    dm = VisionDataModule(dataset="mnist", data_dir=str(mnist_dir), download=False, loader="gpu",
+    dm = VisionDataModule(dataset="mnist", data_dir=str(mnist_dir), download=False, loader="batched",
                           train_transforms=[{"name": "GaussNoise"}, {"name": "Normalize"}])
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
@@ -205,10 +205,20 @@ def test_unsupported_transform_falls_back_with_message(mnist_dir, caplog):
     assert isinstance(dm.train_set[0][0], torch.Tensor)  # albumentations per sample for that split
 
 
-def test_gpu_loader_trains_in_trainer(tmp_path):
+def test_former_loader_name_gpu_still_batches_and_says_so(mnist_dir, caplog):
+    """Configs and checkpoints written before the rename (data.loader: gpu) keep working, with one warning."""
+    with caplog.at_level(logging.WARNING):
+        dm = VisionDataModule(dataset="mnist", data_dir=str(mnist_dir), download=False, loader="gpu",
+                              train_transforms=[{"name": "Normalize"}])
+    assert dm.loader == "batched" and "data.loader: batched" in caplog.text
+    dm.setup("fit")
+    assert dm.train_set.augment is not None  # batched, not the DataLoader path
+
+
+def test_batched_loader_trains_in_trainer(tmp_path):
     data = write_mnist(tmp_path / "data", n_train=512)
     L.seed_everything(1)
-    dm = VisionDataModule(dataset="mnist", data_dir=str(data), download=False, loader="gpu", batch_size=32,
+    dm = VisionDataModule(dataset="mnist", data_dir=str(data), download=False, loader="batched", batch_size=32,
                           train_transforms=[{"name": "Rotate", "limit": 7}, {"name": "Normalize"}])
     model = TinyNet(num_classes=10, in_channels=1, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
     trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -221,9 +231,9 @@ def test_gpu_loader_trains_in_trainer(tmp_path):
     assert trainer.callback_metrics["val/loss"] < 2.1  # it learns (chance: ln 10 = 2.30)
 
 
-def test_config_with_gpu_loader_runs_fast_dev_run(tiny_config, tmp_path, monkeypatch, lightning_log):
+def test_config_with_batched_loader_runs_fast_dev_run(tiny_config, tmp_path, monkeypatch, lightning_log):
     cfg = tiny_config.read_text() + (
-        "  loader: gpu\n"
+        "  loader: batched\n"
         "  train_transforms:\n"
         "  - {name: PadIfNeeded, min_height: 32, min_width: 32}\n"
         "  - {name: RandomCrop, height: 28, width: 28}\n"

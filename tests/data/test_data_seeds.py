@@ -13,9 +13,9 @@ from tiny import TinyNet
 from eva_lightning.cli import EvaCLI
 from eva_lightning.data import VisionDataModule
 
-#: a batched pipeline (data.loader: gpu) and one that is not batched (the per-sample DataLoader path)
+#: a batched pipeline (data.loader: batched) and one that is not batched (the per-sample DataLoader path)
 PIPELINES = {
-    "gpu": [{"name": "PadIfNeeded", "min_height": 32, "min_width": 32}, {"name": "RandomCrop", "height": 28, "width": 28},
+    "batched": [{"name": "PadIfNeeded", "min_height": 32, "min_width": 32}, {"name": "RandomCrop", "height": 28, "width": 28},
             {"name": "HorizontalFlip"}, {"name": "Rotate", "limit": 15}, {"name": "Normalize"}],
     "torch": [{"name": "Rotate", "limit": 30, "p": 1.0}, {"name": "Normalize"}],
 }
@@ -41,11 +41,11 @@ def _first_batches(mnist_dir: Path, loader: str, seed: int, data_seed: int = 1) 
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[record])
     trainer.fit(TinyNet(num_classes=10, in_channels=1), dm)
-    assert (dm.train_set.augment is not None) == (loader == "gpu")  # the path this case is about
+    assert (dm.train_set.augment is not None) == (loader == "batched")  # the path this case is about
     return record.images
 
 
-@pytest.mark.parametrize("loader", ["gpu", "torch"])
+@pytest.mark.parametrize("loader", ["batched", "torch"])
 def test_the_run_seed_decides_the_batches(mnist_dir, loader):
     first, again, other = (_first_batches(mnist_dir, loader, s) for s in (5, 5, 6))
     assert all(torch.equal(a, b) for a, b in zip(first, again))  # same seed: identical epochs
@@ -64,7 +64,7 @@ def _fit(workdir: Path, config: Path, *args: str, ckpt_path: str | None = None) 
     return {k: v.clone() for k, v in cli.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("loader", ["gpu", "torch"])
+@pytest.mark.parametrize("loader", ["batched", "torch"])
 def test_resume_continues_the_augmentation_stream(tmp_path, mnist_dir, loader):
     """Two epochs straight equal one epoch plus a resume for the second (bitwise, CPU), augmentation on."""
     config = tmp_path / "tiny.yaml"
