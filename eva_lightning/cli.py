@@ -335,6 +335,12 @@ class EvaCLI(LightningCLI):
         return Protocol.of_datamodule(self.datamodule, test_after_fit=cfg.get("test_after_fit") is not False,
                                       tta=getattr(self.model, "tta", "none"))
 
+    def before_fit(self) -> None:
+        """A fit that ends by testing leaves report.md to that test, so it is written once, with ``test/*`` on it."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunReport):
+                callback.test_follows = self.protocol.tests_after_fit
+
     def after_fit(self) -> None:
         """With a held-out validation split (or test-time augmentation), fit ends by testing the final weights (the
         result of record), unless ``--test_after_fit false`` (a tuning trial: it never reads the test split)."""

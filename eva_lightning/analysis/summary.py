@@ -36,7 +36,7 @@ class LayerRow:
 
 
 @dataclass
-class ModelSummary:
+class NetworkSummary:
     """What ``summarize`` found; ``table()`` renders it."""
 
     rows: list[LayerRow]
@@ -171,7 +171,7 @@ class _Tracker(TorchFunctionMode):
         return out
 
 
-def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
+def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> NetworkSummary:
     """Run one zero image of ``input_shape`` (C, H, W) through ``net`` (eval mode, no grad: nothing changes)
     and report every leaf module."""
     if len(input_shape) != 3:
@@ -209,7 +209,7 @@ def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary
     final = tracker.get(out_t) if out_t is not None else None
     spatial = [r.rf for r in rows if r.rf is not None]
     params = list({id(p): p for p in net.parameters()}.values())
-    return ModelSummary(
+    return NetworkSummary(
         rows=rows,
         params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),

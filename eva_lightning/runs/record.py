@@ -147,11 +147,13 @@ class RunInfo(Callback):
 @batch_hooks_only_where_used
 class RunReport(Callback):
     """Writes ``fit_result.json`` and ``report.md`` in ``teardown``, after every ``on_fit_end`` (their figures are on
-    it), and again when a test ends in the same folder (so ``test/acc`` is on it)."""
+    it), and when a test ends in the same folder (so ``test/acc`` is on it). With ``test_follows`` (set by the CLI
+    when fit ends by testing) a finished fit leaves ``report.md`` to that test: it is written once."""
 
     def __init__(self) -> None:
         self._start: float | None = None
         self.report_path: Path | None = None
+        self.test_follows = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -168,6 +170,8 @@ class RunReport(Callback):
                           global_step=trainer.global_step, status="interrupted" if trainer.interrupted else "finished")
             with writing(run / FIT_RESULT):
                 (run / FIT_RESULT).write_text(json.dumps(result, indent=2))
+            if self.test_follows and not trainer.interrupted:
+                return
         for logger in trainer.loggers:  # the event file must hold the last epoch before it is read back
             flush = getattr(getattr(logger, "experiment", None), "flush", None)
             if callable(flush):

@@ -89,3 +89,17 @@ def test_gradcam_option_is_only_on_predict(capsys):
             EvaCLI(args=[sub, "--help"])
         helps[sub] = capsys.readouterr().out
     assert "--gradcam" in helps["predict"] and "--gradcam" not in helps["fit"]
+
+
+def test_predict_with_the_committed_s4_checkpoint_labels_the_example_digits(tmp_path, monkeypatch):
+    """The random-image tests above pass for any weights; this one fails if the checkpoint is not loaded or the
+    pipeline mangles the images: checkpoints/s4.ckpt labels docs/examples/digits (test_NN_label<d>.*) correctly."""
+    from conftest import ROOT
+
+    examples = ROOT / "docs" / "examples" / "digits"
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "--config", str(ROOT / "configs" / "s4.yaml"), "--ckpt_path", str(ROOT / "checkpoints" / "s4.ckpt"),
+          "--data.predict_dir", str(examples), "--trainer.enable_progress_bar", "false"])
+    rows = read_csv(tmp_path / "lightning_logs" / "s4" / "version_0" / "predictions.csv")
+    assert len(rows) == len(list(examples.iterdir())) == 10
+    assert {r["file"]: r["prediction"] for r in rows} == {r["file"]: Path(r["file"]).stem[-1] for r in rows}

@@ -34,7 +34,11 @@ def test_auto_precision_on_a_gpu(monkeypatch):
     assert auto_precision("auto") == "bf16-mixed"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert auto_precision("gpu") == "16-mixed"
-    assert auto_precision("cpu") in ("32-true", "bf16-mixed")  # an explicit CPU run never gets a GPU precision
+    # an explicit CPU run never gets a GPU precision: it follows the CPU's bf16 hardware
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: NO_BF16)
+    assert auto_precision("cpu") == "32-true"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: NO_BF16 | {"avx512_bf16": True})
+    assert auto_precision("cpu") == "bf16-mixed"
 
 
 def test_explicit_precision_is_kept(monkeypatch):

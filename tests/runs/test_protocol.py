@@ -67,6 +67,10 @@ def test_fit_on_the_test_split_with_tta_ends_by_testing_with_it(tmp_path, monkey
     from eva_lightning.cli import EvaCLI
     from eva_lightning.runs.report import Headline
 
+    from eva_lightning.runs import record
+
+    written = []
+    monkeypatch.setattr(record, "write_report", lambda run, _write=record.write_report: written.append(run) or _write(run))
     monkeypatch.chdir(tmp_path)
     cli = EvaCLI(args=["fit", "--config", str(ROOT / "configs" / "cifar10_fast.yaml"),
                        "--data.data_dir", str(write_cifar_jpeg(tmp_path)), "--data.val_split", "0",
@@ -80,3 +84,4 @@ def test_fit_on_the_test_split_with_tta_ends_by_testing_with_it(tmp_path, monkey
     headline = Headline.from_run(run)
     assert {"val/acc", "test/acc"} <= set(headline.final) and headline.final["test/acc"] == float(metrics["test/acc"])
     assert dict(headline.rows())["test accuracy"].startswith(f"{100 * float(metrics['test/acc']):.2f}%")
+    assert len(written) == 1 and "test/acc" in (run / "report.md").read_text()  # report.md once, after the test
