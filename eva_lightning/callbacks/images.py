@@ -46,10 +46,11 @@ def _step_logits(owner: str, pl_module: L.LightningModule, outputs) -> torch.Ten
 def _when(trainer: L.Trainer) -> tuple[str, str]:
     """(title words, file-name part) of a figure: the epoch during fit; outside fit (``eva validate`` of a checkpoint,
     whose epoch Lightning does not restore there) the stage and the checkpoint's file name."""
-    stage = trainer.state.fn.value if trainer.state.fn is not None else "fit"
+    fn = getattr(getattr(trainer, "state", None), "fn", None)
+    stage = getattr(fn, "value", "fit")
     if stage == "fit":
         return f"epoch {trainer.current_epoch}", f"epoch{trainer.current_epoch}"
-    ckpt = Path(trainer.ckpt_path).name if trainer.ckpt_path else "the weights as given"
+    ckpt = Path(trainer.ckpt_path).name if getattr(trainer, "ckpt_path", None) else "the weights as given"
     return f"eva {stage} of {ckpt}", stage
 
 
