@@ -36,8 +36,8 @@ sed -i \
 # the data, outside the timing: eva's own reader (JPEG copy or torchvision files), as torchvision's arrays
 PYTHONPATH="$HERE" "$PY" - "$OUT/cifar10" <<'EOF'
 import sys, numpy as np, torch
-from eva_lightning.data.datamodule import ImageDataModule
-dm = ImageDataModule(dataset="cifar10")
+from eva_lightning.data.datamodule import VisionDataModule
+dm = VisionDataModule(dataset="cifar10")
 for split in ("train", "test"):
     data = dm._load(split)
     # torchvision's CIFAR-10 training images come in no class order, and airbench whitens from the first
