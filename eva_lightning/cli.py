@@ -33,11 +33,11 @@ from eva_lightning.callbacks.resumed_schedule import ResumedSchedule
 from eva_lightning.callbacks.rng_state import RngState
 from eva_lightning.core.config_yaml import ConfigFileError, read_config_text, use_strict_yaml
 from eva_lightning.core.module import ImageClassifier
+from eva_lightning.core.schedules import Schedule
 from eva_lightning.core.checkpoints import (SafeCheckpointIO, check_checkpoint, import_dotted, load_checkpoint_file,
                                              saved_model_config, trusts_checkpoint)
 from eva_lightning.core.trainer import EvaTrainer
 from eva_lightning.data import VisionDataModule
-from eva_lightning.data.transforms import build_pipeline
 from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.layout import (CHECKPOINTS, EVENTS, LAST, LOG_ROOT, check_writable, last_checkpoint,
                                        newest_version, run_dir, run_name, version_number)
@@ -226,11 +226,6 @@ class EvaCLI(LightningCLI):
         """Checks of the built objects before the subcommand runs: a bad input leaves no run directory behind."""
         if self.subcommand is None:
             return
-        dm = self.datamodule
-        if isinstance(dm, VisionDataModule):  # unknown transform names/arguments fail here, not mid-epoch
-            stats = (0.5,) * dm.in_channels
-            for specs in (dm.train_specs, dm.test_specs):
-                build_pipeline(specs, stats, stats)
         if not isinstance(getattr(self.model, "net", None), nn.Module):  # e.g. a config without model.class_path
             raise EvaError(f"model.class_path={type(self.model).__module__}.{type(self.model).__qualname__} builds no "
                            f"network (self.net): set model.class_path to one of the project's models, e.g. "
@@ -353,8 +348,11 @@ class EvaCLI(LightningCLI):
         trainer = self.trainer
         if self.subcommand not in ("fit", "test") or not trainer.is_global_zero or trainer.fast_dev_run:
             return None
+        report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
+        if report is not None and report.headline is not None:  # the run's report.md was just written: its headline
+            return report.headline.text()
         run = run_dir(trainer)
-        if run is not None and any(run.glob(EVENTS)):
+        if run is not None and any(run.glob(EVENTS)):  # a run folder without a RunReport (a user's own callbacks)
             return Headline.from_run(run).text()
         return Headline.from_trainer(trainer, self.subcommand, self.protocol).text()  # no logger: nothing written
 
@@ -367,16 +365,9 @@ def check_fit_settings(cfg) -> None:
         raise EvaError("model.init_args.optimizer.init_args.lr=0 trains nothing: use a learning rate > 0 "
                        "(or set model.init_args.lr)")
     schedule, trainer = init_args.get("schedule"), cfg.get("trainer") or {}
-    max_epochs = trainer.get("max_epochs")
-    if (getattr(schedule, "name", None) in ("onecycle", "cosine") and max_epochs == -1
-            and trainer.get("max_steps") in (None, -1)):
-        raise EvaError(f"model.init_args.schedule.name={schedule.name} with trainer.max_epochs=-1: the schedule spans "
-                       "the whole run, and -1 trains without end; set trainer.max_epochs (or trainer.max_steps), "
-                       "or use schedule.name none or plateau for an open-ended run")
-    if (getattr(schedule, "name", None) == "onecycle" and isinstance(max_epochs, int) and max_epochs >= 1
-            and trainer.get("max_steps") in (None, -1) and not getattr(schedule, "peak_epoch", 0) < max_epochs):
-        raise EvaError(f"model.init_args.schedule.peak_epoch={schedule.peak_epoch} is outside the run "
-                       f"(trainer.max_epochs={max_epochs}): choose a peak epoch below {max_epochs}, or train longer")
+    if schedule is not None:  # jsonargparse's Namespace of the dataclass until classes are built
+        schedule = schedule if isinstance(schedule, Schedule) else Schedule(**schedule.as_dict())
+        schedule.check_span(trainer.get("max_epochs"), trainer.get("max_steps"))
     batch_size, virtual = cfg.get("data.batch_size"), init_args.get("virtual_batch_size")
     if init_args.get("norm") == "gbn" and isinstance(virtual, int) and isinstance(batch_size, int) and virtual >= batch_size:
         raise EvaError(f"model.init_args.virtual_batch_size={virtual} with data.batch_size={batch_size}: each batch is "

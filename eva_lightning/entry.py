@@ -21,9 +21,9 @@ SUBCOMMANDS = {
 TOOLS = {
     "lr_find": ("eva_lightning.tools.lr_find", "LR range test of a config: loss-vs-LR plot, suggested LR (--apply writes it)"),
     "summary": ("eva_lightning.tools.summary", "a config's network: per-layer shapes, parameters, receptive field"),
-    "compare": ("eva_lightning.runs.compare", "several runs' curves in one figure and a table of final values"),
-    "report": ("eva_lightning.runs.report", "(re)write a run's report.md and print its headline"),
-    "seeds": ("eva_lightning.runs.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
+    "compare": ("eva_lightning.tools.compare", "several runs' curves in one figure and a table of final values"),
+    "report": ("eva_lightning.tools.report", "(re)write a run's report.md and print its headline"),
+    "seeds": ("eva_lightning.tools.seeds", "train a config once per seed; table of final-epoch test accuracy, mean ± sd"),
     "tune": ("eva_lightning.tools.tune", "choose settings on held-out validation (Optuna): every trial kept, test split never read"),
 }
 

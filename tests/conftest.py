@@ -184,6 +184,16 @@ def tiny_config(tmp_path: Path, mnist_dir: Path) -> Path:
     return cfg
 
 
+def logged(run: Path, tag: str | None = None) -> dict:
+    """A run's scalars as eva reads them (:class:`~eva_lightning.runs.result.RunResult`; a resumed run's repeated
+    steps: the later wins, as TensorBoard purges them): ``{step: value}`` of ``tag``, else ``{tag: {step: value}}``.
+    Tests of the code that reads runs (compare, report, the curves figure) keep an EventAccumulator as their oracle."""
+    from eva_lightning.runs.result import RunResult
+
+    result = RunResult(run)
+    return dict(result.points(tag)) if tag else {t: dict(result.points(t)) for t in result.scalars}
+
+
 # --------------------------------------------------------------------------- configs/ as eva reads them
 def config_chain(config: Path) -> list[Path]:
     """The config files the header's ``eva fit --config ...`` command composes, in order (else just ``config``)."""
@@ -210,7 +220,7 @@ def files_read(config: Path) -> list[Path]:
 
 
 def merge(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base``, nested dicts merged key by key (as jsonargparse merges configs)."""
+    """``over`` on top of ``base``, nested dicts merged key by key (for :func:`expand`)."""
     out = dict(base)
     for key, value in over.items():
         out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
@@ -218,7 +228,8 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def expand(cfg: dict) -> dict:
-    """One file's keys with dotted ones (``data.train_transforms``) nested, without its ``config:`` include."""
+    """The keys one file sets itself, dotted ones (``data.train_transforms``) nested, without its ``config:``
+    include (what a composition step changes; :func:`read_config` is the composed config)."""
     out: dict = {}
     for key, value in cfg.items():
         if key != "config":
@@ -229,10 +240,34 @@ def expand(cfg: dict) -> dict:
 
 
 def read_config(config: Path) -> dict:
-    """The config as eva reads it: its includes and command chain merged in order, dotted keys nested."""
-    cfg: dict = {}
-    for path in files_read(config):
-        cfg = merge(cfg, expand(yaml.safe_load(path.read_text()) or {}))
+    """The config as ``eva fit`` composes it (the header's ``--config`` chain, ``config:`` includes, dotted keys),
+    composed by the CLI itself (jsonargparse, ``defaults=False``: what the files say, no defaults), as plain YAML."""
+    from eva_lightning.cli import EvaCLI
+
+    class Composed(EvaCLI):  # parse only: nothing built, nothing written, not validated (a part may be partial)
+        def parse_arguments(self, parser, args) -> None:
+            self.config = parser.parse_args(args, defaults=False)
+
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+        def after_instantiate_classes(self) -> None:
+            pass
+
+    import random
+
+    import torch
+
+    # the CLI seeds (seed_everything): a helper leaves the caller's generators and PL_GLOBAL_SEED as they were
+    states, seed = (random.getstate(), np.random.get_state(), torch.random.get_rng_state()), os.environ.get("PL_GLOBAL_SEED")
+    cli = Composed(args=config_args(config), run=False, parser_kwargs={"exit_on_error": False})
+    random.setstate(states[0]), np.random.set_state(states[1]), torch.random.set_rng_state(states[2])
+    os.environ.pop("PL_GLOBAL_SEED", None) if seed is None else os.environ.__setitem__("PL_GLOBAL_SEED", seed)
+    cfg = yaml.safe_load(cli.parser.dump(cli.config, skip_validation=True))
+    cfg.pop("config", None)
     return cfg
 
 

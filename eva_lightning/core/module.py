@@ -210,10 +210,9 @@ class ImageClassifier(L.LightningModule):
         s = self.schedule
         if s.interval == "step":  # only these need the run's length (and a trainer)
             trainer = self.trainer
-            if (steps := trainer.estimated_stepping_batches) == float("inf"):  # max_epochs=-1 and no max_steps
-                raise EvaError(f"a {s.name} schedule spans the whole run, which has no end (trainer.max_epochs=-1): "
-                               "set trainer.max_epochs or trainer.max_steps, or use schedule.name none or plateau")
-            sched = make_scheduler(opt, s, total_steps=int(steps), epochs=max(1, trainer.max_epochs or 1),
+            s.check_span(trainer.max_epochs, trainer.max_steps)
+            sched = make_scheduler(opt, s, total_steps=int(trainer.estimated_stepping_batches),
+                                   epochs=max(1, trainer.max_epochs or 1),
                                    hold=bool(trainer.fast_dev_run))
         else:
             sched = make_scheduler(opt, s)

@@ -18,7 +18,7 @@ from eva_lightning.data import sources
 from eva_lightning.data.batch_augment import BatchAugment, BatchedSplit, Unsupported
 from eva_lightning.data.datasets import DATASETS, DatasetName
 from eva_lightning.data.resumable import ResumableLoader, ResumableShuffle
-from eva_lightning.data.transforms import TransformSpec, build_pipeline
+from eva_lightning.data.transforms import TransformSpec, build_pipeline, build_transform
 from eva_lightning.core.errors import EvaError
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,9 @@ class VisionDataModule(L.LightningDataModule):
             raise EvaError(f"data.image_size={image_size} is impossible: use a side of at least 1 pixel, or leave it unset")
         if std is not None and not all(s > 0 for s in std):
             raise EvaError(f"data.std={list(std)} is impossible: every channel's std must be > 0, or leave it unset")
+        for specs in (train_transforms, test_transforms):  # an unknown name or argument fails here, not mid-epoch
+            for spec in specs or ():
+                build_transform(spec)
         self.save_hyperparameters()
         self.dataset, self.download, self.info = dataset, download, DATASETS[dataset]
         self.data_dir = Path(data_dir or os.environ.get("EVA_DATA_DIR") or "data").expanduser()

@@ -29,7 +29,7 @@ from eva_lightning.analysis.figures import plt
 from eva_lightning.core.disk import writing
 from eva_lightning.core.hooks import batch_hooks_only_where_used
 from eva_lightning.runs.layout import FIT_RESULT, RUN_INFO, run_dir
-from eva_lightning.runs.report import write_report
+from eva_lightning.runs.report import Headline, write_report
 from eva_lightning.runs.result import holds_results
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class RunReport(Callback):
     def __init__(self) -> None:
         self._start: float | None = None
         self.report_path: Path | None = None
+        self.headline: Headline | None = None  # the report's headline, which `eva` prints last (not read again)
         self.test_follows = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -176,5 +177,5 @@ class RunReport(Callback):
             flush = getattr(getattr(logger, "experiment", None), "flush", None)
             if callable(flush):
                 flush()
-        self.report_path = write_report(run)
+        self.report_path, self.headline = write_report(run)
         log.debug("run report → %s", self.report_path)  # `eva` prints it at the end of the run

@@ -1,12 +1,11 @@
 """``report.md`` per run, rebuilt from what the run left in its folder (so also from a copied run; docs/usage.md),
-naming test accuracy and best as the evaluation protocol (:mod:`eva_lightning.runs.protocol`) says."""
+naming test accuracy and best as the evaluation protocol (:mod:`eva_lightning.runs.protocol`) says. The command
+``eva report`` is :mod:`eva_lightning.tools.report`."""
 
 from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from jsonargparse import ArgumentParser
 
 from eva_lightning.core.disk import writing
 from eva_lightning.runs.layout import REPORT, RUN_INFO, last_checkpoint
@@ -81,7 +79,7 @@ class Headline:
 
     stage: str  # "fit" or "test"
     final: dict[str, float]  # tag -> final value
-    val_split: float = 0.0  # (with test_after_fit: the run's evaluation protocol, :attr:`protocol`)
+    protocol: Protocol = Protocol()  # the run's evaluation protocol
     best_val_acc: tuple[float, str] | None = None  # held-out split only
     epochs: int | None = None
     max_epochs: int | None = None
@@ -89,11 +87,6 @@ class Headline:
     status: str | None = None
     run: Path | None = None
     partial: dict[str, str] = field(default_factory=dict)  # "val"/"test" -> :func:`partial_evaluation`, if cut short
-    test_after_fit: bool = True
-
-    @property
-    def protocol(self) -> Protocol:
-        return Protocol(self.val_split, self.test_after_fit)
 
     @classmethod
     def from_run(cls, run: RunResult | str | Path) -> "Headline":
@@ -107,8 +100,7 @@ class Headline:
         return cls(
             stage="fit" if trained else "test",
             final={tag: result.final(tag) for tag in result.scalars},
-            val_split=result.val_split,
-            test_after_fit=result.protocol.test_after_fit,
+            protocol=result.protocol,
             best_val_acc=result.best("val/acc"),
             epochs=result.epochs if trained else None,
             max_epochs=result.max_epochs,
@@ -125,10 +117,9 @@ class Headline:
         fit = stage == "fit"
         limits = {key: getattr(trainer, key, None) for key in
                   ("limit_val_batches", "limit_test_batches", "overfit_batches")}
-        return cls(stage, final, protocol.val_split, epochs=trainer.current_epoch if fit else None,
+        return cls(stage, final, protocol, epochs=trainer.current_epoch if fit else None,
                    max_epochs=trainer.max_epochs if fit else None, status="interrupted" if trainer.interrupted else None,
-                   partial=_partials(limits, getattr(trainer.datamodule, "batch_size", None)),
-                   test_after_fit=protocol.test_after_fit)
+                   partial=_partials(limits, getattr(trainer.datamodule, "batch_size", None)))
 
     def rows(self) -> list[tuple[str, str]]:
         """``(label, value)`` lines, test accuracy first."""
@@ -153,7 +144,7 @@ class Headline:
             rows.append(("test loss", f"{loss:.4f}"))
         if protocol.held_out and "val/acc" in f:
             best = f"; best {100 * self.best_val_acc[0]:.2f}% at {self.best_val_acc[1]}" if self.best_val_acc else ""
-            held_out = f"(held-out {self.val_split:g} of the training set" + (
+            held_out = f"(held-out {protocol.val_split:g} of the training set" + (
                 f"; {self.partial['val']})" if "val" in self.partial else ")")
             rows.append(("validation accuracy", f"{100 * f['val/acc']:.2f}% final{best} {held_out}"))
         if self.stage == "fit" and self.epochs is not None:
@@ -233,19 +224,20 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
 
 
-def write_report(run_dir: str | Path, title: str | None = None) -> Path:
-    """Write ``report.md`` in ``run_dir`` (as :class:`RunResult` takes it) from what the run left; returns its path.
-    ``title``: the page heading; default ``<run name>/version_N``."""
-    run, page = render_report(run_dir, title)
+def write_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, Headline]:
+    """Write ``report.md`` in ``run_dir`` (as :class:`RunResult` takes it) from what the run left; returns its path
+    and its headline. ``title``: the page heading; default ``<run name>/version_N``."""
+    run, page, headline = render_report(run_dir, title)
     path = run / REPORT
     with writing(path, then=f"the run's checkpoints and logs are saved; free some space, then write the report again "
                             f"with: eva report {shlex.quote(str(run))}"):
         path.write_text(page)
-    return path
+    return path, headline
 
 
-def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, str]:
-    """The run's folder and its ``report.md`` page (figure links relative to that folder); see :func:`write_report`."""
+def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, str, Headline]:
+    """The run's folder, its ``report.md`` page (figure links relative to that folder; see :func:`write_report`) and
+    the page's headline (what ``eva`` prints last: the run is read once)."""
     result = RunResult(run_dir)
     run, info, scalars = result.path, result.run_info(), result.scalars
     times = [t for points in scalars.values() for _, _, t in points]
@@ -304,43 +296,4 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
         lines += ["## Package versions", "", "| package | version |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in versions.items()] + [""]
 
-    return run, "\n".join(lines)
-
-
-def is_committed(path: Path) -> bool:
-    """Whether ``path`` is a reference run's file (under ``lightning_logs/reference``) or tracked by git."""
-    parts = path.resolve().parts
-    if any(parts[i : i + 2] == ("lightning_logs", "reference") for i in range(len(parts) - 1)):
-        return True
-    try:
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
-                                 capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):  # no git: nothing is tracked
-        return False
-    return tracked.returncode == 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``eva report RUN_DIR [-o FILE]``: (re)write ``report.md`` of a finished run and print its headline.
-
-    A committed report (a run under ``lightning_logs/reference``, or a ``report.md`` tracked by git) is
-    never rewritten: the page is printed instead. ``-o FILE`` writes it there (``-o -``: print it);
-    its figure links are relative to the run folder.
-    """
-    parser = ArgumentParser(prog="eva report", description=main.__doc__)
-    parser.add_argument("run_dir", help="a run directory (lightning_logs/<config>/version_N) or its parent")
-    parser.add_argument("-o", "--output", default=None,
-                        help="where the page goes: a file, or - to print it. Default: the run's report.md, "
-                             "unless that is committed (lightning_logs/reference or tracked by git): printed then")
-    args = parser.parse_args(argv)
-    run, page = render_report(args.run_dir)
-    target = run / REPORT if args.output is None else Path(args.output)
-    if args.output is None and is_committed(target):
-        print(f"{target} is committed: not rewritten; the page follows (eva report {args.run_dir} -o FILE writes it "
-              "elsewhere)", file=sys.stderr)
-        target = Path("-")
-    if str(target) == "-":
-        print(page)
-        return
-    target.write_text(page)
-    print(Headline.from_run(run).text())
+    return run, "\n".join(lines), headline

@@ -8,7 +8,7 @@
     eva tune --apply STUDY [--apply_to FILE]
 
 A *trial* is one setting of the search space (``SPACE.yaml``: dotted config keys -> a list of choices, or a range
-``{low, high, log, step}``), trained once per tuning seed with :func:`~eva_lightning.runs.seeds.train_seeds` (an
+``{low, high, log, step}``), trained once per tuning seed with :func:`~eva_lightning.tools.seeds.train_seeds` (an
 ``eva fit`` per seed, in ``<root>/tune/<study>/trial_N/seed_S``) on a held-out validation split, and with
 ``--test_after_fit false``: no trial reads the test split. Its value is the mean over the seeds of the **final**
 epoch's held-out ``val/acc`` (:meth:`~eva_lightning.runs.result.RunResult.held_out_record`), never a best epoch.
@@ -20,7 +20,6 @@ Optuna storage: by default the SQLite file ``<root>/tune/<study>.db``, small eno
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import statistics
@@ -33,7 +32,7 @@ from typing import Any
 import yaml
 
 from eva_lightning.core.errors import EvaError
-from eva_lightning.runs import seeds
+from eva_lightning.tools import seeds
 from eva_lightning.runs.layout import LOG_ROOT
 
 STUDY_DIR = "tune"  # <root>/tune/<study>.db and the trial runs in <root>/tune/<study>/trial_N/seed_S
@@ -295,7 +294,7 @@ def figure(study, out: Path) -> Path:
 def make_objective(info: dict, runs: Path):
     """The objective: train the trial's settings once per tuning seed, return the mean final held-out val/acc."""
     from eva_lightning.runs.result import RunResult
-    from eva_lightning.runs.seeds import train_seeds
+    from eva_lightning.tools.seeds import train_seeds
 
     space, seeds = info["space"], info["seeds"]
 
@@ -499,8 +498,10 @@ def apply_choice(study, out: Path | None) -> Path:
 # --------------------------------------------------------------------------- the command
 def main(argv: list[str] | None = None) -> None:
     """Parse ``eva tune`` arguments; run trials, ``--show`` a study or ``--apply`` its choice."""
+    from jsonargparse import ArgumentParser
+
     argv, extra = seeds.split_fit_args(argv)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="eva tune",
         description="Choose a config's settings on held-out validation (Optuna): every trial an eva fit per tuning "
                     "seed, scored by the mean final-epoch held-out val/acc; the test split is never read.",

@@ -105,3 +105,7 @@ def test_eva_summary_needs_no_data(tmp_path, capsys):
     assert "receptive field: 8 (jump 2)" in out
     assert "max-pools: 1" in out and "Linear layer: no" in out
     assert "3x32x32" in out and "10x16x16" in out
+    # --input_shape (a parser argument of the summary's CLI) replaces the data module's input
+    main(["--config", str(cfg), "--input_shape", "3", "64", "64"])
+    out = capsys.readouterr().out
+    assert "3x64x64" in out and "10x32x32" in out and "3x32x32" not in out

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from eva_lightning.cli import EvaCLI
-from conftest import ROOT, read_config
+from conftest import ROOT, read_config, logged
 
 
 
@@ -26,9 +25,7 @@ def fit(tmp_path, monkeypatch, config, *extra: str) -> EvaCLI:
 
 
 def scalars(run: Path) -> dict[str, dict[int, float]]:
-    events = EventAccumulator(str(run))
-    events.Reload()
-    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    return logged(run)
 
 
 def test_no_best_checkpoint_when_validation_is_the_test_split(tmp_path, monkeypatch, tiny_config):

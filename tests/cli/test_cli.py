@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, run_eva
+from conftest import ROOT, run_eva, logged
 from eva_lightning.cli import EvaCLI
 from eva_lightning.entry import main
 
@@ -22,12 +21,10 @@ def test_fit_writes_checkpoints_and_tensorboard_scalars(tmp_path, tiny_config, m
     # validation is the test split: last.ckpt is the model of record, no "best" is chosen on it (#12)
     assert "last.ckpt" in ckpts and not any(n.startswith("best") for n in ckpts), ckpts
     assert (run / "config.yaml").exists()
-    events = EventAccumulator(str(run))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "val/acc", "val/loss", "train/acc", "lr"} <= tags, tags
-    assert abs(events.Scalars("lr")[0].value - 0.05) < 1e-7  # the optimiser's LR from the config
-    assert 0.0 <= events.Scalars("val/acc")[-1].value <= 1.0
+    scalars = logged(run)
+    assert {"train/loss", "val/acc", "val/loss", "train/acc", "lr"} <= set(scalars), set(scalars)
+    assert abs(list(scalars["lr"].values())[0] - 0.05) < 1e-7  # the optimiser's LR from the config
+    assert 0.0 <= list(scalars["val/acc"].values())[-1] <= 1.0
     # testing that checkpoint without a logger leaves nothing in the working directory
     before = sorted(p.name for p in tmp_path.iterdir())
     EvaCLI(args=["test", "--config", str(tiny_config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY_CONFIG, eva_env, write_mnist
+from conftest import TINY_CONFIG, eva_env, write_mnist, logged
 
 TIMEOUT = 420  # s: a hang in a collective must fail the test, not the suite
 DDP_CPU = ("--trainer.max_epochs", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu")
@@ -48,14 +47,13 @@ def runs(tmp_path_factory) -> dict:
             raise AssertionError(f"{name}: no result in {TIMEOUT} s (hang?)")
         assert proc.returncode == 0, f"{name}: {stderr[-3000:]}"
         run = tmp_path / name / "lightning_logs" / "tiny" / "version_0"
-        events = EventAccumulator(str(run))
-        events.Reload()
+        acc = logged(run, "val/acc")
         out[name] = {
             "log": stdout + stderr,
             "run": run,
-            "acc": [e.value for e in events.Scalars("val/acc")],
-            "loss": [e.value for e in events.Scalars("val/loss")],
-            "steps": [e.step for e in events.Scalars("val/acc")],
+            "acc": list(acc.values()),
+            "loss": list(logged(run, "val/loss").values()),
+            "steps": list(acc),
         }
     return out
 

@@ -22,7 +22,7 @@ def test_the_names_of_a_run_folder():
 
 def test_the_cli_and_seeds_take_the_names_from_layout():
     from eva_lightning import cli
-    from eva_lightning.runs import seeds
+    from eva_lightning.tools import seeds
 
     assert cli.LOG_ROOT is layout.LOG_ROOT and seeds.LOG_ROOT is layout.LOG_ROOT
     assert seeds.run_name is run_name

@@ -25,9 +25,9 @@ def test_no_test_at_the_end_of_a_tuning_fit():
     p = Protocol(0.1, test_after_fit=False)
     assert p.held_out and not p.tests_after_fit and p.keeps_best_checkpoint
     assert not Protocol(0.0, test_after_fit=False).tests_after_fit
-    rows = dict(Headline("fit", {"val/acc": 0.9}, 0.1, test_after_fit=False).rows())
+    rows = dict(Headline("fit", {"val/acc": 0.9}, Protocol(0.1, test_after_fit=False)).rows())
     assert rows["test accuracy"] == "not measured (--test_after_fit false: the test split was not read)"
-    assert dict(Headline("fit", {"val/acc": 0.9}, 0.1).rows())["test accuracy"] == "not measured (no test/acc logged)"
+    assert dict(Headline("fit", {"val/acc": 0.9}, Protocol(0.1)).rows())["test accuracy"] == "not measured (no test/acc logged)"
 
 
 def test_test_time_augmentation_makes_a_fit_on_the_test_split_end_by_testing():

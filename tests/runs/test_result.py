@@ -12,7 +12,7 @@ from conftest import ROOT
 from eva_lightning.core.errors import EvaError
 from eva_lightning.runs.report import Headline
 from eva_lightning.runs.result import RunResult
-from eva_lightning.runs.seeds import read_seed_run
+from eva_lightning.tools.seeds import read_seed_run
 
 
 def write_run(run: Path, val_acc: list[float], test_acc: float | None = None, val_split: float = 0.0,

@@ -2,14 +2,12 @@
 
 An endless run with a schedule that spans the run, a run root that cannot be written, a run failing
 before its first epoch (its empty ``version_N`` goes; one with a checkpoint or a finished epoch
-stays), YAML files that do not parse or give a key twice, and ``eva report`` on a committed run.
+stays), YAML files that do not parse or give a key twice (``eva report`` on a committed run: tests/tools/test_report.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +16,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from eva_lightning.cli import EvaCLI
 from eva_lightning.core.errors import EvaError
-from eva_lightning.runs import report
 
 
 def fit_args(config: Path, *overrides: str) -> list[str]:
@@ -163,57 +160,3 @@ def test_eva_prints_one_line_for_a_duplicate_key(tiny_config, tmp_path, monkeypa
         main(["fit", "--config", str(tiny_config), "--config", "twice.yaml"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and err[-1].startswith("error: duplicate key 'data' in ") and "Traceback" not in "".join(err)
-
-
-# ---------------------------------------------------------------- eva report on a committed run
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    from conftest import TINY_CONFIG, write_mnist
-
-    root = tmp_path_factory.mktemp("finished")
-    config = root / "tiny.yaml"
-    config.write_text(TINY_CONFIG.format(data_dir=write_mnist(root / "data", n_train=64, n_test=32)))
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        EvaCLI(args=["fit", "--config", str(config), "--trainer.limit_val_batches=1"])
-    finally:
-        os.chdir(cwd)
-    return root / "lightning_logs" / "tiny" / "version_0"
-
-
-def test_report_of_a_git_tracked_run_is_not_rewritten(finished_run, tmp_path, capsys):
-    run = shutil.copytree(finished_run, tmp_path / "runs" / "tiny" / "version_0")
-    committed = "# the committed page\n"
-    (run / "report.md").write_text(committed)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run([*git, "add", "runs/tiny/version_0/report.md"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-qm", "reference"], cwd=tmp_path, check=True)
-    report.main([str(run)])
-    out, err = capsys.readouterr()
-    assert (run / "report.md").read_text() == committed
-    assert "is committed: not rewritten" in err and out.startswith("# Run report: tiny/version_0")
-
-    report.main([str(run), "-o", str(tmp_path / "page.md")])  # asked for: written there
-    assert (tmp_path / "page.md").read_text().startswith("# Run report: tiny/version_0")
-    assert (run / "report.md").read_text() == committed
-
-
-def test_report_of_a_reference_run_is_printed(finished_run, tmp_path, capsys):
-    run = shutil.copytree(finished_run, tmp_path / "lightning_logs" / "reference" / "tiny")
-    before = (run / "report.md").read_text()
-    (run / "report.md").write_text(before + "\nhand-written note\n")
-    report.main([str(run)])
-    assert (run / "report.md").read_text().endswith("hand-written note\n")
-    assert capsys.readouterr().out.startswith("# Run report: reference/tiny")
-
-
-def test_report_of_an_own_run_is_rewritten(finished_run, tmp_path, capsys):
-    run = shutil.copytree(finished_run, tmp_path / "lightning_logs" / "tiny" / "version_0")
-    (run / "report.md").write_text("stale\n")
-    report.main([str(run)])
-    assert (run / "report.md").read_text().startswith("# Run report: tiny/version_0")
-    assert "test accuracy" in capsys.readouterr().out

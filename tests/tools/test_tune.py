@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, eva_env
 from eva_lightning.core.errors import EvaError
 from eva_lightning.data.datamodule import VisionDataModule
-from eva_lightning.runs import seeds
+from eva_lightning.tools import seeds
 from eva_lightning.runs.result import read_scalars
 from eva_lightning.tools import tune
 
@@ -234,7 +234,7 @@ def test_each_committed_space_fits_its_config(space, monkeypatch):
 WORKER = """
 import subprocess, sys, types
 from eva_lightning.entry import main
-from eva_lightning.runs import seeds
+from eva_lightning.tools import seeds
 def fit(cmd):
     main(cmd[3:])
     return subprocess.CompletedProcess(cmd, 0)

@@ -195,10 +195,10 @@ def split_fit_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``eva seeds`` arguments, train (unless ``--from-runs``), write and print the table."""
-    import argparse
+    from jsonargparse import ArgumentParser
 
     argv, extra = split_fit_args(argv)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="eva seeds", epilog="Arguments after -- go to every `eva fit`, e.g. -- --trainer.max_epochs 2",
         description="Train a config once per seed and tabulate final-epoch test accuracy (mean ± sd).")
     parser.add_argument("--config", action="append", default=[], help="config file (repeat to compose, as eva fit)")

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import eva_env
 from eva_lightning.core.errors import EvaError
-from eva_lightning.runs import seeds
+from eva_lightning.tools import seeds
 from eva_lightning.runs.result import read_scalars
 
 

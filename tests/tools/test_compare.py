@@ -10,7 +10,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from eva_lightning.core.errors import EvaError
-from eva_lightning.runs.compare import compare, main, read_run
+from eva_lightning.tools.compare import compare, main, read_run
 
 
 def write_run(root: Path, name: str, acc: list[float], loss: list[float], steps_per_epoch: int = 5,
