@@ -357,6 +357,28 @@ class EvaCLI(LightningCLI):
         return Headline.from_trainer(trainer, self.subcommand, self.protocol).text()  # no logger: nothing written
 
 
+class ParsedOnly(EvaCLI):
+    """The configuration ``eva fit`` would run (jsonargparse's merge of the files and arguments) built into no
+    objects: nothing instantiated, nothing written. Unknown keys and bad values are refused with the CLI's one-line
+    errors. ``defaults=False``: only what the files and arguments give (not validated: a part may be partial)."""
+
+    def __init__(self, args: list[str], defaults: bool = True) -> None:
+        self._defaults = defaults
+        super().__init__(args=args, run=False, parser_kwargs={"exit_on_error": False})
+
+    def parse_arguments(self, parser, args) -> None:
+        self.config = parser.parse_args(args, defaults=self._defaults)
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
+
+
 def check_fit_settings(cfg) -> None:
     """Raise an :class:`EvaError` for fit settings that each type allows but that contradict each other."""
     init_args = cfg.get("model.init_args") or {}

@@ -242,28 +242,15 @@ def expand(cfg: dict) -> dict:
 def read_config(config: Path) -> dict:
     """The config as ``eva fit`` composes it (the header's ``--config`` chain, ``config:`` includes, dotted keys),
     composed by the CLI itself (jsonargparse, ``defaults=False``: what the files say, no defaults), as plain YAML."""
-    from eva_lightning.cli import EvaCLI
-
-    class Composed(EvaCLI):  # parse only: nothing built, nothing written, not validated (a part may be partial)
-        def parse_arguments(self, parser, args) -> None:
-            self.config = parser.parse_args(args, defaults=False)
-
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-        def after_instantiate_classes(self) -> None:
-            pass
-
     import random
 
     import torch
 
+    from eva_lightning.cli import ParsedOnly
+
     # the CLI seeds (seed_everything): a helper leaves the caller's generators and PL_GLOBAL_SEED as they were
     states, seed = (random.getstate(), np.random.get_state(), torch.random.get_rng_state()), os.environ.get("PL_GLOBAL_SEED")
-    cli = Composed(args=config_args(config), run=False, parser_kwargs={"exit_on_error": False})
+    cli = ParsedOnly(config_args(config), defaults=False)
     random.setstate(states[0]), np.random.set_state(states[1]), torch.random.set_rng_state(states[2])
     os.environ.pop("PL_GLOBAL_SEED", None) if seed is None else os.environ.__setitem__("PL_GLOBAL_SEED", seed)
     cfg = yaml.safe_load(cli.parser.dump(cli.config, skip_validation=True))

@@ -118,20 +118,9 @@ def fit_args(values: dict[str, Any]) -> list[str]:
 def resolve_config(configs: list[str], extra: list[str]):
     """The configuration ``eva fit`` would run (jsonargparse's merge of the files and arguments), built into no
     objects: unknown keys and bad values are refused here, with the CLI's one-line errors, before any trial."""
-    from eva_lightning.cli import EvaCLI
+    from eva_lightning.cli import ParsedOnly
 
-    class Resolved(EvaCLI):  # parse only: no model, data or trainer built, nothing written
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-        def after_instantiate_classes(self) -> None:
-            pass
-
-    args = [a for c in configs for a in ("--config", c)] + list(extra)
-    return Resolved(args=args, run=False, parser_kwargs={"exit_on_error": False}).config
+    return ParsedOnly([a for c in configs for a in ("--config", c)] + list(extra)).config
 
 
 def check_space(configs: list[str], space: dict, extra: list[str], val_split: float) -> None:
