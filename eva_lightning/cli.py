@@ -33,7 +33,7 @@ from eva_lightning.callbacks.resumed_schedule import ResumedSchedule
 from eva_lightning.callbacks.rng_state import RngState
 from eva_lightning.core.config_yaml import ConfigFileError, read_config_text, use_strict_yaml
 from eva_lightning.core.module import ImageClassifier
-from eva_lightning.core.schedules import Schedule
+from eva_lightning.core.schedules import check_span
 from eva_lightning.core.checkpoints import (SafeCheckpointIO, check_checkpoint, import_dotted, load_checkpoint_file,
                                              saved_model_config, trusts_checkpoint)
 from eva_lightning.core.trainer import EvaTrainer
@@ -159,6 +159,10 @@ class EvaCLI(LightningCLI):
             argv = list(sys.argv[1:] if args is None else args)
             keys = {key for p in self.parsers for key in p.get_defaults().keys()}
             raise EvaError(one_line(str(exc), keys, argv)) from None
+        sub = self.config.get("subcommand")
+        seed = (self.config[sub] if sub else self.config).get("seed_everything")
+        if type(seed) is int and not 0 <= seed <= 2**32 - 1:  # seed_everything would raise a bare ValueError
+            raise EvaError(f"seed_everything={seed} is impossible: give a seed from 0 to 2**32 - 1 (or true: a random one)")
 
     def _parse_ckpt_path(self) -> None:
         # The one private override (Lightning 2.6 has no hook for merging --ckpt_path's hyper-parameters): its
@@ -367,7 +371,10 @@ class ParsedOnly(EvaCLI):
         super().__init__(args=args, run=False, parser_kwargs={"exit_on_error": False})
 
     def parse_arguments(self, parser, args) -> None:
-        self.config = parser.parse_args(args, defaults=self._defaults)
+        if self._defaults:  # EvaCLI's: its one-line errors
+            super().parse_arguments(parser, args)
+        else:
+            self.config = parser.parse_args(args, defaults=False)
 
     def before_instantiate_classes(self) -> None:
         pass
@@ -387,9 +394,7 @@ def check_fit_settings(cfg) -> None:
         raise EvaError("model.init_args.optimizer.init_args.lr=0 trains nothing: use a learning rate > 0 "
                        "(or set model.init_args.lr)")
     schedule, trainer = init_args.get("schedule"), cfg.get("trainer") or {}
-    if schedule is not None:  # jsonargparse's Namespace of the dataclass until classes are built
-        schedule = schedule if isinstance(schedule, Schedule) else Schedule(**schedule.as_dict())
-        schedule.check_span(trainer.get("max_epochs"), trainer.get("max_steps"))
+    check_span(schedule, trainer.get("max_epochs"), trainer.get("max_steps"))  # before a run folder is made
     batch_size, virtual = cfg.get("data.batch_size"), init_args.get("virtual_batch_size")
     if init_args.get("norm") == "gbn" and isinstance(virtual, int) and isinstance(batch_size, int) and virtual >= batch_size:
         raise EvaError(f"model.init_args.virtual_batch_size={virtual} with data.batch_size={batch_size}: each batch is "

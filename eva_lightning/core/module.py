@@ -9,7 +9,7 @@ import torchmetrics
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from eva_lightning.core.schedules import Schedule, make_optimizer, make_scheduler, param_groups
+from eva_lightning.core.schedules import Schedule, check_span, make_optimizer, make_scheduler, param_groups
 from eva_lightning.core.tta import TTA, tta_logits
 from eva_lightning.core.errors import EvaError
 
@@ -63,6 +63,9 @@ class ImageClassifier(L.LightningModule):
             raise EvaError(f"model.init_args.norm_lr_scale={norm_lr_scale} is impossible: the LR factor must be > 0 (1: none)")
         if lr is not None and not lr > 0:
             raise EvaError(f"model.init_args.lr={lr} is impossible: the learning rate must be > 0 (or unset: the optimiser's lr)")
+        if not callable(optimizer):  # `optimizer: null` in a config
+            raise EvaError(f"model.init_args.optimizer={optimizer!r} is no optimiser: give one, e.g. "
+                           "{class_path: torch.optim.SGD, init_args: {lr: 0.05, momentum: 0.9}}")
         # the optimiser is built in configure_optimizers, after the run directory exists: try its arguments now
         try:
             groups = optimizer([nn.Parameter(torch.zeros(1))]).param_groups
@@ -210,7 +213,7 @@ class ImageClassifier(L.LightningModule):
         s = self.schedule
         if s.interval == "step":  # only these need the run's length (and a trainer)
             trainer = self.trainer
-            s.check_span(trainer.max_epochs, trainer.max_steps)
+            check_span(s, trainer.max_epochs, trainer.max_steps)
             sched = make_scheduler(opt, s, total_steps=int(trainer.estimated_stepping_batches),
                                    epochs=max(1, trainer.max_epochs or 1),
                                    hold=bool(trainer.fast_dev_run))

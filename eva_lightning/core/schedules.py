@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.optim import lr_scheduler
@@ -57,21 +57,6 @@ class Schedule:
             if not ok:
                 raise EvaError(f"model.init_args.schedule.{name}={getattr(self, name)} is impossible: it must be {rule}")
 
-    def check_span(self, max_epochs: int | None, max_steps: int | None = None) -> None:
-        """Raise an :class:`EvaError` if this schedule cannot span a run of ``max_epochs`` (-1: without end) and
-        ``max_steps`` (None or -1: no limit). The one home of these rules: the CLI asks with the config's values
-        before a run folder is made, ``configure_optimizers`` with the trainer's (a Python caller); the step-level
-        bound of a one-cycle's peak is :func:`_one_cycle`'s, where the step count is known."""
-        if self.interval != "step" or max_steps not in (None, -1):
-            return
-        if max_epochs == -1:
-            raise EvaError(f"model.init_args.schedule.name={self.name} with trainer.max_epochs=-1: the schedule spans "
-                           "the whole run, and -1 trains without end; set trainer.max_epochs (or trainer.max_steps), "
-                           "or use schedule.name none or plateau for an open-ended run")
-        if self.name == "onecycle" and isinstance(max_epochs, int) and max_epochs >= 1 and not self.peak_epoch < max_epochs:
-            raise EvaError(f"model.init_args.schedule.peak_epoch={self.peak_epoch} is outside the run "
-                           f"(trainer.max_epochs={max_epochs}): choose a peak epoch below {max_epochs}, or train longer")
-
     @property
     def interval(self) -> Literal["step", "epoch", "plateau"]:
         """When the scheduler steps: after every batch, every epoch, or every epoch with ``val/loss``."""
@@ -84,6 +69,25 @@ class Schedule:
 torch.serialization.add_safe_globals([Schedule, (Schedule, "eva_lightning.core.module.Schedule")])
 
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
+
+
+def check_span(schedule: Any, max_epochs: int | None, max_steps: int | None = None) -> None:
+    """Raise an :class:`EvaError` if ``schedule`` (a :class:`Schedule`, or the CLI's parsed namespace of one) cannot
+    span a run of ``max_epochs`` (-1: without end) and ``max_steps`` (None or -1: no limit). The one home of these
+    rules: the CLI asks with the config's values before a run folder is made, ``configure_optimizers`` with the
+    trainer's (a Python caller); the step-level bound of a one-cycle's peak is :func:`_one_cycle`'s, where the step
+    count is known."""
+    name, peak = getattr(schedule, "name", None), getattr(schedule, "peak_epoch", None)
+    if name not in ("cosine", "onecycle") or max_steps not in (None, -1):
+        return
+    if max_epochs == -1:
+        raise EvaError(f"model.init_args.schedule.name={name} with trainer.max_epochs=-1: the schedule spans "
+                       "the whole run, and -1 trains without end; set trainer.max_epochs (or trainer.max_steps), "
+                       "or use schedule.name none or plateau for an open-ended run")
+    if (name == "onecycle" and isinstance(max_epochs, int) and max_epochs >= 1 and isinstance(peak, (int, float))
+            and not peak < max_epochs):
+        raise EvaError(f"model.init_args.schedule.peak_epoch={peak} is outside the run "
+                       f"(trainer.max_epochs={max_epochs}): choose a peak epoch below {max_epochs}, or train longer")
 
 
 #: the layers whose parameters ``param_groups`` puts in the scaled group
