@@ -35,6 +35,7 @@ def case(name: str, args: list[str], *needles: str, marks=()):
 
 IMPOSSIBLE_NUMBERS = [
     # data
+    case("seed_negative", ["--seed_everything", "-1"], "seed_everything=-1", "from 0 to 2**32 - 1"),
     case("batch_size_0", ["--data.batch_size", "0"], "data.batch_size=0", "at least 1"),
     case("num_workers_negative", ["--data.num_workers", "-1"], "data.num_workers=-1"),
     case("image_size_0", ["--data.image_size", "0"], "data.image_size=0"),
@@ -43,6 +44,7 @@ IMPOSSIBLE_NUMBERS = [
     case("l1_negative", ["--model.init_args.l1", "-0.1"], "model.init_args.l1=-0.1", ">= 0"),
     case("label_smoothing_1", ["--model.init_args.label_smoothing", "1.0"], "model.init_args.label_smoothing=1.0", "[0, 1)"),
     case("lr_0", ["--model.init_args.lr", "0"], "model.init_args.lr=0", "> 0"),
+    case("optimizer_null", ["--model.init_args.optimizer", "null"], "model.init_args.optimizer=None", "torch.optim.SGD"),
     case("optimizer_lr_negative", [f"{OPTIMIZER}.lr", "-0.1"], "model.init_args.optimizer.init_args", "learning rate: -0.1"),
     case("optimizer_lr_0", [f"{OPTIMIZER}.lr", "0"], "model.init_args.optimizer.init_args.lr=0", "trains nothing"),
     case("momentum_1.5", [f"{OPTIMIZER}.momentum", "1.5"], "model.init_args.optimizer.init_args.momentum=1.5", "[0, 1)"),
