@@ -13,14 +13,13 @@ import pytest
 from eva_lightning.cli import EvaCLI
 from eva_lightning.core.errors import EvaError
 from eva_lightning.tools import report
-from eva_lightning.tools.report import main as report_main
 
 
 def test_report_of_a_missing_run_is_a_plain_error(tmp_path):
     with pytest.raises(EvaError, match="not a folder"):
-        report_main([str(tmp_path / "nope")])
+        report.main([str(tmp_path / "nope")])
     with pytest.raises(EvaError, match="holds no run"):
-        report_main([str(tmp_path)])
+        report.main([str(tmp_path)])
 
 
 @pytest.fixture(scope="module")
