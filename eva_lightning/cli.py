@@ -165,7 +165,7 @@ class EvaCLI(LightningCLI):
             raise EvaError(f"seed_everything={seed} is impossible: give a seed from 0 to 2**32 - 1 (or true: a random one)")
 
     def _parse_ckpt_path(self) -> None:
-        # The one private override (Lightning 2.6 has no hook for merging --ckpt_path's hyper-parameters): its
+        # A private override (Lightning 2.6 has no hook for merging --ckpt_path's hyper-parameters): its
         # read refuses a trusted file and imports any class path in it; saved_model_config checks it first.
         sub = self.config.get("subcommand")
         cfg = self.config[sub] if sub else {}
@@ -364,7 +364,8 @@ class EvaCLI(LightningCLI):
 class ParsedOnly(EvaCLI):
     """The configuration ``eva fit`` would run (jsonargparse's merge of the files and arguments) built into no
     objects: nothing instantiated, nothing written. Unknown keys and bad values are refused with the CLI's one-line
-    errors. ``defaults=False``: only what the files and arguments give (not validated: a part may be partial)."""
+    errors. ``defaults=False``: only what the files and arguments give (not validated: a part may be partial).
+    Nothing is seeded (``seed_everything`` is read, not applied)."""
 
     def __init__(self, args: list[str], defaults: bool = True) -> None:
         self._defaults = defaults
@@ -375,6 +376,11 @@ class ParsedOnly(EvaCLI):
             super().parse_arguments(parser, args)
         else:
             self.config = parser.parse_args(args, defaults=False)
+
+    def _set_seed(self) -> None:
+        # A private override (LightningCLI seeds between parsing and building, with no hook): reading a config
+        # leaves the caller's random generators and PL_GLOBAL_SEED as they were
+        pass
 
     def before_instantiate_classes(self) -> None:
         pass

@@ -242,17 +242,9 @@ def expand(cfg: dict) -> dict:
 def read_config(config: Path) -> dict:
     """The config as ``eva fit`` composes it (the header's ``--config`` chain, ``config:`` includes, dotted keys),
     composed by the CLI itself (jsonargparse, ``defaults=False``: what the files say, no defaults), as plain YAML."""
-    import random
-
-    import torch
-
     from eva_lightning.cli import ParsedOnly
 
-    # the CLI seeds (seed_everything): a helper leaves the caller's generators and PL_GLOBAL_SEED as they were
-    states, seed = (random.getstate(), np.random.get_state(), torch.random.get_rng_state()), os.environ.get("PL_GLOBAL_SEED")
     cli = ParsedOnly(config_args(config), defaults=False)
-    random.setstate(states[0]), np.random.set_state(states[1]), torch.random.set_rng_state(states[2])
-    os.environ.pop("PL_GLOBAL_SEED", None) if seed is None else os.environ.__setitem__("PL_GLOBAL_SEED", seed)
     cfg = yaml.safe_load(cli.parser.dump(cli.config, skip_validation=True))
     cfg.pop("config", None)
     return cfg

@@ -3,13 +3,16 @@ the rest in-process (`EvaCLI(args=...)`, `main(argv)`)."""
 
 from __future__ import annotations
 
+import os
+import random
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT, run_eva, logged
-from eva_lightning.cli import EvaCLI
+from eva_lightning.cli import EvaCLI, ParsedOnly
 from eva_lightning.entry import main
 
 
@@ -51,6 +54,21 @@ def test_help_and_print_config_round_trip(tmp_path, tiny_config, monkeypatch, ca
     resolved = tmp_path / "resolved.yaml"
     resolved.write_text(printed)
     assert exits_ok(["fit", "--config", str(resolved), "--print_config"], capsys) == printed
+
+
+def test_parsed_only_reads_a_config_without_seeding(tiny_config, monkeypatch):
+    """eva tune and the tests read configs with ParsedOnly: the caller's generators and PL_GLOBAL_SEED stay as they
+    were (LightningCLI would seed them with the config's seed_everything)."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    torch.manual_seed(12345)
+    random.seed(12345)
+    expected = (torch.rand(3), random.random())
+    torch.manual_seed(12345)
+    random.seed(12345)
+    cfg = ParsedOnly(["--config", str(tiny_config), "--seed_everything", "7"]).config
+    assert cfg["seed_everything"] == 7
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert "PL_GLOBAL_SEED" not in os.environ
 
 
 def test_module_runs_from_a_plain_checkout_without_install(monkeypatch, capsys):
