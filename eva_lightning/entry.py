@@ -3,8 +3,10 @@ torch and lightning imports (seconds on a small CPU), so ``eva --help`` and ``--
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
+import os
 import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -109,6 +111,30 @@ def version_text() -> str:
     return f"eva-lightning {__version__} (torch {_installed_version('torch')}, lightning {_installed_version('lightning')})"
 
 
+#: glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Let the process reuse the memory it frees instead of giving it back to the kernel (glibc only); True if set.
+
+    glibc serves each allocation above its mmap threshold (32 MiB at most) with a fresh ``mmap`` and unmaps it when
+    freed, so a CPU training step, which allocates and frees its activations every step, faults every page in
+    again: for the fast CIFAR recipe most of a step's kernel time (figures: docs/speed.md). No mmap and no trimming
+    keeps the pages; the process holds its peak memory until it ends. By hand because no library does it: jemalloc
+    or tcmalloc need ``LD_PRELOAD`` and a system package. ``EVA_MALLOC=system`` keeps glibc's defaults.
+    """
+    if os.environ.get("EVA_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return False
+        libc = ctypes.CDLL("libc.so.6")
+    except (ValueError, OSError):  # no such confstr name (not glibc), or no libc.so.6
+        return False
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))  # -1: never trim
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``eva`` and ``python -m eva_lightning``."""
     from_command_line = argv is None
@@ -119,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "--version":
         print(version_text())
         return
+    keep_freed_memory()  # before torch allocates anything
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=[AboveProgressBars()])
     # `import lightning` gives its logger a handler of its own: propagated too, each line would print twice
     logging.getLogger("lightning").propagate = False
