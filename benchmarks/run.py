@@ -43,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plain_loop import build, plain_fit, sync  # noqa: E402
 
+from eva_lightning.entry import keep_freed_memory  # noqa: E402
+
 log = logging.getLogger("benchmarks.run")
 
 
@@ -181,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", default=None, help="run here (lightning_logs/, checkpoints)")
     parser.add_argument("overrides", nargs="*", help="eva config overrides, after --")
     args = parser.parse_args(argv)
+    # as the eva command does (both runs share this process: the plain loop gets it too; EVA_MALLOC=system: neither)
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
