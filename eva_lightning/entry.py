@@ -118,11 +118,12 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 def keep_freed_memory() -> bool:
     """Let the process reuse the memory it frees instead of giving it back to the kernel (glibc only); True if set.
 
-    glibc serves each allocation above its mmap threshold (32 MiB at most) with a fresh ``mmap`` and unmaps it when
-    freed, so a CPU training step, which allocates and frees its activations every step, faults every page in
-    again: for the fast CIFAR recipe most of a step's kernel time (figures: docs/speed.md). No mmap and no trimming
-    keeps the pages; the process holds its peak memory until it ends. By hand because no library does it: jemalloc
-    or tcmalloc need ``LD_PRELOAD`` and a system package. ``EVA_MALLOC=system`` keeps glibc's defaults.
+    glibc serves each allocation above its mmap threshold (128 KiB, rising to 32 MiB) with a fresh ``mmap``, unmaps
+    it when freed and trims the heap, so a CPU training step, which allocates and frees its activations every step,
+    faults every page in again: for the fast CIFAR recipe most of a step's kernel time (figures: docs/speed.md). No
+    mmap and no trimming keeps the pages; the process holds its peak memory until it ends. By hand because no
+    library does it: jemalloc or tcmalloc need ``LD_PRELOAD`` and a system package. ``EVA_MALLOC=system`` keeps
+    glibc's defaults.
     """
     if os.environ.get("EVA_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
         return False
