@@ -137,7 +137,7 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
     interval = model.schedule.interval
     weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
-    result = {"train_s": [], "train_cpu_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
+    result = {"train_s": [], "train_cpu_s": [], "step_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
     step = 0
     for epoch in range(epochs):
         net.train()
@@ -150,7 +150,12 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
         seen = 0
         sync(device)
         t0, cpu0 = time.perf_counter(), time.process_time()
+        periods, started = [], None  # step start to the next step's start, as benchmarks/run.py's EpochTimer
         for x, y in itertools.islice(train_dl, n_train):
+            now = time.perf_counter()
+            if started is not None:
+                periods.append(now - started)
+            started = now
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with autocast():
@@ -191,6 +196,7 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
             sched.step(val_loss)
         result["train_s"].append(t1 - t0)
         result["train_cpu_s"].append(cpu1 - cpu0)
+        result["step_s"].append(periods)
         result["eval_s"].append(t2 - t1)
         result["val_acc"].append(acc)
         result["train_loss"].append(float(loss_sum) / seen)

@@ -1,14 +1,19 @@
 """``eva fit`` against the plain loop, alternately in one process: per-epoch time, images/s, ratio.
 
 Each repeat runs the config through ``eva fit`` (``EvaCLI`` → ``trainer.fit``, exactly what the
-command does, with a timing callback added and the progress bar off) and then through
+command does, with a timing callback added and the progress bar off) and through
 ``benchmarks/plain_loop.py`` with the LR eva ended up using (the LR range test's pick, where the
 config has one). Both build the net and data from the same config and seed. On a shared machine
-only the ratio of neighbouring runs means much, hence the alternation.
+only the ratio of neighbouring runs means much, hence the alternation, in the order eva, plain,
+plain, eva, ...: a machine (or process) whose speed drifts over the run slows both sides alike
+(with eva first in every pair, a process that sped up over the run read as eva being slower).
 
 Times: ``train_s`` is an epoch's training batches (to the start of validation); ``train_cpu_s`` the
 CPU time this process spent in them (all its threads: on a shared machine it leaves out the time
-the process waited for a core, so it is the steadier figure at one thread); ``epoch_s`` the
+the process waited for a core, so it is the steadier figure at one thread); ``step_s`` the periods
+from one training step's start to the next (the data fetch and batch augmentation between them
+included; on CUDA the host's, which over an epoch keep the device's pace), whose median over the
+steady epochs shrugs off a burst of other work on the machine; ``epoch_s`` the
 whole epoch (eva's: validation, checkpointing and epoch-end logging too; plain: validation). The first epoch is reported but
 left out of the steady-state figures (warm-up: cuDNN autotuning, allocator, compile).
 
@@ -59,7 +64,9 @@ class EpochTimer(Callback):
         self.train_s: list[float] = []
         self.train_cpu_s: list[float] = []
         self.epoch_s: list[float] = []
+        self.step_s: list[list[float]] = []  # per epoch: step start to the next step's start
         self.images = 0
+        self._step = None
 
     def _now(self, pl_module) -> float:
         sync(pl_module.device)
@@ -67,6 +74,14 @@ class EpochTimer(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0, self._train, self._cpu0 = self._now(pl_module), None, time.process_time()
+        self.step_s.append([])
+        self._step = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._step is not None:
+            self.step_s[-1].append(now - self._step)
+        self._step = now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images += len(batch[1])
@@ -140,6 +155,7 @@ def eva_fit(config: str, overrides: list[str]) -> dict:
     return {
         "train_s": train_s,
         "train_cpu_s": timer.train_cpu_s,
+        "step_s": timer.step_s,
         "eval_s": [e - t for e, t in zip(timer.epoch_s, train_s)],  # validation + checkpoint + epoch end
         "epoch_s": timer.epoch_s,
         "fit_wall_s": wall,
@@ -162,9 +178,11 @@ def steady(times: list[float]) -> float:
 
 def summary(runs: list[dict], images_per_epoch: float) -> dict:
     train = [t for r in runs for t in (r["train_s"][1:] if len(r["train_s"]) > 1 else r["train_s"])]
+    steps = [t for r in runs for epoch in (r["step_s"][1:] if len(r["step_s"]) > 1 else r["step_s"]) for t in epoch]
     med = statistics.median(train)
     return {
         "train_epoch_s_median": med,
+        "step_s_median": statistics.median(steps) if steps else None,
         "train_images_per_s": images_per_epoch / med,
         "train_total_s": [sum(r["train_s"]) for r in runs],
         "epoch_total_s": [sum(r["train_s"]) + sum(r["eval_s"]) for r in runs],
@@ -199,14 +217,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     eva_runs, plain_runs = [], []
     for rep in range(args.repeats):
-        r = eva_fit(config, composed + overrides)
-        eva_runs.append(r)
-        log.info("eva   #%d: train %s s, val/acc %.4f, %s on %s", rep, [round(t, 2) for t in r["train_s"]],
-                 r["val_acc"] or float("nan"), r["train_loader"], r["device"])
-        if not args.skip_plain:
-            p = plain_fit(build(config, composed + overrides), r["epochs"], lr=r["lr"], log=log.info)
-            plain_runs.append(p)
-            log.info("plain #%d: train %s s, val/acc %.4f", rep, [round(t, 2) for t in p["train_s"]], p["val_acc"][-1])
+        # eva, plain, plain, eva, ...: a drift in the machine's speed falls on both sides alike (eva runs first
+        # of all: the plain loop takes the LR eva ended up with)
+        for side in ("eva", "plain") if rep % 2 == 0 else ("plain", "eva"):
+            if side == "eva":
+                r = eva_fit(config, composed + overrides)
+                eva_runs.append(r)
+                log.info("eva   #%d: train %s s, val/acc %.4f, %s on %s", rep, [round(t, 2) for t in r["train_s"]],
+                         r["val_acc"] or float("nan"), r["train_loader"], r["device"])
+            elif not args.skip_plain:
+                p = plain_fit(build(config, composed + overrides), eva_runs[0]["epochs"], lr=eva_runs[0]["lr"],
+                              log=log.info)
+                plain_runs.append(p)
+                log.info("plain #%d: train %s s, val/acc %.4f", rep, [round(t, 2) for t in p["train_s"]],
+                         p["val_acc"][-1])
 
     per_epoch = eva_runs[0]["images"] / max(1, eva_runs[0]["epochs"])
     result = {
@@ -227,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["plain_runs"] = plain_runs
         result["ratio_eva_over_plain"] = {
             "train_epoch_median": result["eva"]["train_epoch_s_median"] / result["plain"]["train_epoch_s_median"],
+            "step_median": (result["eva"]["step_s_median"] / result["plain"]["step_s_median"]
+                            if result["eva"]["step_s_median"] and result["plain"]["step_s_median"] else None),
             "train_total": [e / p for e, p in zip(result["eva"]["train_total_s"], result["plain"]["train_total_s"])],
             "epoch_total": [e / p for e, p in zip(result["eva"]["epoch_total_s"], result["plain"]["epoch_total_s"])],
         }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -276,3 +277,20 @@ def config_args(config: Path) -> list[str]:
 def as_param(config: Path):
     """``config`` as a test parameter named by its stem."""
     return pytest.param(config, id=config.stem)
+
+
+#: configs/cifar10_fast.yaml shrunk for a test: 2 epochs of 5 steps, a narrow net, a held-out split
+TINY_FAST_CIFAR = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_epochs", "2",
+                   "--trainer.limit_train_batches", "5", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                   "--data.batch_size", "16", "--model.init_args.widths", "[8, 16, 16]",
+                   "--model.init_args.schedule.peak_epoch", "0.5", "--data.val_split", "0.1"]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for this test, put back after it: a later test that compares a subprocess's run with an
+    in-process one bitwise (tests/core/test_resume.py) needs the process's own thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,25 +7,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, write_cifar_jpeg
+from conftest import ROOT, TINY_FAST_CIFAR, write_cifar_jpeg
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from plain_loop import build, plain_fit  # noqa: E402
-
-TINY = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "5", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        "--data.batch_size", "16", "--model.init_args.widths", "[8, 16, 16]",
-        "--model.init_args.schedule.peak_epoch", "0.5", "--data.val_split", "0.1"]
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for this test, put back after it: a later test that compares a subprocess's run with an
-    in-process one bitwise (tests/core/test_resume.py) needs the process's own thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_plain_loop_trains_the_cifar10_fast_recipe_as_eva_fit(tmp_path, monkeypatch, one_thread):
@@ -33,7 +18,7 @@ def test_plain_loop_trains_the_cifar10_fast_recipe_as_eva_fit(tmp_path, monkeypa
     at the same training loss, held-out and test accuracy."""
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(ROOT / "configs" / "cifar10_fast.yaml"), "--data.data_dir", str(write_cifar_jpeg(tmp_path)),
-            *TINY]
+            *TINY_FAST_CIFAR]
     eva = build(args[1], args[2:])
     eva.trainer.fit(eva.model, eva.datamodule)
     eva_val = {k: float(v) for k, v in eva.trainer.callback_metrics.items()}
