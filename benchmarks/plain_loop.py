@@ -77,6 +77,26 @@ def loaders(cli: EvaCLI, device: torch.device, channels_last: bool):
     return Batches(dm.train_set, dm.train_dataloader(), device), Batches(dm.val_set, dm.val_dataloader(), device)
 
 
+class StepClock:
+    """Per epoch, the periods from one training step's start to the next's (the batch fetch and augmentation
+    between them included): the one definition of a step's time for both loops (``benchmarks/run.py``)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[float]] = []
+        self._last: float | None = None
+
+    def new_epoch(self) -> None:
+        self.epochs.append([])
+        self._last = None
+
+    def tick(self) -> None:
+        """A step starts."""
+        now = time.perf_counter()
+        if self._last is not None:
+            self.epochs[-1].append(now - self._last)
+        self._last = now
+
+
 def configured_callback(callbacks: list, kind: type):
     """The one callback of ``kind`` in the configured trainer's list, or None."""
     return next((c for c in callbacks if isinstance(c, kind)), None)
@@ -137,7 +157,9 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
     interval = model.schedule.interval
     weights = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
-    result = {"train_s": [], "train_cpu_s": [], "step_s": [], "eval_s": [], "val_acc": [], "train_loss": [], "images": 0}
+    clock = StepClock()
+    result = {"train_s": [], "train_cpu_s": [], "step_s": clock.epochs, "eval_s": [], "val_acc": [], "train_loss": [],
+              "images": 0}
     step = 0
     for epoch in range(epochs):
         net.train()
@@ -150,12 +172,9 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
         seen = 0
         sync(device)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        periods, started = [], None  # step start to the next step's start, as benchmarks/run.py's EpochTimer
+        clock.new_epoch()
         for x, y in itertools.islice(train_dl, n_train):
-            now = time.perf_counter()
-            if started is not None:
-                periods.append(now - started)
-            started = now
+            clock.tick()
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with autocast():
@@ -196,7 +215,6 @@ def plain_fit(cli: EvaCLI, epochs: int | None = None, lr: float | None = None, l
             sched.step(val_loss)
         result["train_s"].append(t1 - t0)
         result["train_cpu_s"].append(cpu1 - cpu0)
-        result["step_s"].append(periods)
         result["eval_s"].append(t2 - t1)
         result["val_acc"].append(acc)
         result["train_loss"].append(float(loss_sum) / seen)

@@ -46,7 +46,7 @@ from lightning.pytorch.callbacks import Callback
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plain_loop import build, plain_fit, sync  # noqa: E402
+from plain_loop import StepClock, build, plain_fit, sync  # noqa: E402
 
 from eva_lightning.entry import keep_freed_memory  # noqa: E402
 
@@ -64,9 +64,8 @@ class EpochTimer(Callback):
         self.train_s: list[float] = []
         self.train_cpu_s: list[float] = []
         self.epoch_s: list[float] = []
-        self.step_s: list[list[float]] = []  # per epoch: step start to the next step's start
+        self.steps = StepClock()
         self.images = 0
-        self._step = None
 
     def _now(self, pl_module) -> float:
         sync(pl_module.device)
@@ -74,14 +73,10 @@ class EpochTimer(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0, self._train, self._cpu0 = self._now(pl_module), None, time.process_time()
-        self.step_s.append([])
-        self._step = None
+        self.steps.new_epoch()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        if self._step is not None:
-            self.step_s[-1].append(now - self._step)
-        self._step = now
+        self.steps.tick()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images += len(batch[1])
@@ -155,7 +150,7 @@ def eva_fit(config: str, overrides: list[str]) -> dict:
     return {
         "train_s": train_s,
         "train_cpu_s": timer.train_cpu_s,
-        "step_s": timer.step_s,
+        "step_s": timer.steps.epochs,
         "eval_s": [e - t for e, t in zip(timer.epoch_s, train_s)],  # validation + checkpoint + epoch end
         "epoch_s": timer.epoch_s,
         "fit_wall_s": wall,
@@ -171,14 +166,19 @@ def eva_fit(config: str, overrides: list[str]) -> dict:
     }
 
 
+def after_warmup(per_epoch: list) -> list:
+    """The epochs after the first (warm-up) one, where there are more."""
+    return per_epoch[1:] if len(per_epoch) > 1 else per_epoch
+
+
 def steady(times: list[float]) -> float:
     """Median epoch time without the first (warm-up) epoch where there are more."""
-    return statistics.median(times[1:] if len(times) > 1 else times)
+    return statistics.median(after_warmup(times))
 
 
 def summary(runs: list[dict], images_per_epoch: float) -> dict:
-    train = [t for r in runs for t in (r["train_s"][1:] if len(r["train_s"]) > 1 else r["train_s"])]
-    steps = [t for r in runs for epoch in (r["step_s"][1:] if len(r["step_s"]) > 1 else r["step_s"]) for t in epoch]
+    train = [t for r in runs for t in after_warmup(r["train_s"])]
+    steps = [t for r in runs for epoch in after_warmup(r["step_s"]) for t in epoch]
     med = statistics.median(train)
     return {
         "train_epoch_s_median": med,

@@ -244,7 +244,6 @@ def test_fit_with_a_held_out_split_reports_the_final_test_and_the_best_validatio
     assert re.search(r"\| `test/acc` \| [0-9.]+ \|  \|", report)  # no best for the test split
 
 
-
 FAULTS_OF_A_TRAINING_STEP = """
 import resource
 from eva_lightning.entry import keep_freed_memory
