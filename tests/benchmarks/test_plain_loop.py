@@ -13,12 +13,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from plain_loop import build, plain_fit  # noqa: E402
 
 
-def test_plain_loop_trains_the_cifar10_fast_recipe_as_eva_fit(tmp_path, monkeypatch, one_thread):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: what the config's precision auto picks on a CPU with native bf16
+def test_plain_loop_trains_the_cifar10_fast_recipe_as_eva_fit(tmp_path, monkeypatch, one_thread, precision):
     """Same seed, same config: whitening fitted, lookahead every 5 steps, the test with 6-view TTA; both loops end
     at the same training loss, held-out and test accuracy."""
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(ROOT / "configs" / "cifar10_fast.yaml"), "--data.data_dir", str(write_cifar_jpeg(tmp_path)),
-            *TINY_FAST_CIFAR]
+            *TINY_FAST_CIFAR, "--trainer.precision", precision]
     eva = build(args[1], args[2:])
     eva.trainer.fit(eva.model, eva.datamodule)
     eva_val = {k: float(v) for k, v in eva.trainer.callback_metrics.items()}
