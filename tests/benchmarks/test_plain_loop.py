@@ -13,7 +13,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from plain_loop import build, plain_fit  # noqa: E402
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: what the config's precision auto picks on a CPU with native bf16
+# bf16-mixed: what the config's precision auto picks on a CPU (or GPU) that computes bf16 natively
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_plain_loop_trains_the_cifar10_fast_recipe_as_eva_fit(tmp_path, monkeypatch, one_thread, precision):
     """Same seed, same config: whitening fitted, lookahead every 5 steps, the test with 6-view TTA; both loops end
     at the same training loss, held-out and test accuracy."""
