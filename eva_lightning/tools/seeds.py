@@ -1,18 +1,8 @@
 """``eva seeds --config X [--config Y] --seeds 1 2 3 [--out table.md] [-- extra eva fit args]``.
 
-Trains the configuration once per seed (``eva fit --seed_everything N`` in a subprocess, each run in
-``lightning_logs/<config>/seed_N``) and tabulates each run's **final-epoch** test accuracy, its last
-three epochs, and the mean ± sample standard deviation (n - 1) over the seeds, as a markdown table
-and a JSON file beside it. ``eva seeds --from-runs DIR...`` only tabulates runs that exist
-(``--from-runs lightning_logs/s5``: every ``seed_N`` run in it).
-
-Each run's figure is its result of record (:meth:`~eva_lightning.runs.result.RunResult.result_of_record`):
-a run that held out a validation split without testing, or stopped before ``trainer.max_epochs``,
-is refused.
-
-A config that names the seeds it was chosen on (``tuning_seeds: [1, 2]``: their runs, on a held-out
-validation split, picked its settings) gets the table in two parts: the *reporting* seeds, which no
-choice ever saw, with their mean ± sd (the figure to publish), and the *tuning* seeds apart (in-sample).
+Trains the configuration once per seed (an ``eva fit`` subprocess each) and tabulates each run's result of record
+(:meth:`~eva_lightning.runs.result.RunResult.result_of_record`), mean ± sample sd, the *reporting* seeds apart
+from a config's ``tuning_seeds``; ``--from-runs DIR...`` only tabulates runs that exist (docs/mnist.md).
 """
 
 from __future__ import annotations
@@ -50,11 +40,7 @@ class SeedRun:
 
 
 def read_seed_run(run_dir: str | Path) -> SeedRun:
-    """One run's result of record, read from its TensorBoard events.
-
-    Raises:
-        EvaError: the run has no result of record (:meth:`RunResult.result_of_record`).
-    """
+    """One run's result of record, read from its TensorBoard events (EvaError if it has none)."""
     result = RunResult(run_dir)
     record = result.result_of_record()
     seed = result.config.get("seed_everything")
@@ -76,8 +62,9 @@ def mean_sd(runs: list[SeedRun]) -> dict:
     }
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}"
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; – for None."""
+    return "–" if value is None else f"{100 * value:.2f}"
 
 
 def _rows(runs: list[SeedRun]) -> list[str]:
@@ -87,12 +74,11 @@ def _rows(runs: list[SeedRun]) -> list[str]:
         "| ---: | --- | ---: | ---: | --- | ---: | ---: |",
     ]
     lines += [
-        f"| {r.seed if r.seed is not None else '?'} | {r.run_dir} | {r.epochs} | {_pct(r.final)} "
-        f"| {' / '.join(_pct(v) for v in r.last3)} | {_pct(min(r.last3))} | {r.wall_s:.0f} s |" for r in runs
+        f"| {r.seed if r.seed is not None else '?'} | {r.run_dir} | {r.epochs} | {pct(r.final)} "
+        f"| {' / '.join(pct(v) for v in r.last3)} | {pct(min(r.last3))} | {r.wall_s:.0f} s |" for r in runs
     ]
-    sd = "–" if stats["sd"] is None else _pct(stats["sd"])
-    return lines + ["", f"**mean ± sd (n = {stats['n']}, sample sd): {_pct(stats['mean'])} ± {sd}**"
-                        f"; lowest of any seed's last 3 epochs: {_pct(stats['min_last3'])}", ""]
+    return lines + ["", f"**mean ± sd (n = {stats['n']}, sample sd): {pct(stats['mean'])} ± {pct(stats['sd'])}**"
+                        f"; lowest of any seed's last 3 epochs: {pct(stats['min_last3'])}", ""]
 
 
 def split_roles(runs: list[SeedRun]) -> tuple[list[SeedRun], list[SeedRun]] | None:
@@ -144,17 +130,11 @@ def write_table(runs: list[SeedRun], out: Path, title: str, command: list[str] |
     return out, json_path
 
 
-def expand_runs(paths: list[str]) -> list[Path]:
-    """Each path as given, except a folder of ``seed_N`` runs (``lightning_logs/s5``): its seed runs, by N."""
-    return [run for path in map(Path, paths) for run in (seed_runs(path) or [path])]
-
-
 def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Path, resume: bool,
                 name: str | None = None) -> list[Path]:
     """``eva fit`` once per seed into ``root/<name>/seed_N`` (``name``: default the last config's stem); return the
     run directories."""
     name = name or run_name(configs)
-    dirs = []
     for seed in seeds:
         run_dir = root / name / f"seed_{seed}"
         cmd = [sys.executable, "-m", "eva_lightning", "fit", *(a for c in configs for a in ("--config", c))]
@@ -172,7 +152,6 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
             try:
                 read_seed_run(run_dir)
                 print(f"seed {seed}: {run_dir} is finished, kept", flush=True)
-                dirs.append(run_dir)
                 continue
             except EvaError:
                 last = last_checkpoint(run_dir)
@@ -182,8 +161,7 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
         print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
         if subprocess.run(cmd).returncode != 0:
             raise EvaError(f"eva fit failed for seed {seed} (its output is above); the run is in {run_dir}")
-        dirs.append(run_dir)
-    return dirs
+    return [root / name / f"seed_{seed}" for seed in seeds]
 
 
 def split_fit_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
@@ -213,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_runs:
         if args.config or extra:
             raise EvaError("--from-runs only tabulates existing runs: drop --config and the arguments after --")
-        run_dirs = expand_runs(args.from_runs)
+        run_dirs = [run for path in map(Path, args.from_runs) for run in (seed_runs(path) or [path])]
         title = ", ".join(args.from_runs)
         default_out = run_dirs[0].parent / "seeds.md" if len(run_dirs) > 1 else run_dirs[0] / "seeds.md"
         command = None

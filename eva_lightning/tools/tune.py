@@ -6,16 +6,6 @@
              [--sampler grid|random|tpe] [--storage URL] [-- extra eva fit args]
     eva tune --show STUDY [--out table.md] [--figure fig.png]
     eva tune --apply STUDY [--apply_to FILE]
-
-A *trial* is one setting of the search space (``SPACE.yaml``: dotted config keys -> a list of choices, or a range
-``{low, high, log, step}``), trained once per tuning seed with :func:`~eva_lightning.tools.seeds.train_seeds` (an
-``eva fit`` per seed, in ``<root>/tune/<study>/trial_N/seed_S``) on a held-out validation split, and with
-``--test_after_fit false``: no trial reads the test split. Its value is the mean over the seeds of the **final**
-epoch's held-out ``val/acc`` (:meth:`~eva_lightning.runs.result.RunResult.held_out_record`), never a best epoch.
-
-The study (every trial's settings, per-seed accuracies, wall time, state, and what it was run with) lives in an
-Optuna storage: by default the SQLite file ``<root>/tune/<study>.db``, small enough to commit; any Optuna storage URL
-(PostgreSQL, MySQL) lets several machines work on one study. ``--show`` and ``--apply`` read the study alone.
 """
 
 from __future__ import annotations
@@ -32,8 +22,9 @@ from typing import Any
 import yaml
 
 from eva_lightning.core.errors import EvaError
-from eva_lightning.tools import seeds
 from eva_lightning.runs.layout import LOG_ROOT
+from eva_lightning.runs.result import RunResult
+from eva_lightning.tools.seeds import pct, split_fit_args, train_seeds
 
 STUDY_DIR = "tune"  # <root>/tune/<study>.db and the trial runs in <root>/tune/<study>/trial_N/seed_S
 ATTR = "eva_tune"  # the study's user attribute holding how it was made (configs, space, seeds, split, ...)
@@ -41,7 +32,6 @@ OBJECTIVE = "mean over the tuning seeds of the final-epoch held-out val/acc"
 SAMPLERS = ("grid", "random", "tpe")
 #: keys a space may not vary: the held-out split, the seeds and the protocol are the same for every trial
 FIXED_KEYS = ("data.val_split", "data.seed", "seed_everything", "tuning_seeds", "test_after_fit", "trainer.logger")
-RANGE_KEYS = {"low", "high", "log", "step"}
 #: Optuna's heartbeat: a trial whose process died (no beat for GRACE_S) is failed, and re-run by the next start
 HEARTBEAT_S, GRACE_S = 60, 300
 SQLITE_TIMEOUT_S = 120  # wait this long for another process's write lock on the SQLite file, not fail at once
@@ -67,7 +57,7 @@ def read_space(path: str | Path) -> dict[str, list | dict]:
             if not spec:
                 raise EvaError(f"{where}: an empty list of choices")
         elif isinstance(spec, dict):
-            if not {"low", "high"} <= set(spec) or set(spec) - RANGE_KEYS:
+            if not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log", "step"}:
                 raise EvaError(f"{where}: a range is {{low, high}} with optional log and step; got {sorted(spec)}")
             if not spec["low"] < spec["high"]:
                 raise EvaError(f"{where}: low {spec['low']} is not below high {spec['high']}")
@@ -105,8 +95,7 @@ def grid_points(space: dict) -> list[dict] | None:
     """Every combination of the choices (encoded), or None when a range makes the space continuous."""
     if not all(isinstance(spec, list) for spec in space.values()):
         return None
-    keys = list(space)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(_encoded(space[k]) for k in keys))]
+    return [dict(zip(space, combo)) for combo in itertools.product(*map(_encoded, space.values()))]
 
 
 def fit_args(values: dict[str, Any]) -> list[str]:
@@ -199,7 +188,7 @@ def rows(study) -> list[Row]:
     """Every trial of the study, by number."""
     space = study.user_attrs[ATTR]["space"]
     out = []
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    for t in study.get_trials(deepcopy=False):  # by number
         per_seed = {int(s): r["val_acc"] for s, r in (t.user_attrs.get("per_seed") or {}).items()}
         wall = t.duration.total_seconds() if t.duration is not None else None
         values = {k: decode(space[k], v) for k, v in t.params.items() if k in space}
@@ -212,10 +201,6 @@ def chosen(study) -> Row | None:
     """The complete trial of highest mean (ties: the earliest), or None."""
     done = [r for r in rows(study) if r.mean is not None]
     return max(done, key=lambda r: (r.mean, -r.number)) if done else None
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
 
 
 def _shown(value: Any) -> str:
@@ -239,11 +224,11 @@ def markdown(study) -> str:
         "| ---: | --- | " + " | ".join("---" for _ in keys) + " | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: |",
     ]
     for r in rows(study):
-        mean = _pct(r.mean)
+        mean = pct(r.mean)
         mean = f"**{mean}** (chosen)" if best is not None and r.number == best.number else mean
         wall = f"{r.wall_s:.0f} s" if r.wall_s is not None else "–"
         lines.append(f"| {r.number} | {r.state} | " + " | ".join(_shown(r.values.get(k, "–")) for k in keys) + " | "
-                     + " | ".join(_pct(r.per_seed.get(s)) for s in seeds) + f" | {mean} | {wall} |")
+                     + " | ".join(pct(r.per_seed.get(s)) for s in seeds) + f" | {mean} | {wall} |")
     lines += ["", "Chosen: the highest mean of a complete trial (ties: the earliest trial); no trial read the test "
                   "split." if best else "No complete trial yet.",
               "", f"Command: `{info['command']}`", ""]
@@ -282,20 +267,16 @@ def figure(study, out: Path) -> Path:
 # --------------------------------------------------------------------------- running trials
 def make_objective(info: dict, runs: Path):
     """The objective: train the trial's settings once per tuning seed, return the mean final held-out val/acc."""
-    from eva_lightning.runs.result import RunResult
-    from eva_lightning.tools.seeds import train_seeds
-
-    space, seeds = info["space"], info["seeds"]
 
     def objective(trial) -> float:
-        values = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        values = {key: suggest(trial, key, spec) for key, spec in info["space"].items()}
         name = f"trial_{trial.number}"
         if (runs / name).exists():
             raise EvaError(f"{runs / name} exists but is no trial of this study (was its database replaced?): move it "
                            "away, or choose another --study name")
         args = [*info["extra"], f"--data.val_split={info['val_split']:g}", *fit_args(values), "--test_after_fit=false"]
         per_seed: dict[str, dict] = {}
-        for seed in seeds:
+        for seed in info["seeds"]:
             run = train_seeds(info["configs"], [seed], args, runs, resume=False, name=name)[0]
             result = RunResult(run)
             record = result.held_out_record()
@@ -317,20 +298,18 @@ def requeue_cut_trials(study, points: list[dict] | None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)  # a trial whose process died long ago (no heartbeat) is failed now
-    trials = study.get_trials(deepcopy=False)
-    held = [t.params for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)]
-    queued = 0
-    for t in trials:
-        if t.state == TrialState.FAIL and t.params and t.params not in held:
-            if points is None or t.params in points:
-                study.enqueue_trial(t.params, skip_if_exists=False)
-                held.append(t.params)
-                queued += 1
-    return queued
+    failed = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+              if t.params and (points is None or t.params in points)]
+    queued: list[dict] = []
+    for params in unclaimed(study, failed):
+        if params not in queued:  # several failed trials of one setting: queued once
+            study.enqueue_trial(params, skip_if_exists=False)
+            queued.append(params)
+    return len(queued)
 
 
 def unclaimed(study, points: list[dict]) -> list[dict]:
-    """Grid points no complete, running or queued trial holds."""
+    """The settings (grid points, failed trials') no complete, running or queued trial holds."""
     from optuna.trial import TrialState
 
     held = [t.params for t in study.get_trials(deepcopy=False)
@@ -471,11 +450,11 @@ def apply_choice(study, out: Path | None) -> Path:
     seeds = sorted(set(info["seeds"]) | set(cfg.get("tuning_seeds") or []))
     includes = [Path(os.path.relpath(Path(c).resolve(), out.resolve().parent)).as_posix() for c in info["configs"]]
     body = {**extra_as_keys(info["extra"]), **best.values, "tuning_seeds": seeds}
-    per_seed = ", ".join(f"seed {s} {_pct(v)}" for s, v in best.per_seed.items())
+    per_seed = ", ".join(f"seed {s} {pct(v)}" for s, v in best.per_seed.items())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         f"# {' + '.join(info['configs'])} with the choice of `eva tune` study {study.study_name}: trial {best.number},\n"
-        f"# held-out val/acc {_pct(best.mean)}% ({per_seed}; data.val_split {info['val_split']:g}).\n"
+        f"# held-out val/acc {pct(best.mean)}% ({per_seed}; data.val_split {info['val_split']:g}).\n"
         "# tuning_seeds: the seeds any choice saw. Report it on others: "
         f"eva seeds --config {out.as_posix()} --seeds 101 102 103 104 105\n"
         + yaml.safe_dump({"config": includes[0] if len(includes) == 1 else includes}, sort_keys=False)
@@ -489,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse ``eva tune`` arguments; run trials, ``--show`` a study or ``--apply`` its choice."""
     from jsonargparse import ArgumentParser
 
-    argv, extra = seeds.split_fit_args(argv)
+    argv, extra = split_fit_args(argv)
     parser = ArgumentParser(
         prog="eva tune",
         description="Choose a config's settings on held-out validation (Optuna): every trial an eva fit per tuning "
@@ -524,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.apply:
             out = apply_choice(study, Path(args.apply_to) if args.apply_to else None)
             best = chosen(study)
-            print(f"chosen: trial {best.number}, held-out val/acc {_pct(best.mean)}% ({best.values})\nconfig: {out}\n"
+            print(f"chosen: trial {best.number}, held-out val/acc {pct(best.mean)}% ({best.values})\nconfig: {out}\n"
                   f"report it on unseen seeds: eva seeds --config {out} --seeds 101 102 103 104 105")
             return
         text = markdown(study)
