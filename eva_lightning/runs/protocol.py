@@ -15,9 +15,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-RECORD_ON_TEST = "test/acc"  # the result of record when the test split is tested apart from validation
-RECORD_ON_VAL = "val/acc"  # the result of record when validation ran on the test split
-
 
 def _split(value: Any) -> float:
     try:
@@ -86,4 +83,4 @@ class Protocol:
     def tag_of_record(self, logged: Collection[str] = ()) -> str:
         """The tag holding the run's test accuracy: ``test/acc`` when the run tested its final weights or held out a
         validation split (whose ``val/acc`` is then no test accuracy), else ``val/acc`` (the test split)."""
-        return RECORD_ON_TEST if RECORD_ON_TEST in logged or self.held_out else RECORD_ON_VAL
+        return "test/acc" if "test/acc" in logged or self.held_out else "val/acc"

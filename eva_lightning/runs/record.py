@@ -89,29 +89,13 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def machine(trainer: L.Trainer | None = None) -> dict[str, Any]:
+def machine(trainer: L.Trainer) -> dict[str, Any]:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    info: dict[str, Any] = {"host": socket.gethostname(), "os": platform.platform(), "cpu": cpu_name(),
-                            "cpu_count": os.cpu_count(), "gpus": gpus, "cuda": torch.version.cuda if gpus else None}
-    if trainer is not None:
-        info.update(accelerator=type(trainer.accelerator).__name__, strategy=type(trainer.strategy).__name__,
-                    world_size=trainer.world_size, precision=str(trainer.precision),
-                    deterministic=torch.are_deterministic_algorithms_enabled())
-    return info
-
-
-def run_info_document(trainer: L.Trainer | None = None) -> dict[str, Any]:
-    """Everything above as one dict: one start's document of ``run_info.yaml``."""
-    return {
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "cwd": os.getcwd(),
-        "seed": os.environ.get("PL_GLOBAL_SEED"),
-        "config": "config.yaml",  # the resolved configuration, written beside this file by LightningCLI
-        "code": git_commit(),
-        "versions": versions(),
-        "machine": machine(trainer),
-    }
+    return {"host": socket.gethostname(), "os": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "gpus": gpus, "cuda": torch.version.cuda if gpus else None,
+            "accelerator": type(trainer.accelerator).__name__, "strategy": type(trainer.strategy).__name__,
+            "world_size": trainer.world_size, "precision": str(trainer.precision),
+            "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 @batch_hooks_only_where_used
@@ -125,7 +109,17 @@ class RunInfo(Callback):
             return
         path = run / RUN_INFO
         path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"stage": str(getattr(stage, "value", stage)), **run_info_document(trainer)}
+        info = {
+            "stage": str(getattr(stage, "value", stage)),
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "cwd": os.getcwd(),
+            "seed": os.environ.get("PL_GLOBAL_SEED"),
+            "config": "config.yaml",  # the resolved configuration, written beside this file by LightningCLI
+            "code": git_commit(),
+            "versions": versions(),
+            "machine": machine(trainer),
+        }
         with writing(path), open(path, "a") as f:
             if f.tell():
                 f.write("---\n")

@@ -51,8 +51,7 @@ def metric_table(result: RunResult) -> list[tuple[str, float, str]]:
     tags = [t for t in METRIC_ORDER if t in scalars]
     skip = ("epoch", "hp_metric")  # Lightning's bookkeeping, not results
     tags += sorted(t for t in scalars if t not in tags and t not in skip and not t.endswith("_step"))
-    bests = {tag: result.best(tag) for tag in ("val/acc", "val/loss")}
-    shown = {tag: f"{_fmt_value(b[0])} ({b[1]})" for tag, b in bests.items() if b}
+    shown = {tag: f"{_fmt_value(b[0])} ({b[1]})" for tag in ("val/acc", "val/loss") if (b := result.best(tag))}
     return [(tag, result.final(tag), shown.get(tag, "")) for tag in tags]
 
 
@@ -216,7 +215,6 @@ def _fmt_value(value: float) -> str:
 
 
 def _fmt_seconds(seconds: float) -> str:
-    seconds = float(seconds)
     if seconds < 120:
         return f"{seconds:.1f} s"
     minutes, sec = divmod(int(round(seconds)), 60)
@@ -247,8 +245,7 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
     )
 
     lines = [f"# Run report: {title or f'{run.parent.name}/{run.name}'}", ""] + headline.markdown()
-    model, data = (result.config.get(k) or {} for k in ("model", "data"))
-    model, data = (part if isinstance(part, dict) else {} for part in (model, data))
+    model, data = (part if isinstance(part := result.config.get(k), dict) else {} for k in ("model", "data"))
     rows = [
         ("model", f"`{model['class_path']}`" if model.get("class_path") else None),
         ("data", f"{data['dataset']} (batch size {data.get('batch_size')})" if data.get("dataset") else None),
@@ -258,11 +255,10 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
         *machine_rows(info),
     ]
     lines += ["## Run", ""] + _table([(k, v) for k, v in rows if v not in (None, "")]) + ["## Metrics", ""]
-    held_out = result.protocol.held_out
     table = metric_table(result)
     if not table:
         lines.append("No scalars logged.")
-    elif held_out:
+    elif result.protocol.held_out:
         lines += [
             f"Final values; best only for the held-out validation split ({result.val_split:g} of the "
             "training set), where choosing an epoch does not look at the test set.", "",
@@ -276,8 +272,7 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
         lines += ["| metric | final |", "|---|---|"] + [f"| `{tag}` | {_fmt_value(final)} |" for tag, final, _ in table]
     lines.append("")
 
-    groups = figures(run)
-    if groups:
+    if groups := figures(run):
         lines += ["## Figures", ""]
         for title, files in groups:
             lines += [f"### {title}", ""]

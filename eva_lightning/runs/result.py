@@ -78,7 +78,7 @@ class RunResult:
     def config(self) -> dict[str, Any]:
         """The resolved ``config.yaml``, or {} when it is missing or unreadable."""
         try:
-            cfg = yaml.safe_load(self.config_text) if self.config_text else {}
+            cfg = yaml.safe_load(self.config_text)  # None for an empty or missing file
         except yaml.YAMLError:
             return {}
         return cfg if isinstance(cfg, dict) else {}

@@ -13,15 +13,12 @@ from eva_lightning.runs.layout import name, seed_runs
 from eva_lightning.runs.protocol import Protocol
 from eva_lightning.runs.result import RunResult, best
 
-DEFAULT_METRICS = ("val/loss", "val/acc")
-
 
 @dataclass
 class Run:
     """One run's scalars: ``{tag: [(epoch or step, value), ...]}``."""
 
     name: str
-    path: Path
     scalars: dict[str, list[tuple[float, float]]]
     val_split: float = 0.0  # data.val_split of its config: 0 = validation ran on the test split
     seeds: int = 1  # > 1: scalars are means over seed runs, sd their spread (same x)
@@ -48,7 +45,7 @@ def read_run(run_dir: str | Path) -> Run:
     if seeds := seed_runs(run_dir):
         return mean_run(Path(run_dir), [read_run(d) for d in seeds])
     result = RunResult(run_dir)
-    return Run(name(result.path), result.path, {tag: result.curve(tag) for tag in result.scalars}, result.val_split)
+    return Run(name(result.path), {tag: result.curve(tag) for tag in result.scalars}, result.val_split)
 
 
 def mean_run(folder: Path, runs: list[Run]) -> Run:
@@ -60,7 +57,7 @@ def mean_run(folder: Path, runs: list[Run]) -> Run:
         values = [[b[x] for b in by_x] for x in xs]
         scalars[tag] = [(x, statistics.fmean(v)) for x, v in zip(xs, values)]
         sd[tag] = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-    return Run(f"{folder.name} ({len(runs)} seeds)", folder, scalars, max(r.val_split for r in runs), len(runs), sd)
+    return Run(f"{folder.name} ({len(runs)} seeds)", scalars, max(r.val_split for r in runs), len(runs), sd)
 
 
 def final_values(runs: list[Run], metrics: list[str]) -> list[Result]:
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse ``eva compare`` arguments, draw the figure, print the table."""
     parser = ArgumentParser(prog="eva compare", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run dirs (lightning_logs/<name> or .../version_N)")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="scalar tags to plot")
+    parser.add_argument("--metrics", nargs="+", default=["val/loss", "val/acc"], help="scalar tags to plot")
     parser.add_argument("--out", default="compare.png", help="figure file")
     args = parser.parse_args(argv)
     results = compare(args.runs, list(args.metrics), args.out)
