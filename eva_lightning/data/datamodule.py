@@ -144,7 +144,7 @@ class VisionDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.seed, self.val_split = seed, val_split
         self.train_specs, self.test_specs = train_transforms, test_transforms
-        self._channels = self.info.channels or channels
+        self.in_channels: int = self.info.channels or channels
         self._mean = tuple(mean) if mean is not None else self.info.mean
         self._std = tuple(std) if std is not None else self.info.std
         self._classes: tuple[str, ...] | None = self.info.classes
@@ -159,10 +159,6 @@ class VisionDataModule(L.LightningDataModule):
         self._splits: dict[str, sources.Split] = {}
 
     # ------------------------------------------------------------------ what the model needs
-    @property
-    def in_channels(self) -> int:
-        return self._channels
-
     @property
     def classes(self) -> tuple[str, ...]:
         if self._classes is None:
@@ -190,7 +186,7 @@ class VisionDataModule(L.LightningDataModule):
         return sources.find_folder_source(self.data_dir, self.info.folders)
 
     def _missing(self, download: bool, failure: str | None = None) -> EvaError:
-        return sources.data_missing(self.data_dir, sources.looked_for(self.info, self.data_dir), download, failure)
+        return sources.data_missing(self.info, self.data_dir, download, failure)
 
     def _local_kind(self) -> str | None:
         files = self.info.torchvision
@@ -231,7 +227,7 @@ class VisionDataModule(L.LightningDataModule):
             elif kind == "folder":
                 # a data set of known size is read as it is stored (its decoded cache stays valid)
                 size = self.hparams.image_size if self.info.image_size is None else None
-                out = sources.load_folder_cached(self._folder_source(), split, self._channels, size,
+                out = sources.load_folder_cached(self._folder_source(), split, self.in_channels, size,
                                                  self.info.classes)
             else:
                 raise self._missing(self.download)
@@ -274,7 +270,7 @@ class VisionDataModule(L.LightningDataModule):
         if self.predict_dir is None or not self.predict_dir.is_dir():
             raise EvaError(f"data.predict_dir={self.predict_dir} is not a folder: point it at a folder of images")
         files = sorted(p for p in self.predict_dir.rglob("*") if p.is_file())
-        decoded = {p: sources.decode_image(p, str(p), self._channels, self.image_size) for p in files}
+        decoded = {p: sources.decode_image(p, str(p), self.in_channels, self.image_size) for p in files}
         self.predict_files = [p for p, arr in decoded.items() if arr is not None]
         self.predict_skipped = [p for p, arr in decoded.items() if arr is None]
         images = [decoded[p] for p in self.predict_files]

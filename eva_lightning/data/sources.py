@@ -38,8 +38,12 @@ class Split:
     classes: tuple[str, ...]
 
 
-def data_missing(data_dir: Path, looked_for: list[str], download: bool, failure: str | None = None) -> EvaError:
-    """The offline error: where we looked, what for, and the two ways out (``failure``: a known non-network cause)."""
+def data_missing(info: DatasetInfo, data_dir: Path, download: bool, failure: str | None = None) -> EvaError:
+    """The offline error: where ``info``'s files would be and the two ways out (``failure``: a non-network cause)."""
+    looked_for = [f"{data_dir}/{info.torchvision.looked_for}"] if info.torchvision else []
+    looked_for += [f"{data_dir}/{n}/{{train,test}}/<class>/* or {data_dir}/{n}.tar.gz (an ImageFolder export)" if n
+                   else f"{data_dir}/{{train,test}}/<class>/<images> or a .tar.gz of that tree at {data_dir}"
+                   for n in info.folders]
     if data_dir.is_file():
         wanted = " or ".join(p.replace(f"{data_dir}/", "") for p in looked_for)
         return EvaError(f"data_dir={data_dir} is a file, not a folder: point --data.data_dir at the folder that "
@@ -346,12 +350,3 @@ def find_folder_source(root: Path, names: tuple[str, ...]) -> Path | None:
             if archive.is_file():
                 return archive
     return None
-
-
-def looked_for(info: DatasetInfo, root: Path) -> list[str]:
-    """Where ``info``'s files would be under ``root``, for the "no data found" message."""
-    places = [f"{root}/{info.torchvision.looked_for}"] if info.torchvision else []
-    for name in info.folders:
-        places.append(f"{root}/{name}/{{train,test}}/<class>/* or {root}/{name}.tar.gz (an ImageFolder export)" if name
-                      else f"{root}/{{train,test}}/<class>/<images> or a .tar.gz of that tree at {root}")
-    return places

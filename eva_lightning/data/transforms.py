@@ -19,42 +19,35 @@ def _hint(word: str, choices: Sequence[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _transform_class(name: str) -> type:
-    cls = getattr(A, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-        choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
-        raise EvaError(f"unknown albumentations transform '{name}'.{_hint(name, choices)}")
-    return cls
-
-
 def build_transform(spec: TransformSpec) -> A.BasicTransform:
     """One transform from ``{name: ..., <arguments>}``; unknown arguments are an error."""
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise EvaError(f"a transform must be written as {{name: <Transform>, <argument>: <value>}}, got {spec!r}")
-    args = {k: v for k, v in spec.items() if k != "name"}
-    cls = _transform_class(spec["name"])
+    name, args = spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    cls = getattr(A, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
+        raise EvaError(f"unknown albumentations transform '{name}'.{_hint(name, choices)}")
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     unknown = [key for key in args if key not in allowed]
     if unknown:
-        raise EvaError(f"{spec['name']} has no argument '{unknown[0]}'.{_hint(unknown[0], sorted(allowed))} "
+        raise EvaError(f"{name} has no argument '{unknown[0]}'.{_hint(unknown[0], sorted(allowed))} "
                        f"Valid arguments: {', '.join(sorted(allowed))}")
     try:
         return cls(**args)
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-        raise EvaError(f"bad arguments for {spec['name']}: {' '.join(str(exc).split())}") from None
+        raise EvaError(f"bad arguments for {name}: {' '.join(str(exc).split())}") from None
 
 
-def build_pipeline(specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float],
-                   seed: int | None = None) -> A.Compose:
+def build_pipeline(specs: Sequence[TransformSpec] | None, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
     """A Compose ending in ToTensorV2 (appended if missing); a Normalize without ``mean``/``std`` gets the data
-    set's (``None`` is just that Normalize). ``seed``: the Compose's own generator (2.x ignores global seeds)."""
-    specs = list(specs) if specs is not None else [{"name": "Normalize"}]
+    set's (``None`` is just that Normalize)."""
     transforms = []
-    for spec in specs:
+    for spec in specs if specs is not None else [{"name": "Normalize"}]:
         if isinstance(spec, dict) and spec.get("name") == "Normalize":
             spec = {"mean": list(mean), "std": list(std), "max_pixel_value": 255.0, **spec}
         transforms.append(build_transform(spec))
     if not isinstance(transforms[-1] if transforms else None, A.ToTensorV2):
         transforms.append(A.ToTensorV2())
-    return A.Compose(transforms, seed=seed)
+    return A.Compose(transforms)
 
