@@ -70,24 +70,16 @@ def gradcam(model: nn.Module, images: torch.Tensor, target_layer: str,
 
 
 def overlay(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
-    """Blend an (H, W) heat map in [0, 1] (matplotlib ``colormap``, weight ``alpha``) over any single image layout
-    (:func:`to_hwc_float`): (H, W, 3) uint8 RGB."""
+    """Blend an (H, W) heat map in [0, 1] (matplotlib ``colormap``, weight ``alpha``) over one image (CHW/HWC/HW,
+    uint8 or float in [0, 1]): (H, W, 3) uint8 RGB."""
     from matplotlib import colormaps
 
-    img = to_hwc_float(image)
+    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)
+    if img.ndim == 2:
+        img = img[..., None]  # (H, W, 1): a grey image broadcasts against the heat map's RGB
+    img = np.clip(img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32), 0.0, 1.0)
     heat = np.asarray(cam.detach().cpu() if isinstance(cam, torch.Tensor) else cam, dtype=np.float32)
     rgb = colormaps[colormap](np.clip(heat, 0.0, 1.0))[..., :3]
     return (np.clip((1 - alpha) * img + alpha * rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
-def to_hwc_float(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Any single image layout (CHW/HWC/HW, uint8 or float) → (H, W, 3) float32 in [0, 1]."""
-    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    return np.clip(arr, 0.0, 1.0)

@@ -1,5 +1,4 @@
-"""``eva summary``: per-layer shape, parameters, receptive field (tracked per *tensor* through every torch function,
-so functional ops, residual sums (the larger path wins) and concatenations count; global pooling does not grow it)."""
+"""``eva summary``: per-layer shape, parameters, receptive field (tracked per *tensor*: docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -115,8 +114,8 @@ class _Tracker(TorchFunctionMode):
         self.info[id(t)] = info
         self.alive.append(t)
 
-    def get(self, t: torch.Tensor) -> _RF | None:
-        return self.info.get(id(t))
+    def get(self, t: torch.Tensor | None) -> _RF | None:
+        return None if t is None else self.info.get(id(t))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -125,7 +124,7 @@ class _Tracker(TorchFunctionMode):
         if not ins:
             return out
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        src = self.get(x) if x is not None and self.get(x) is not None else max(ins, key=lambda i: (i.rf, i.jump))
+        src = self.get(x) or max(ins, key=lambda i: (i.rf, i.jump))
         new = _RF(rf=max(i.rf for i in ins), jump=max(i.jump for i in ins),
                   depthwise=any(i.depthwise for i in ins), is_global=any(i.is_global for i in ins))
         name = getattr(func, "__name__", "")
@@ -150,7 +149,7 @@ class _Tracker(TorchFunctionMode):
             size = _arg(args, kwargs, 1, "output_size", 1)
             size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
             in_hw = x.shape[-2:]
-            if all(s in (1, None) or s == 1 for s in size):
+            if all(s in (1, None) for s in size):
                 self.has_gap = True
                 new = _RF(src.rf, src.jump, False, True)
             else:  # adaptive pooling to n > 1: a window of about in/out with stride in//out
@@ -185,7 +184,7 @@ def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> NetworkSumma
 
         def hook(mod, _inputs, output, name=name):
             t = next(_tensors(output), None)
-            info = tracker.get(t) if t is not None else None
+            info = tracker.get(t)
             rows.append(LayerRow(
                 name or type(mod).__name__, type(mod).__name__, tuple(t.shape[1:]) if t is not None else (),
                 sum(p.numel() for p in mod.parameters(recurse=False)),
@@ -206,14 +205,13 @@ def summarize(net: nn.Module, input_shape: tuple[int, int, int]) -> NetworkSumma
         for h in handles:
             h.remove()
     out_t = next(_tensors(out), None)
-    final = tracker.get(out_t) if out_t is not None else None
-    spatial = [r.rf for r in rows if r.rf is not None]
-    params = list({id(p): p for p in net.parameters()}.values())
+    final = tracker.get(out_t)
+    params = list(net.parameters())  # shared parameters once
     return NetworkSummary(
         rows=rows,
         params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        receptive_field=final.rf if final else (max(spatial) if spatial else 1),
+        receptive_field=final.rf if final else max((r.rf for r in rows if r.rf is not None), default=1),
         jump=final.jump if final else 1,
         maxpools=tracker.maxpools,
         has_linear=tracker.has_linear or any(isinstance(m, nn.Linear) for m in net.modules()),

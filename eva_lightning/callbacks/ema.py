@@ -1,5 +1,4 @@
-"""WarmupEMA: Lightning's weight averaging with an EMA whose decay warms up (timm / TF style, or airbench's cubic
-ramp), optionally every n steps and as a lookahead (the live weights restart from the average)."""
+""":class:`WarmupEMA`: Lightning's weight averaging with an EMA whose decay warms up (timm's or airbench94's)."""
 
 from __future__ import annotations
 
@@ -56,10 +55,8 @@ def cubic_ema_multi_avg_fn(decay: float, every_n_steps: int, total_steps: Callab
 class WarmupEMA(WeightAveraging):
     """Exponential moving average of the weights (and buffers) with timm's decay warm-up.
 
-    Update ``n`` (one per optimiser step) uses ``min(decay, (1 + n) / (10 + n))``. Lightning's ``EMAWeightAveraging``
-    uses ``decay`` from the first step: after MNIST's first epoch its average is still largely the random
-    initialisation and validates near chance (the figures: docs/internals.md). The rest is Lightning's ``WeightAveraging``.
-
+    Update ``n`` (one per optimiser step) uses ``min(decay, (1 + n) / (10 + n))``, not ``decay`` from the first step
+    as Lightning's ``EMAWeightAveraging`` (why: docs/internals.md); the rest is Lightning's ``WeightAveraging``.
     With ``warmup: cubic`` update ``n`` at step ``t`` of ``T`` uses ``decay * (t / T)**3`` instead (airbench94's
     lookahead); ``lookahead: true`` copies the average back into the live weights after each update, so training
     continues from it (Zhang et al.'s Lookahead, as airbench94 does every 5 steps).

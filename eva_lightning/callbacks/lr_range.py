@@ -23,8 +23,7 @@ def suggest_lr(
 ) -> int | None:
     """Index of the suggested LR: the steepest fall of the smoothed loss against log LR (``exponential``) or LR.
 
-    Not Lightning 2.6's ``suggestion()``, which uses the linear LR in both modes and so picks too small an LR on an
-    exponential sweep (Lightning-AI/pytorch-lightning#21141; docs/cifar.md, "The LR range test suggestion").
+    Not Lightning 2.6's ``suggestion()``, which uses the linear LR in both modes (why: docs/internals.md).
 
     Args:
         lrs: the LRs tried, in order.
@@ -51,8 +50,8 @@ def suggest_lr(
 
 
 def suggestion(finder, mode: str) -> float | None:
-    """The LR :func:`suggest_lr` picks from a Lightning LR finder's ``results``, or None."""
-    i = suggest_lr(finder.results["lr"], finder.results["loss"], mode)
+    """The LR :func:`suggest_lr` picks from a Lightning LR finder's ``results``, or None (also without a finder)."""
+    i = None if finder is None else suggest_lr(finder.results["lr"], finder.results["loss"], mode)
     return None if i is None else float(finder.results["lr"][i])
 
 
@@ -150,7 +149,7 @@ class LRRangeTest(LearningRateFinder):
         with scratch_checkpoint(trainer, self.num_training):
             self.lr_find(trainer, pl_module)
         finder = self.optimal_lr
-        self.suggested_lr = suggestion(finder, self.mode) if finder is not None else None
+        self.suggested_lr = suggestion(finder, self.mode)
         if self.suggested_lr is None:
             log.warning("LRRangeTest: no suggestion (too few points); training keeps the optimiser's LR")
             return

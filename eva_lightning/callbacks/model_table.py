@@ -31,8 +31,7 @@ class LayerTable(ModelSummary):
         self._metric_names: set[str] = set()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        modules = pl_module.named_modules()
-        self._metric_names = {name for name, module in modules if name and isinstance(module, torchmetrics.Metric)}
+        self._metric_names = {n for n, m in pl_module.named_modules() if n and isinstance(m, torchmetrics.Metric)}
         super().on_fit_start(trainer, pl_module)
 
     def summarize(self, summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,

@@ -33,10 +33,7 @@ OVERLAY_SIDE = 256  # px, longer side of a GradCAM overlay: MNIST-sized inputs a
 
 
 def _relative(path: Path, root: Path | None) -> str:
-    try:
-        return path.relative_to(root).as_posix() if root is not None else path.as_posix()
-    except ValueError:
-        return path.as_posix()
+    return (path.relative_to(root) if root is not None and path.is_relative_to(root) else path).as_posix()
 
 
 def format_topk(probs: torch.Tensor, classes: Sequence[str], k: int = TOP_K) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -30,13 +31,10 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
 
 @batch_hooks_only_where_used
 class Preemption(Callback):
-    """A cluster scheduler sends SIGTERM some time before it kills a job. From the first training step on, the
-    signal is noted (Lightning's own handler would stop mid-validation and exit 0) and the run stops after the
-    current training batch: ``last.ckpt`` is saved there (with the epoch's data order and RNG state, so
-    ``--ckpt_path last`` continues exactly), then :class:`Preempted` (exit 143). Signalled during an epoch's last
-    batch or its validation, the run finishes that epoch (its own ``last.ckpt``) and stops before the next. With
-    several processes Lightning's handler stays (it tells every rank); the run then stops with the last epoch's
-    checkpoint, exit 143 too (:class:`EvaTrainer`)."""
+    """On SIGTERM, save ``last.ckpt`` after the current training batch and raise :class:`Preempted` (exit 143).
+
+    Signalled in an epoch's last batch or its validation, the run finishes that epoch first; with several processes
+    Lightning's handler stays (:class:`EvaTrainer`). Why and how: docs/internals.md ("Faults round 3")."""
 
     def __init__(self) -> None:
         self._signal: int | None = None
@@ -70,10 +68,7 @@ class Preemption(Callback):
         if path is None:
             raise Preempted(f"SIGTERM at {where}; no checkpoint is kept in this run, so nothing was saved")
         loader = trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
-            with loader.keep_position():
-                trainer.save_checkpoint(path)
-        else:
+        with loader.keep_position() if isinstance(loader, ResumableLoader) else nullcontext():
             trainer.save_checkpoint(path)
         raise Preempted(f"SIGTERM at {where} (step {trainer.global_step}): saved that point in {path}; {CONTINUE}")
 

@@ -1,5 +1,4 @@
-"""WhiteningInit: fits the model's :class:`~eva_lightning.core.layers.PatchWhitening` layers to the training images
-when fit starts; optionally trains their biases for the first epochs only (airbench94's first layer)."""
+""":class:`WhiteningInit`: airbench94's first layer, whitening filters fitted to the training images."""
 
 from __future__ import annotations
 
@@ -64,8 +63,7 @@ def fit_whitening(model: nn.Module, images: torch.Tensor) -> list[PatchWhitening
 class WhiteningInit(L.Callback):
     """Fits each :class:`~eva_lightning.core.layers.PatchWhitening` layer to ``images`` training images when fit starts.
 
-    A layer already fitted (a resumed run: the checkpoint holds it) is left as it is. The images are drawn with the
-    run's seed and go through the test pipeline (normalised, not augmented).
+    A layer already fitted (a resumed run's checkpoint holds it) stays as it is; the images: :func:`training_images`.
 
     Args:
         images: how many training images (airbench94: 5,000).

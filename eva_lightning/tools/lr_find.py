@@ -107,7 +107,7 @@ def main(argv: list[str]) -> float:
     opts: LRFindOptions = cli.config_init["lr_find"]
     trainer, model = cli.trainer, cli.model
     finder = range_test(trainer, model, cli.datamodule, opts)
-    lr = suggestion(finder, opts.mode) if finder is not None else None
+    lr = suggestion(finder, opts.mode)
     if lr is None:
         lrs = finder.results["lr"] if finder else []
         if 0 < len(lrs) < opts.num_training:  # Lightning stopped the sweep at early_stop_threshold
