@@ -38,7 +38,7 @@ from eva_lightning.core.checkpoints import (SafeCheckpointIO, check_checkpoint, 
                                              saved_model_config, trusts_checkpoint)
 from eva_lightning.core.trainer import EvaTrainer
 from eva_lightning.data import VisionDataModule
-from eva_lightning.core.errors import EvaError
+from eva_lightning.core.errors import EvaError, first_cause
 from eva_lightning.runs.layout import (CHECKPOINTS, EVENTS, LAST, LOG_ROOT, check_writable, last_checkpoint,
                                        newest_version, run_dir, run_name, version_number)
 from eva_lightning.runs.protocol import Protocol
@@ -148,13 +148,9 @@ class EvaCLI(LightningCLI):
                 # EvaCLI(args=...) means those args; LightningCLI warns whenever sys.argv is non-empty too
                 warnings.filterwarnings("ignore", message=".*args parameter is intended")
                 super().parse_arguments(parser, args)
-        except ConfigFileError as exc:  # a config file's encoding (EvaArgumentParser.parse_path)
-            raise EvaError(str(exc)) from None
-        except ArgumentError as exc:
-            cause: BaseException | None = exc
-            while cause is not None and not isinstance(cause, ConfigFileError):
-                cause = cause.__cause__ or cause.__context__
-            if cause is not None:  # names the file and line already
+        except (ConfigFileError, ArgumentError) as exc:
+            # a config file's encoding (EvaArgumentParser.parse_path) or YAML: names the file and line already
+            if (cause := first_cause(exc, ConfigFileError)) is not None:
                 raise EvaError(str(cause)) from None
             argv = list(sys.argv[1:] if args is None else args)
             keys = {key for p in self.parsers for key in p.get_defaults().keys()}
@@ -192,10 +188,7 @@ class EvaCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as exc:
-            cause: BaseException | None = exc
-            while cause is not None and not isinstance(cause, EvaError):
-                cause = cause.__cause__ or cause.__context__
-            if cause is None:
+            if (cause := first_cause(exc, EvaError)) is None:
                 raise
             raise cause from None
 
@@ -306,17 +299,17 @@ class EvaCLI(LightningCLI):
             init.name = run_name(cfg["config"])
         if cfg.get("trainer.default_root_dir") is not None and init.save_dir == LOG_ROOT:
             init.save_dir = str(cfg["trainer.default_root_dir"])
+        if "last" not in (cfg.get("weights_from"), cfg.get("ckpt_path")):
+            return
+        root = Path(init.save_dir) / (init.name or "")
+        found = newest_version(root, lambda version: last_checkpoint(version).is_file())
         if cfg.get("weights_from") == "last":
-            root = Path(init.save_dir) / (init.name or "")
-            found = newest_version(root, lambda version: last_checkpoint(version).is_file())
             if found is None:
                 raise EvaError(f"--weights_from last: no {root}/version_*/{CHECKPOINTS}/{LAST} yet; train this config "
                                "first, or give a checkpoint file")
             cfg["weights_from"] = str(last_checkpoint(found))
         if cfg.get("ckpt_path") != "last":
             return
-        root = Path(init.save_dir) / (init.name or "")
-        found = newest_version(root, lambda version: last_checkpoint(version).is_file())
         if found is None:
             log.warning("--ckpt_path last: no %s/version_*/%s/%s yet, starting a new run", root, CHECKPOINTS, LAST)
             cfg["ckpt_path"] = None
@@ -385,10 +378,7 @@ class ParsedOnly(EvaCLI):
     def before_instantiate_classes(self) -> None:
         pass
 
-    def instantiate_classes(self) -> None:
-        pass
-
-    def after_instantiate_classes(self) -> None:
+    def instantiate_classes(self) -> None:  # (no subcommand: EvaCLI's after_instantiate_classes returns at once)
         pass
 
 
@@ -416,8 +406,7 @@ def one_line(message: str, keys: set[str], argv: list[str]) -> str:
         configs = [a for i, a in enumerate(argv) if i and argv[i - 1] in ("--config", "-c")]
         where = f" in {', '.join(configs)}" if configs else ""
         return f"malformed YAML{where}: {' '.join(message.split(':', 1)[1].split())}"
-    unknown = re.search(r"does not accept option '([^']+)'|Key '([^']+)' is not expected", message)
-    if unknown:
+    if unknown := re.search(r"does not accept option '([^']+)'|Key '([^']+)' is not expected", message):
         key = unknown.group(1) or unknown.group(2)
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys are listed by: eva {(argv or ['fit'])[0]} --help"
@@ -429,8 +418,7 @@ def one_line(message: str, keys: set[str], argv: list[str]) -> str:
         module_name, attr, absent = missing.groups()
         named = [p for p in re.findall(r"class_path(?: |=)'([\w.]+)'", message) if absent and p.startswith(absent)]
         return missing_class(option, f"{module_name}.{attr}" if attr else (named or [absent])[-1])
-    unknown = re.search(r"Problem with given class_path '([^']+)':\s*Option '([^']+)' is not accepted", message)
-    if unknown:
+    if unknown := re.search(r"Problem with given class_path '([^']+)':\s*Option '([^']+)' is not accepted", message):
         class_path, key = unknown.groups()
         valid = _init_args(class_path)
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)

@@ -163,8 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
             # args=None lets LightningCLI read sys.argv itself (passing both makes it warn)
             cli = EvaCLI(args=None if from_command_line else argv)
-            closing = cli.closing_lines()
-            if closing:
+            if closing := cli.closing_lines():
                 # the result the user ran for, after Lightning's own tables: plain stdout, as those are
                 print(closing)
     except EvaError as exc:

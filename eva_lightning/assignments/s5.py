@@ -87,7 +87,7 @@ class S5Skeleton(ImageClassifier):
 
 
 class S5Model(ImageClassifier):
-    """Steps 3-4 and S6: :class:`S5Net`.
+    """Steps 3-4: :class:`S5Net` (S6 runs step 5's :class:`S5Final`).
 
     Args:
         dropout: dropout after every conv block.

@@ -51,9 +51,7 @@ def make_strict_loader(load):
     def strict_load(stream: str, path: str = "") -> Any:
         try:
             # node tree only (jsonargparse's loader is a SafeLoader too); its load below builds the values
-            _check_unique_keys(yaml.compose(stream, Loader=yaml.SafeLoader), str(path))
-        except ConfigFileError:
-            raise
+            node = yaml.compose(stream, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             problem = " ".join(str(exc.problem or exc.context or "not YAML").split())
             if exc.problem and exc.context and exc.context_mark is not None:  # where the open bracket or block began
@@ -62,6 +60,7 @@ def make_strict_loader(load):
                                   "fix the YAML there (indentation, a ':' after each key, closed brackets)") from None
         except yaml.YAMLError as exc:
             raise ConfigFileError(f"malformed YAML in {_where(str(path), None)}: {' '.join(str(exc).split())}") from None
+        _check_unique_keys(node, str(path))
         return load(stream)
 
     strict_load.eva_strict = True  # type: ignore[attr-defined]

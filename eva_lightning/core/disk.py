@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import shutil
 import threading
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,8 +27,8 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
@@ -73,24 +74,7 @@ def quiet_disk_full_in_threads() -> None:
     threading.excepthook = hook
 
 
-def first_eva_error(exc: BaseException) -> EvaError | None:
-    """The EvaError ``exc`` was raised while handling (a second write failing during clean-up), if any."""
-    seen = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, EvaError):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
 def uses_tensorboard(exc: BaseException) -> bool:
     """Whether ``exc`` was raised by TensorBoard's event writer (its stack passes through the tensorboard package)."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if "tensorboard" in tb.tb_frame.f_code.co_filename:
-            return True
-        tb = tb.tb_next
-    return False
+    return any("tensorboard" in frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__))
 

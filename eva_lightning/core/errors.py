@@ -19,3 +19,15 @@ class Preempted(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+def first_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in ``exc``'s chain of causes and contexts (``exc`` itself included), if any."""
+    seen = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, kind):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

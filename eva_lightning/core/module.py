@@ -148,14 +148,11 @@ class ImageClassifier(L.LightningModule):
             self.log("train/acc", correct_sum / seen, on_step=False, on_epoch=True, prog_bar=True)
             if self.l1 > 0:
                 self.log("train/l1", l1_sum / seen, on_step=False, on_epoch=True)
-            self._reset_train_sums()
+            self._train_sums, self._train_seen = None, 0
         return loss + penalty if self.l1 > 0 else loss
 
-    def _reset_train_sums(self) -> None:
-        self._train_sums, self._train_seen = None, 0
-
     def on_train_epoch_start(self) -> None:
-        self._reset_train_sums()  # drop an interrupted epoch's leftovers
+        self._train_sums, self._train_seen = None, 0  # drop an interrupted epoch's leftovers
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # a mid-epoch checkpoint (a preempted run) carries the epoch's sums so far: its train/* stay whole on resume
@@ -219,6 +216,5 @@ class ImageClassifier(L.LightningModule):
                                    hold=bool(trainer.fast_dev_run))
         else:
             sched = make_scheduler(opt, s)
-        if s.interval == "plateau":
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "name": "lr"}}
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": s.interval, "name": "lr"}}
+        when = {"monitor": "val/loss"} if s.interval == "plateau" else {"interval": s.interval}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, **when, "name": "lr"}}

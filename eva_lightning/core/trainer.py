@@ -18,8 +18,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from eva_lightning.core.disk import RESUME_FIT, disk_full_message, first_eva_error, is_disk_full, uses_tensorboard
-from eva_lightning.core.errors import EvaError, Preempted
+from eva_lightning.core.disk import RESUME_FIT, disk_full_message, is_disk_full, uses_tensorboard
+from eva_lightning.core.errors import EvaError, Preempted, first_cause
 
 #: a number of batches (int) or a fraction of them (float in [0, 1]). Plain ``int`` first, so ``1`` is one
 #: batch and YAML's ``1.0`` all of them (jsonargparse's restricted ints would turn ``1.0`` into ``1``);
@@ -143,10 +143,8 @@ class EvaTrainer(Trainer):
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            earlier = first_eva_error(exc)  # a clean-up write failing after the one that was reported
-            if earlier is not None:
-                raise earlier from None
-            raise EvaError(disk_full_message(self._file_of(exc), then=again)) from None
+            # the EvaError already reported, if this is a clean-up write failing after it
+            raise first_cause(exc, EvaError) or EvaError(disk_full_message(self._file_of(exc), then=again)) from None
 
     def _file_of(self, exc: OSError) -> str:
         """The file a write without a name of its own was writing: TensorBoard's event file, or a file of the run."""
