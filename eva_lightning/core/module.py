@@ -148,11 +148,14 @@ class ImageClassifier(L.LightningModule):
             self.log("train/acc", correct_sum / seen, on_step=False, on_epoch=True, prog_bar=True)
             if self.l1 > 0:
                 self.log("train/l1", l1_sum / seen, on_step=False, on_epoch=True)
-            self._train_sums, self._train_seen = None, 0
+            self._reset_train_sums()
         return loss + penalty if self.l1 > 0 else loss
 
+    def _reset_train_sums(self) -> None:
+        self._train_sums, self._train_seen = None, 0
+
     def on_train_epoch_start(self) -> None:
-        self._train_sums, self._train_seen = None, 0  # drop an interrupted epoch's leftovers
+        self._reset_train_sums()  # drop an interrupted epoch's leftovers
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # a mid-epoch checkpoint (a preempted run) carries the epoch's sums so far: its train/* stay whole on resume

@@ -135,8 +135,8 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
     """``eva fit`` once per seed into ``root/<name>/seed_N`` (``name``: default the last config's stem); return the
     run directories."""
     name = name or run_name(configs)
-    for seed in seeds:
-        run_dir = root / name / f"seed_{seed}"
+    dirs = [root / name / f"seed_{seed}" for seed in seeds]
+    for seed, run_dir in zip(seeds, dirs):
         cmd = [sys.executable, "-m", "eva_lightning", "fit", *(a for c in configs for a in ("--config", c))]
         cmd += [
             "--seed_everything", str(seed),
@@ -161,7 +161,7 @@ def train_seeds(configs: list[str], seeds: list[int], extra: list[str], root: Pa
         print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
         if subprocess.run(cmd).returncode != 0:
             raise EvaError(f"eva fit failed for seed {seed} (its output is above); the run is in {run_dir}")
-    return [root / name / f"seed_{seed}" for seed in seeds]
+    return dirs
 
 
 def split_fit_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
