@@ -56,12 +56,6 @@ class LRMonitor(LearningRateMonitor):
     """Lightning's LR monitor without the four batch hooks it leaves as no-ops (see callbacks/hooks.py)."""
 
 
-def default_callbacks() -> list:
-    """Callbacks of every run. ``fit`` with ``data.val_split > 0`` also gets :func:`held_out_checkpoint`."""
-    return [latest_checkpoint(), LRMonitor(logging_interval="step"), RngState(), FiniteLossGuard(), Preemption(),
-            ResumedSchedule(), RunInfo(), RunReport()]  # RunReport last: writes report.md after the other callbacks' end-of-fit figures
-
-
 @batch_hooks_only_where_used
 class SaveConfig(SaveConfigCallback):
     """LightningCLI's ``config.yaml``, written only into a logger's run directory (without a logger Lightning
@@ -107,7 +101,9 @@ class EvaCLI(LightningCLI):
             trainer_defaults={
                 # Lightning's hp_metric placeholder (-1, never updated) would fill TensorBoard's HPARAMS tab
                 "logger": lazy_instance(TensorBoardLogger, save_dir=LOG_ROOT, name=UNNAMED, default_hp_metric=False),
-                "callbacks": default_callbacks(),
+                # RunReport last: it writes report.md after the other callbacks' end-of-fit figures
+                "callbacks": [latest_checkpoint(), LRMonitor(logging_interval="step"), RngState(), FiniteLossGuard(),
+                              Preemption(), ResumedSchedule(), RunInfo(), RunReport()],
             },
             args=args,
             run=run,
@@ -321,8 +317,7 @@ class EvaCLI(LightningCLI):
 
     @property
     def protocol(self) -> Protocol:
-        """This run's evaluation protocol (runs/protocol.py): which split validates, whether a best may be kept, whether
-        fit ends by testing; asked by every such choice here, as runs/ asks it of a finished run's config.yaml."""
+        """This run's evaluation protocol (runs/protocol.py): the validation split, best checkpoint, final test."""
         cfg = (self.config[self.subcommand] if self.subcommand else self.config) or {}
         return Protocol.of_datamodule(self.datamodule, test_after_fit=cfg.get("test_after_fit") is not False,
                                       tta=getattr(self.model, "tta", "none"))
@@ -507,8 +502,7 @@ def _classes(module, base: type) -> list[str]:
 
 
 def _classes_near(module_name: str, base: type) -> list[str]:
-    """Classes of ``base`` in the modules beside the missing one: the submodules of its longest importable prefix
-    (the project's assignments for a model)."""
+    """Classes of ``base`` in the submodules of the missing module's longest importable prefix (or of MODELS)."""
     parts = module_name.split(".")
     packages = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
     if base is ImageClassifier:

@@ -66,9 +66,7 @@ def quiet_known_notices() -> None:
     for message, category in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in LIGHTNING_INFO_LOGGERS:
-        logger = logging.getLogger(name)
-        if _keep not in logger.filters:
-            logger.addFilter(_keep)
+        logging.getLogger(name).addFilter(_keep)  # (addFilter skips a filter already there)
 
 
 def help_text() -> str:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from eva_lightning.core.disk import KEEPS_LAST, RESUME_FIT, disk_full_message, is_disk_full
+from eva_lightning.core.disk import KEEPS_LAST, RESUME_FIT, writing
 from eva_lightning.core.errors import EvaError
 
 LAST = "last.ckpt"
@@ -31,20 +31,15 @@ class SafeCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            tmp.unlink(missing_ok=True)
-            then = KEEPS_LAST if path.exists() else RESUME_FIT
-            raise EvaError(disk_full_message(path, tensor_bytes(checkpoint), then)) from None
-        finally:
-            tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor litter
+        with writing(path, tensor_bytes(checkpoint), then=KEEPS_LAST if path.exists() else RESUME_FIT):
+            try:
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor litter
 
     def load_checkpoint(self, path, map_location: Callable | None = lambda storage, loc: storage, weights_only=None):
         return load_checkpoint_file(path, map_location=map_location, trusted=weights_only is False)

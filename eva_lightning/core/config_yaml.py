@@ -45,8 +45,11 @@ def _check_unique_keys(node: yaml.Node, path: str) -> None:
             _check_unique_keys(item, path)
 
 
-def make_strict_loader(load):
-    """``load`` (jsonargparse's YAML loader) with duplicate keys refused and errors naming file and line."""
+def use_strict_yaml() -> None:
+    """Make jsonargparse's ``yaml`` mode refuse duplicate keys and name file and line in errors (idempotent)."""
+    load = get_loader("yaml")
+    if getattr(load, "eva_strict", False):
+        return
 
     def strict_load(stream: str, path: str = "") -> Any:
         try:
@@ -64,14 +67,7 @@ def make_strict_loader(load):
         return load(stream)
 
     strict_load.eva_strict = True  # type: ignore[attr-defined]
-    return strict_load
-
-
-def use_strict_yaml() -> None:
-    """Make jsonargparse's ``yaml`` mode use :func:`make_strict_loader` (idempotent)."""
-    current = get_loader("yaml")
-    if not getattr(current, "eva_strict", False):
-        set_loader("yaml", make_strict_loader(current), exceptions=(yaml.YAMLError,))
+    set_loader("yaml", strict_load, exceptions=(yaml.YAMLError,))
 
 
 def read_config_text(path: str | os.PathLike) -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import shutil
 import threading
-import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -72,9 +71,3 @@ def quiet_disk_full_in_threads() -> None:
 
     hook.eva_quiet = True  # type: ignore[attr-defined]
     threading.excepthook = hook
-
-
-def uses_tensorboard(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised by TensorBoard's event writer (its stack passes through the tensorboard package)."""
-    return any("tensorboard" in frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__))
-

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import traceback
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from eva_lightning.core.disk import RESUME_FIT, disk_full_message, is_disk_full, uses_tensorboard
+from eva_lightning.core.disk import RESUME_FIT, disk_full_message, is_disk_full
 from eva_lightning.core.errors import EvaError, Preempted, first_cause
 
 #: a number of batches (int) or a fraction of them (float in [0, 1]). Plain ``int`` first, so ``1`` is one
@@ -152,7 +153,8 @@ class EvaTrainer(Trainer):
             return str(exc.filename)
         folder = next((getattr(logger, "log_dir", None) for logger in self.loggers), None) or self.default_root_dir
         events = sorted(Path(folder).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
-        if uses_tensorboard(exc) and events:
+        # raised by TensorBoard's event writer: its stack passes through the tensorboard package
+        if events and any("tensorboard" in f.f_code.co_filename for f, _ in traceback.walk_tb(exc.__traceback__)):
             return f"{events[-1]} (TensorBoard's events)"
         return f"a file in {folder}"
 
