@@ -72,10 +72,9 @@ def check_writable(folder: str | Path) -> None:
             current = current / part
             current.mkdir()
             created.append(current)
-        probe = folder / f".eva-write-test-{os.getpid()}"
-        current = probe
-        probe.write_bytes(b"")
-        probe.unlink()
+        current = folder / f".eva-write-test-{os.getpid()}"  # a probe file
+        current.write_bytes(b"")
+        current.unlink()
     except OSError as exc:
         why = WHY_NOT.get(exc.errno, exc.strerror or str(exc))
         raise EvaError(f"cannot write the run's files in {folder}: creating {current} failed: {why} "

@@ -23,6 +23,13 @@ def _split(value: Any) -> float:
         return 0.0
 
 
+def _get(config: Any, *keys: str) -> Any:
+    """``config[k1][k2]...``, None where a level is missing or no mapping."""
+    for key in keys:
+        config = config.get(key) if hasattr(config, "get") else None
+    return config
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How a run is evaluated.
@@ -46,23 +53,13 @@ class Protocol:
     @classmethod
     def of_config(cls, config: Any) -> "Protocol":
         """The protocol a resolved configuration records (``config.yaml`` as a dict); defaults for what it lacks."""
-        config = config if hasattr(config, "get") else {}
-        data = config.get("data")
-        split = data.get("val_split") if hasattr(data, "get") else None
-        model = config.get("model")
-        init = model.get("init_args") if hasattr(model, "get") else None
-        tta = init.get("tta") if hasattr(init, "get") else None
-        return cls(_split(split), config.get("test_after_fit") is not False, tta or "none")
+        return cls(_split(_get(config, "data", "val_split")), _get(config, "test_after_fit") is not False,
+                   _get(config, "model", "init_args", "tta") or "none")
 
     @property
     def held_out(self) -> bool:
         """Whether validation runs on a split of the training set rather than on the test split."""
         return self.val_split > 0
-
-    @property
-    def validation_split(self) -> str:
-        """``"held-out"`` or ``"test"``: what validation ran on."""
-        return "held-out" if self.held_out else "test"
 
     @property
     def tests_after_fit(self) -> bool:

@@ -175,8 +175,7 @@ class Headline:
 def _partials(trainer: Any, batch_size: Any) -> dict[str, str]:
     """:func:`partial_evaluation` of the validation and test splits, those cut short only."""
     trainer = trainer if isinstance(trainer, dict) else {}
-    found = {stage: partial_evaluation(trainer, stage, batch_size) for stage in ("val", "test")}
-    return {stage: part for stage, part in found.items() if part}
+    return {stage: part for stage in ("val", "test") if (part := partial_evaluation(trainer, stage, batch_size))}
 
 
 def _table(rows: list[tuple[str, Any]]) -> list[str]:
@@ -286,8 +285,7 @@ def render_report(run_dir: str | Path, title: str | None = None) -> tuple[Path, 
     if result.config_text:
         lines += ["## Configuration", "", "<details><summary>resolved config.yaml</summary>", "", "```yaml",
                   result.config_text.rstrip(), "```", "", "</details>", ""]
-    versions = {k: v for k, v in (info.get("versions") or {}).items() if v}
-    if versions:
+    if versions := {k: v for k, v in (info.get("versions") or {}).items() if v}:
         lines += ["## Package versions", "", "| package | version |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in versions.items()] + [""]
 

@@ -171,13 +171,9 @@ class RunResult:
         return self.epoch_at.get(per_epoch[-1][0], len(per_epoch) - 1) + 1 if per_epoch else None
 
     def result_of_record(self) -> Record:
-        """The final test accuracy of a finished run (:meth:`Protocol.tag_of_record`), with its per-epoch values.
-
-        Raises:
-            EvaError: no scalars or no accuracy; a held-out split without ``test/acc`` (its ``val/acc`` is
-                no test accuracy); a run that stopped before ``trainer.max_epochs`` (the final epoch of a
-                fixed schedule is the figure of record, not whatever epoch a crash left).
-        """
+        """The final test accuracy of a finished run (:meth:`Protocol.tag_of_record`), with its per-epoch values;
+        EvaError where there is none, or where the run stopped before ``trainer.max_epochs`` (the final epoch of a
+        fixed schedule is the figure of record, not whatever epoch a crash left)."""
         run, split = self.path, self.val_split
         if not self.scalars:
             raise EvaError(f"{run}: no TensorBoard scalars (is it a run directory of eva fit?)")
@@ -194,13 +190,8 @@ class RunResult:
         return Record(metric, [v for _, v in self.points(metric)], epochs)
 
     def held_out_record(self) -> Record:
-        """The final-epoch ``val/acc`` of a finished run that held out a validation split: what a choice between
-        settings may read (``eva tune``); never a test accuracy.
-
-        Raises:
-            EvaError: validation ran on the test split (``data.val_split`` 0); the run logged a ``test/*`` scalar
-                (it read the test split); no ``val/acc``; it stopped before ``trainer.max_epochs``.
-        """
+        """The final-epoch ``val/acc`` of a finished run that held out a validation split and never read the test
+        split: what a choice between settings may read (``eva tune``); never a test accuracy."""
         run = self.path
         if not self.protocol.held_out:
             raise EvaError(f"{run}: validation ran on the test split (data.val_split=0): its val/acc is a test "

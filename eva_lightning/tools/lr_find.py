@@ -62,11 +62,7 @@ def _config_paths(argv: list[str]) -> list[Path]:
 
 
 def range_test(trainer, model, datamodule, opts: LRFindOptions):
-    """``Tuner.lr_find`` with ``opts`` (it restores the model and optimiser state).
-
-    Returns:
-        Lightning's LR finder, or None; its suggestion is :func:`~eva_lightning.callbacks.lr_range.suggestion`.
-    """
+    """``Tuner.lr_find`` with ``opts`` (it restores the model and optimiser state): Lightning's LR finder, or None."""
     from lightning.pytorch.callbacks import LearningRateFinder
     from lightning.pytorch.tuner import Tuner
 

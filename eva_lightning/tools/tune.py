@@ -199,8 +199,7 @@ def rows(study) -> list[Row]:
 
 def chosen(study) -> Row | None:
     """The complete trial of highest mean (ties: the earliest), or None."""
-    done = [r for r in rows(study) if r.mean is not None]
-    return max(done, key=lambda r: (r.mean, -r.number)) if done else None
+    return max((r for r in rows(study) if r.mean is not None), key=lambda r: (r.mean, -r.number), default=None)
 
 
 def _shown(value: Any) -> str:
@@ -321,8 +320,7 @@ def make_sampler(name: str, space: dict, seed: int):
     import optuna
 
     if name == "grid":
-        points = grid_points(space)
-        if points is None:
+        if grid_points(space) is None:
             raise EvaError("--sampler grid needs a list of choices for every key: the space has a range "
                            "({low, high}); use --sampler tpe or random")
         return optuna.samplers.GridSampler({k: _encoded(v) for k, v in space.items()}, seed=seed)
@@ -393,8 +391,7 @@ def tune(args, extra: list[str]) -> None:
     if sampler != "grid":
         study.sampler = make_sampler(sampler, space, args.sampler_seed + len(study.trials))
     points = grid_points(space) if sampler == "grid" else None
-    requeued = requeue_cut_trials(study, points)
-    if requeued:
+    if requeued := requeue_cut_trials(study, points):
         print(f"queued again the settings of {requeued} failed or cut trial(s)", flush=True)
     trials = args.trials
     if trials is None:
@@ -402,8 +399,7 @@ def tune(args, extra: list[str]) -> None:
             raise EvaError(f"--trials N is needed with --sampler {sampler} (a range has no end)")
         trials = len(unclaimed(study, points)) + len(study.get_trials(deepcopy=False, states=(
             optuna.trial.TrialState.WAITING,)))
-    runs = Path(args.root) / STUDY_DIR / study_name
-    objective = make_objective(info, runs)
+    objective = make_objective(info, Path(args.root) / STUDY_DIR / study_name)
     for _ in range(trials):
         waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
         if points is not None and not waiting and not unclaimed(study, points):
@@ -433,9 +429,9 @@ def extra_as_keys(extra: list[str]) -> dict[str, Any]:
     return keys
 
 
-def apply_choice(study, out: Path | None) -> Path:
+def apply_choice(study, out: Path | None) -> tuple[Path, Row]:
     """Write a config that includes the study's configs and sets the chosen trial's values and ``tuning_seeds``
-    (the study's seeds, with any the configs name already)."""
+    (the study's seeds, with any the configs name already); returns it and the chosen trial."""
     import os
 
     info = study.user_attrs[ATTR]
@@ -460,7 +456,7 @@ def apply_choice(study, out: Path | None) -> Path:
         + yaml.safe_dump({"config": includes[0] if len(includes) == 1 else includes}, sort_keys=False)
         + yaml.safe_dump(body, sort_keys=False, default_flow_style=None)
     )
-    return out
+    return out, best
 
 
 # --------------------------------------------------------------------------- the command
@@ -501,8 +497,7 @@ def main(argv: list[str] | None = None) -> None:
         name, url = locate(args.show or args.apply, args.storage, args.root)
         study = load_study(name, url)
         if args.apply:
-            out = apply_choice(study, Path(args.apply_to) if args.apply_to else None)
-            best = chosen(study)
+            out, best = apply_choice(study, Path(args.apply_to) if args.apply_to else None)
             print(f"chosen: trial {best.number}, held-out val/acc {pct(best.mean)}% ({best.values})\nconfig: {out}\n"
                   f"report it on unseen seeds: eva seeds --config {out} --seeds 101 102 103 104 105")
             return

@@ -8,7 +8,7 @@ from eva_lightning.runs.report import Headline
 
 def test_validation_on_the_test_split_chooses_nothing_and_reports_val_acc():
     p = Protocol(0.0)
-    assert not p.held_out and p.validation_split == "test"
+    assert not p.held_out
     assert not p.tests_after_fit and not p.keeps_best_checkpoint and not p.may_choose_best("val/acc")
     assert p.tag_of_record({"val/acc", "train/loss"}) == "val/acc"
     assert p.tag_of_record({"val/acc", "test/acc"}) == "test/acc"  # eva test of a checkpoint: the test it ran
@@ -16,7 +16,7 @@ def test_validation_on_the_test_split_chooses_nothing_and_reports_val_acc():
 
 def test_a_held_out_split_may_choose_on_val_only_and_reports_the_final_test():
     p = Protocol(5000)
-    assert p.held_out and p.validation_split == "held-out" and p.tests_after_fit and p.keeps_best_checkpoint
+    assert p.held_out and p.tests_after_fit and p.keeps_best_checkpoint
     assert p.may_choose_best("val/acc") and p.may_choose_best("val/loss") and not p.may_choose_best("test/acc")
     assert p.tag_of_record({"val/acc"}) == "test/acc"  # its val/acc is no test accuracy, even before the test
 
