@@ -51,13 +51,8 @@ class NetworkSummary:
     input_shape: tuple[int, int, int]
     output_shape: tuple[int, ...]
 
-    def flags(self) -> str:
-        yes = lambda b: "yes" if b else "no"  # noqa: E731
-        return (f"Linear layer: {yes(self.has_linear)} | max-pools: {self.maxpools} | "
-                f"depthwise-separable: {yes(self.has_depthwise_separable)} | dilated conv: {yes(self.has_dilated)} | "
-                f"global pooling: {yes(self.has_gap)}")
-
     def table(self) -> str:
+        yes = lambda b: "yes" if b else "no"  # noqa: E731
         header = ("layer", "type", "output shape", "params", "RF", "jump")
         lines = [header]
         for r in self.rows:
@@ -71,7 +66,9 @@ class NetworkSummary:
             f"input {'x'.join(map(str, self.input_shape))} -> output {'x'.join(map(str, self.output_shape))}",
             f"parameters: {self.params:,} ({self.trainable_params:,} trainable)",
             f"receptive field: {self.receptive_field} (jump {self.jump})",
-            self.flags(),
+            f"Linear layer: {yes(self.has_linear)} | max-pools: {self.maxpools} | "
+            f"depthwise-separable: {yes(self.has_depthwise_separable)} | dilated conv: {yes(self.has_dilated)} | "
+            f"global pooling: {yes(self.has_gap)}",
         ])
 
 
@@ -148,13 +145,12 @@ class _Tracker(TorchFunctionMode):
         elif name in ("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"):
             size = _arg(args, kwargs, 1, "output_size", 1)
             size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-            in_hw = x.shape[-2:]
             if all(s in (1, None) for s in size):
                 self.has_gap = True
                 new = _RF(src.rf, src.jump, False, True)
             else:  # adaptive pooling to n > 1: a window of about in/out with stride in//out
-                k = max(-(-int(i) // int(o or i)) for i, o in zip(in_hw, size))
-                s = max(int(i) // int(o or i) for i, o in zip(in_hw, size))
+                k = max(-(-int(i) // int(o or i)) for i, o in zip(x.shape[-2:], size))
+                s = max(int(i) // int(o or i) for i, o in zip(x.shape[-2:], size))
                 new = _grow(src, k, s)
         elif name in ("mean", "amax", "sum", "max", "avg_pool", "logsumexp") and x is not None and x.dim() == 4:
             dims = _arg(args, kwargs, 1, "dim", None)

@@ -162,7 +162,9 @@ class VisionDataModule(L.LightningDataModule):
     @property
     def classes(self) -> tuple[str, ...]:
         if self._classes is None:
-            self._classes = self._folder_classes()
+            if (source := self._folder_source()) is None:
+                raise self._missing(download=False)
+            self._classes = self._load("train").classes if source.is_file() else sources.class_folders(source / "train")
         return self._classes
 
     @property
@@ -193,12 +195,6 @@ class VisionDataModule(L.LightningDataModule):
         if files is not None and sources.torchvision_present(files, self.data_dir):
             return "torchvision"
         return "folder" if self._folder_source() is not None else None
-
-    def _folder_classes(self) -> tuple[str, ...]:
-        source = self._folder_source()
-        if source is None:
-            raise self._missing(download=False)
-        return self._load("train").classes if source.is_file() else sources.class_folders(source / "train")
 
     def prepare_data(self) -> None:
         """Download (rank 0 only) when nothing is found locally and downloads are allowed."""

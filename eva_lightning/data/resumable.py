@@ -15,19 +15,16 @@ class ResumableShuffle(RandomSampler):
     def __init__(self, data_source) -> None:
         super().__init__(data_source)
         self.order: list[int] | None = None  # this epoch's order
-        self._resume: tuple[list[int], int, torch.Tensor] | None = None
-
-    def resume(self, order: list[int], start: int, rng: torch.Tensor) -> None:
-        """Make the next epoch ``order[start:]`` with torch's RNG at ``rng`` when its first index is drawn."""
-        self._resume = (order, start, rng)
+        # (order, start, rng) from ResumableLoader.load_state_dict: the next epoch is order[start:], torch's RNG at rng
+        self.resume: tuple[list[int], int, torch.Tensor] | None = None
 
     def __iter__(self) -> Iterator[int]:
-        if self._resume is None:
+        if self.resume is None:
             self.order = list(super().__iter__())  # draws its seed as RandomSampler does, when the epoch starts
             yield from self.order
             return
-        self.order, start, rng = self._resume
-        self._resume = None
+        self.order, start, rng = self.resume
+        self.resume = None
         # the DataLoader's new iterator drew its base seed from torch's RNG, which the cut run did at the epoch's
         # start: back to the checkpoint's state, so the next batch's augmentation and dropout draw what they drew
         torch.set_rng_state(rng)
@@ -68,5 +65,5 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "order" in state_dict and isinstance(self.sampler, ResumableShuffle):
             batches = int(state_dict["batches"])
-            self.sampler.resume(state_dict["order"].tolist(), batches * self.batch_size, state_dict["rng"])
+            self.sampler.resume = (state_dict["order"].tolist(), batches * self.batch_size, state_dict["rng"])
             self._start = batches

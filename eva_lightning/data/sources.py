@@ -283,13 +283,6 @@ def _cache_dir(source: Path) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eva_lightning"
 
 
-def _digest(lines) -> str:
-    digest = hashlib.sha1()
-    for line in lines:
-        digest.update(line.encode())
-    return digest.hexdigest()[:16]
-
-
 def load_folder_cached(source: Path, split: str, channels: int, size: int | None,
                        classes: tuple[str, ...] | None = None) -> Split:
     """Decode a tree (holding ``train/`` and ``test/``) or its ``.tar.gz`` once; later calls read the ``.npz``
@@ -302,12 +295,12 @@ def load_folder_cached(source: Path, split: str, channels: int, size: int | None
         per_class = list_folder(split_dir)
         order = class_order(set(per_class), classes, str(split_dir))  # a stray folder is refused before decoding
         cut = len(str(split_dir)) + 1  # paths inside the tree: a moved tree keeps its cache's content key
-        key = _digest(f"{p[cut:]}|{n}|{t}\n" for c in order for p, n, t in per_class[c])
+        stamp = "".join(f"{p[cut:]}|{n}|{t}\n" for c in order for p, n, t in per_class[c])
     else:
         st = source.stat()  # an archive is the one file it caches
-        key = _digest([f"{st.st_size}|{st.st_mtime_ns}"])
+        stamp = f"{st.st_size}|{st.st_mtime_ns}"
     cache_dir = _cache_dir(source)
-    cache = cache_dir / f"{prefix}{key}.eva-cache.npz"
+    cache = cache_dir / f"{prefix}{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.eva-cache.npz"
     if cache.exists():
         try:
             with np.load(cache) as z:

@@ -29,8 +29,7 @@ def build_transform(spec: TransformSpec) -> A.BasicTransform:
         choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
         raise EvaError(f"unknown albumentations transform '{name}'.{_hint(name, choices)}")
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
-    unknown = [key for key in args if key not in allowed]
-    if unknown:
+    if unknown := [key for key in args if key not in allowed]:
         raise EvaError(f"{name} has no argument '{unknown[0]}'.{_hint(unknown[0], sorted(allowed))} "
                        f"Valid arguments: {', '.join(sorted(allowed))}")
     try:
