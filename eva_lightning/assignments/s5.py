@@ -40,7 +40,8 @@ class MnistNet(nn.Module):
 
 
 def _norm_block(dropout: float, norm: NormKind, virtual_batch_size: int) -> Callable[..., nn.Module]:
-    return partial(conv_bn, dropout=dropout, norm=partial(norm2d, norm, virtual_batch_size=virtual_batch_size))
+    norm_layer = partial(norm2d, norm, virtual_batch_size=check_virtual_batch_size(virtual_batch_size))
+    return partial(conv_bn, dropout=check_dropout(dropout), norm=norm_layer)
 
 
 class SkeletonNet(MnistNet):
@@ -100,9 +101,7 @@ class S5Model(ImageClassifier):
 
     def __init__(self, dropout: float = 0.05, norm: NormKind = "bn", virtual_batch_size: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.net = S5Net(
-            self.in_channels, self.num_classes, check_dropout(dropout), norm, check_virtual_batch_size(virtual_batch_size)
-        )
+        self.net = S5Net(self.in_channels, self.num_classes, dropout, norm, virtual_batch_size)
 
 
 class S5Final(ImageClassifier):
@@ -121,7 +120,4 @@ class S5Final(ImageClassifier):
     def __init__(self, widths: tuple[int, ...] = (8, 16, 10, 14, 16, 16, 16), dropout: float = 0.02,
                  norm: NormKind = "bn", virtual_batch_size: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.net = FinalNet(
-            self.in_channels, self.num_classes, tuple(widths), check_dropout(dropout), norm,
-            check_virtual_batch_size(virtual_batch_size),
-        )
+        self.net = FinalNet(self.in_channels, self.num_classes, tuple(widths), dropout, norm, virtual_batch_size)

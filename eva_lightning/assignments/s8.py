@@ -37,14 +37,13 @@ class ResNet(nn.Module):
     def __init__(self, layers: list[int], in_channels: int = 3, num_classes: int = 10, width: int = 64,
                  zero_init_residual: bool = True) -> None:
         super().__init__()
-        self.inplanes = width
         self.conv1 = conv3x3(in_channels, width)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(width, layers[0])
-        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        self.layer1 = self._make_layer(width, width, layers[0])
+        self.layer2 = self._make_layer(width, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 2, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 4, width * 8, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width * 8, num_classes)
         for m in self.modules():
@@ -53,14 +52,13 @@ class ResNet(nn.Module):
             elif zero_init_residual and isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    @staticmethod
+    def _make_layer(cin: int, cout: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
-        if stride != 1 or self.inplanes != planes:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes
-        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        if stride != 1 or cin != cout:
+            downsample = nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+        first = BasicBlock(cin, cout, stride, downsample)
+        return nn.Sequential(first, *(BasicBlock(cout, cout) for _ in range(1, blocks)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

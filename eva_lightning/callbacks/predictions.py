@@ -28,7 +28,6 @@ AGAIN = "free some space, then run the same eva predict command again"  # after 
 
 CSV_NAME = "predictions.csv"
 GRADCAM_DIR = "gradcam"
-TOP_K = 3
 OVERLAY_SIDE = 256  # px, longer side of a GradCAM overlay: MNIST-sized inputs are unreadable at 28 px
 
 
@@ -36,7 +35,7 @@ def _relative(path: Path, root: Path | None) -> str:
     return (path.relative_to(root) if root is not None and path.is_relative_to(root) else path).as_posix()
 
 
-def format_topk(probs: torch.Tensor, classes: Sequence[str], k: int = TOP_K) -> str:
+def format_topk(probs: torch.Tensor, classes: Sequence[str], k: int = 3) -> str:
     """``"7 (0.912); 1 (0.051); 9 (0.012)"`` for one probability vector."""
     values, idx = probs.topk(min(k, probs.numel()))
     return "; ".join(f"{classes[int(i)]} ({float(v):.3f})" for v, i in zip(values, idx))

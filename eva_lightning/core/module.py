@@ -215,8 +215,7 @@ class ImageClassifier(L.LightningModule):
             trainer = self.trainer
             check_span(s, trainer.max_epochs, trainer.max_steps)
             sched = make_scheduler(opt, s, total_steps=int(trainer.estimated_stepping_batches),
-                                   epochs=max(1, trainer.max_epochs or 1),
-                                   hold=bool(trainer.fast_dev_run))
+                                   epochs=trainer.max_epochs or 1, hold=bool(trainer.fast_dev_run))
         else:
             sched = make_scheduler(opt, s)
         when = {"monitor": "val/loss"} if s.interval == "plateau" else {"interval": s.interval}

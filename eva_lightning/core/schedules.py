@@ -68,15 +68,10 @@ class Schedule:
 # in checkpoints' hyper-parameters: weights_only loading must accept it, also under its former path
 torch.serialization.add_safe_globals([Schedule, (Schedule, "eva_lightning.core.module.Schedule")])
 
-Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
-
 
 def check_span(schedule: Any, max_epochs: int | None, max_steps: int | None = None) -> None:
     """Raise an :class:`EvaError` if ``schedule`` (a :class:`Schedule`, or the CLI's parsed namespace of one) cannot
-    span a run of ``max_epochs`` (-1: without end) and ``max_steps`` (None or -1: no limit). The one home of these
-    rules: the CLI asks with the config's values before a run folder is made, ``configure_optimizers`` with the
-    trainer's (a Python caller); the step-level bound of a one-cycle's peak is :func:`_one_cycle`'s, where the step
-    count is known."""
+    span ``max_epochs`` (-1: without end) and ``max_steps`` (None or -1: no limit); who asks: docs/internals.md."""
     name, peak = getattr(schedule, "name", None), getattr(schedule, "peak_epoch", None)
     if name not in ("cosine", "onecycle") or max_steps not in (None, -1):
         return
@@ -120,7 +115,7 @@ def make_optimizer(factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim
 
 
 def make_scheduler(opt: torch.optim.Optimizer, schedule: Schedule, total_steps: int | None = None,
-                   epochs: int | None = None, hold: bool = False) -> Scheduler:
+                   epochs: int | None = None, hold: bool = False) -> lr_scheduler.LRScheduler:
     """The scheduler for ``schedule`` (``opt``'s LR is a one-cycle's peak); ``cosine`` and ``onecycle`` need
     ``total_steps`` and ``epochs``; ``hold`` keeps a one-cycle's LR constant (a ``fast_dev_run``)."""
     s = schedule
@@ -135,19 +130,14 @@ def make_scheduler(opt: torch.optim.Optimizer, schedule: Schedule, total_steps: 
         raise ValueError(f"a {s.name} schedule needs total_steps and epochs")
     if s.name == "cosine":
         return lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=s.min_lr)
-    return _one_cycle(opt, s, total_steps, epochs, hold)
-
-
-def _one_cycle(opt: torch.optim.Optimizer, s: Schedule, total: int, epochs: int, hold: bool = False) -> Scheduler:
-    """One-cycle stepped every batch, peaking exactly at the first step of ``s.peak_epoch``."""
-    epochs = max(1, epochs)
-    peak_step = round(s.peak_epoch * total / epochs)
-    if hold or total < 3:  # too few steps for a cycle: hold the LR
+    if hold or total_steps < 3:  # too few steps for a one-cycle: hold the LR
         return lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
-    if not 0 < peak_step < total - 1:
-        raise EvaError(f"schedule.peak_epoch={s.peak_epoch} is outside the run ({epochs} epochs, {total} steps): "
+    epochs = max(1, epochs)
+    peak_step = round(s.peak_epoch * total_steps / epochs)
+    if not 0 < peak_step < total_steps - 1:
+        raise EvaError(f"schedule.peak_epoch={s.peak_epoch} is outside the run ({epochs} epochs, {total_steps} steps): "
                        "choose a peak epoch between 0 and trainer.max_epochs")
     # OneCycleLR's warm-up ends at step pct_start*total - 1, so +1 puts the max on peak_step
-    return lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
-                                   pct_start=(peak_step + 1) / total, anneal_strategy=s.anneal,
+    return lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total_steps,
+                                   pct_start=(peak_step + 1) / total_steps, anneal_strategy=s.anneal,
                                    div_factor=s.div_factor, final_div_factor=s.final_div_factor, cycle_momentum=False)
