@@ -21,20 +21,10 @@ log = logging.getLogger(__name__)
 def suggest_lr(
     lrs: Sequence[float], losses: Sequence[float], mode: str = "exponential", skip_begin: int = 10, skip_end: int = 1
 ) -> int | None:
-    """Index of the suggested LR: the steepest fall of the smoothed loss against log LR (``exponential``) or LR.
-
-    Not Lightning 2.6's ``suggestion()``, which uses the linear LR in both modes (why: docs/internals.md).
-
-    Args:
-        lrs: the LRs tried, in order.
-        losses: the (smoothed) loss at each LR.
-        mode: ``exponential`` or ``linear``: how the sweep stepped the LR.
-        skip_begin: points ignored at the start (the smoothed loss is still settling there).
-        skip_end: points ignored at the end (where the loss diverges).
-
-    Returns:
-        An index into ``lrs``, or None when fewer than 2 usable points are left.
-    """
+    """Index into ``lrs`` of the steepest fall of the smoothed ``losses`` against log LR (``mode`` exponential) or LR
+    (linear), leaving out the first ``skip_begin`` points (the smoothing still settles) and the last ``skip_end`` (the
+    loss diverges); None when fewer than 2 usable points are left. Not Lightning 2.6's ``suggestion()``, which uses the
+    linear LR in both modes (why: docs/internals.md)."""
     if mode not in ("exponential", "linear"):
         raise ValueError(f"mode must be 'exponential' or 'linear', got {mode!r}")
     if len(lrs) != len(losses):
